@@ -1,0 +1,103 @@
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from devices import selectors, services
+from devices.filtersets import DeviceFilterSet
+from devices.models import Device, DeviceTargetState
+from sensorsync_project.api.input import body_fields
+
+from .serializers import (
+    DeviceKeySerializer,
+    DeviceSerializer,
+    DeviceWriteSerializer,
+    TargetStateSerializer,
+    TargetStateWriteSerializer,
+)
+
+UUID_REGEX = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+DEVICE_FIELDS = {"name": "name", "description": "description", "isActive": "is_active"}
+
+IF_MATCH = OpenApiParameter(
+    "If-Match",
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description="The target state's ETag; the write is refused with 412 if the target changed since.",
+)
+
+
+@extend_schema_view(
+    create=extend_schema(request=DeviceWriteSerializer, responses={201: DeviceKeySerializer}),
+    update=extend_schema(request=DeviceWriteSerializer, responses=DeviceSerializer),
+    partial_update=extend_schema(request=DeviceWriteSerializer, responses=DeviceSerializer),
+)
+class DeviceViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    queryset = Device.objects.all()
+    serializer_class = DeviceSerializer
+    filterset_class = DeviceFilterSet
+    lookup_field = "uuid"
+    lookup_value_regex = UUID_REGEX
+
+    def get_queryset(self):
+        return selectors.device_list()
+
+    def permission_for(self, request):
+        if self.action == "rotate_key":
+            return Device, "change"
+        if self.action == "target_state":
+            return DeviceTargetState, None
+        return Device, None
+
+    def create(self, request):
+        fields = body_fields(request.data, DEVICE_FIELDS, required=("name",))
+        created = services.device_create(**fields, user=request.user)
+        device = selectors.device_get(uuid=created.device.uuid)
+        device.apiKey = created.api_key
+        return Response(
+            DeviceKeySerializer(device).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": f"/api/v1/devices/{device.uuid}"},
+        )
+
+    def update(self, request, uuid=None, partial=False):
+        fields = body_fields(request.data, DEVICE_FIELDS, required=() if partial else ("name",))
+        services.device_update(uuid=uuid, user=request.user, **fields)
+        return Response(DeviceSerializer(selectors.device_get(uuid=uuid)).data)
+
+    def partial_update(self, request, uuid=None):
+        return self.update(request, uuid=uuid, partial=True)
+
+    def destroy(self, request, uuid=None):
+        services.device_delete(uuid=uuid, user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses=DeviceKeySerializer)
+    @action(detail=True, methods=["post"], url_path="rotate-key")
+    def rotate_key(self, request, uuid=None):
+        rotated = services.device_key_rotate(uuid=uuid, user=request.user)
+        device = selectors.device_get(uuid=rotated.device.uuid)
+        device.apiKey = rotated.api_key
+        return Response(DeviceKeySerializer(device).data)
+
+    @extend_schema(
+        methods=["GET"],
+        responses={200: TargetStateSerializer, 404: OpenApiResponse(description="No such device")},
+    )
+    @extend_schema(
+        methods=["PUT"],
+        request=TargetStateWriteSerializer,
+        parameters=[IF_MATCH],
+        responses={200: TargetStateSerializer, 412: OpenApiResponse(description="If-Match did not match")},
+    )
+    @action(detail=True, methods=["get", "put"], url_path="target-state")
+    def target_state(self, request, uuid=None):
+        if request.method == "PUT":
+            body = body_fields(request.data, {"config": "config", "apps": "apps"}, required=("config",))
+            services.target_state_update(uuid=uuid, user=request.user, if_match=request.headers.get("If-Match"), **body)
+        target = DeviceTargetState.objects.select_related("device", "updated_by").get(device__uuid=uuid)
+        return Response(TargetStateSerializer(target).data, headers={"ETag": target.etag})

@@ -1,0 +1,112 @@
+import uuid
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.utils import timezone
+
+from events.choices import EventSourceChoices
+
+
+def empty_config() -> dict:
+    return {"protocolAdapterDevices": []}
+
+
+class Device(models.Model):
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=255)
+    description = models.TextField(blank=True)
+    is_active = models.BooleanField(default=True)
+    api_key_digest = models.CharField(max_length=64, unique=True, editable=False)
+    # Reported by the agent; never indexed, because they are rewritten on every report.
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    os_version = models.CharField(max_length=255, blank=True)
+    agent_version = models.CharField(max_length=255, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    uptime = models.PositiveBigIntegerField(null=True, blank=True)
+    # What the agent fetched, so "never fetched", "fetched but not applied" and "applied" can be told apart.
+    last_fetched_version = models.PositiveIntegerField(null=True, blank=True)
+    last_fetched_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [models.Index(fields=["name", "id"], name="device_name_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.uuid})"
+
+    def current_state_or_none(self) -> "DeviceCurrentState | None":
+        """The last accepted report, or None for a device that never reported."""
+        try:
+            return self.current_state
+        except DeviceCurrentState.DoesNotExist:
+            return None
+
+
+class DeviceTargetState(models.Model):
+    """The desired state: what the agent should run. Every change bumps ``version``."""
+
+    device = models.OneToOneField(Device, on_delete=models.CASCADE, primary_key=True, related_name="target_state")
+    config = models.JSONField(default=empty_config, encoder=DjangoJSONEncoder)
+    apps = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
+    version = models.PositiveIntegerField(default=1)
+    needs_deployment = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_deployed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(version__gte=1), name="target_version_positive")]
+
+    def __str__(self) -> str:
+        return f"target state of {self.device_id} v{self.version}"
+
+    @property
+    def etag(self) -> str:
+        # Versions are never reused and every change bumps the version, so the version alone is a strong validator.
+        return f'"{self.version}"'
+
+
+class DeviceTargetStateVersion(models.Model):
+    """History: every target version that ever existed, who set it, and what changed."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="target_versions")
+    version = models.PositiveIntegerField()
+    config = models.JSONField(encoder=DjangoJSONEncoder)
+    apps = models.JSONField(encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source = models.CharField(max_length=16, choices=EventSourceChoices.choices)
+    change = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
+
+    class Meta:
+        ordering = ["device", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["device", "version"], name="target_version_unique"),
+            models.CheckConstraint(condition=models.Q(version__gte=1), name="target_history_version_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} v{self.version}"
+
+
+class DeviceCurrentState(models.Model):
+    """The last accepted report: what the agent says it runs."""
+
+    device = models.OneToOneField(Device, on_delete=models.CASCADE, primary_key=True, related_name="current_state")
+    config = models.JSONField(default=empty_config, encoder=DjangoJSONEncoder)
+    apps = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
+    version = models.PositiveIntegerField(help_text="The target version the agent says it applied.")
+    seq = models.BigIntegerField(null=True, blank=True, help_text="The agent's report sequence, when it sends one.")
+    sensor_health = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
+    reported_at = models.DateTimeField(default=timezone.now)
+    digest = models.CharField(max_length=64, help_text="Digest of the canonical report, for no-op detection.")
+
+    def __str__(self) -> str:
+        return f"current state of {self.device_id} v{self.version}"

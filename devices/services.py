@@ -1,0 +1,188 @@
+"""Writes to devices and their target state. Each runs in one transaction holding the device row lock."""
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from events.choices import EventTypeChoices
+from events.context import actor_label, current_context
+from events.services import event_recording
+from reconciliation.services import device_reconcile
+from sensors.validation import target_config_validate
+from sensorsync_project.exceptions import if_match_check
+
+from .keys import key_digest, key_generate
+from .models import Device, DeviceTargetState, DeviceTargetStateVersion, empty_config
+
+DEVICE_NAME_MAX = 255
+
+
+@dataclass(frozen=True)
+class DeviceWithKey:
+    device: Device
+    api_key: str
+
+
+def device_lock(*, uuid) -> Device:
+    """The device with its target and current state, its row locked until the transaction ends."""
+    return Device.objects.select_for_update(of=("self",)).select_related("target_state", "current_state").get(uuid=uuid)
+
+
+@contextlib.contextmanager
+def device_write(*, uuid) -> Iterator[Device]:
+    """One unit of work on a device: a transaction, the device row locked, and one event scope that is flushed
+    (gapless sequences, one INSERT) when the block ends without an exception."""
+    with transaction.atomic():
+        device = device_lock(uuid=uuid)
+        with event_recording(str(device.uuid)):
+            yield device
+
+
+def device_events(device: Device):
+    """The event scope of a device (joins the one ``device_write`` opened)."""
+    return event_recording(str(device.uuid))
+
+
+def _device_fields_validate(*, name, description, is_active) -> None:
+    errors: dict[str, list[str]] = {}
+    if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > DEVICE_NAME_MAX):
+        errors["name"] = [f"Must be a non-empty string of at most {DEVICE_NAME_MAX} characters."]
+    if description is not None and not isinstance(description, str):
+        errors["description"] = ["Must be a string."]
+    if is_active is not None and type(is_active) is not bool:
+        errors["isActive"] = ["Must be a boolean."]
+    if errors:
+        raise ValidationError(errors)
+
+
+def _target_version_store(*, device: Device, target: DeviceTargetState, user, change: dict, created_at=None) -> None:
+    """Append the target's current content to the history and the event log (rebuildable from either)."""
+    DeviceTargetStateVersion.objects.create(
+        device=device,
+        version=target.version,
+        config=target.config,
+        apps=target.apps,
+        created_at=created_at or target.updated_at,
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+        source=current_context().source,
+        change=change,
+    )
+    with device_events(device) as recorder:
+        recorder.record(
+            EventTypeChoices.TARGET_STATE_UPDATED,
+            {"version": target.version, "config": target.config, "apps": target.apps, "change": change},
+            actor=actor_label(user),
+        )
+
+
+@transaction.atomic
+def device_create(*, name: str, description: str = "", is_active: bool = True, user=None) -> DeviceWithKey:
+    _device_fields_validate(name=name, description=description, is_active=is_active)
+    api_key = key_generate()
+    device = Device.objects.create(
+        name=name.strip(), description=description, is_active=is_active, api_key_digest=key_digest(api_key)
+    )
+    target = DeviceTargetState.objects.create(
+        device=device,
+        config=empty_config(),
+        apps={},
+        version=1,
+        updated_by=user if getattr(user, "is_authenticated", False) else None,
+    )
+    with device_events(device) as recorder:
+        recorder.record(
+            EventTypeChoices.DEVICE_REGISTERED,
+            {"name": device.name, "is_active": device.is_active},
+            actor=actor_label(user),
+        )
+        _target_version_store(device=device, target=target, user=user, change={"created": True})
+    return DeviceWithKey(device=device, api_key=api_key)
+
+
+def device_update(
+    *, uuid, user, name: str | None = None, description: str | None = None, is_active: bool | None = None
+) -> Device:
+    _device_fields_validate(name=name, description=description, is_active=is_active)
+    with device_write(uuid=uuid) as device, device_events(device) as recorder:
+        changes = {}
+        for field_name, value in (("name", name), ("description", description), ("is_active", is_active)):
+            if value is not None and getattr(device, field_name) != value:
+                changes[field_name] = value.strip() if field_name == "name" else value
+        if changes:
+            for field_name, value in changes.items():
+                setattr(device, field_name, value)
+            device.save(update_fields=[*changes, "updated_at"])
+            recorder.record(EventTypeChoices.DEVICE_UPDATED, {"changes": changes}, actor=actor_label(user))
+    return device
+
+
+def device_key_rotate(*, uuid, user) -> DeviceWithKey:
+    """Replace the key; the old one stops working when this commits."""
+    api_key = key_generate()
+    with device_write(uuid=uuid) as device, device_events(device) as recorder:
+        device.api_key_digest = key_digest(api_key)
+        device.save(update_fields=["api_key_digest", "updated_at"])
+        recorder.record(EventTypeChoices.DEVICE_KEY_ROTATED, {}, actor=actor_label(user))
+    return DeviceWithKey(device=device, api_key=api_key)
+
+
+def device_delete(*, uuid, user) -> None:
+    """Delete a device with its states and sensor rows; its events stay in the log."""
+    with device_write(uuid=uuid) as device, device_events(device) as recorder:
+        recorder.record(EventTypeChoices.DEVICE_DELETED, {"name": device.name}, actor=actor_label(user))
+        device.delete()
+
+
+def target_state_write(*, device: Device, config: dict, apps: dict, user, change: dict) -> DeviceTargetState:
+    """Store a new target version and re-project the read model. Caller holds the device lock (``device_lock``)
+    and has validated ``config``."""
+    target = device.target_state
+    target.version += 1
+    target.config = config
+    target.apps = apps
+    target.updated_at = timezone.now()
+    target.updated_by = user if getattr(user, "is_authenticated", False) else None
+    target.save(update_fields=["version", "config", "apps", "updated_at", "updated_by"])
+    _target_version_store(device=device, target=target, user=user, change=change)
+    device_reconcile(device=device, target=target, current=device.current_state_or_none(), actor=actor_label(user))
+    return target
+
+
+def _sensor_names(config: dict) -> dict[str, dict]:
+    return {s["name"]: s for s in config.get("protocolAdapterDevices", [])}
+
+
+def config_change_summary(before: dict, after: dict) -> dict:
+    """Which sensors a new configuration adds, changes and removes, for history and events."""
+    old, new = _sensor_names(before), _sensor_names(after)
+    summary = {
+        "added": sorted(set(new) - set(old)),
+        "updated": sorted(name for name in set(new) & set(old) if new[name] != old[name]),
+        "removed": sorted(set(old) - set(new)),
+    }
+    return {key: value for key, value in summary.items() if value}
+
+
+def target_state_update(*, uuid, user, config, apps=None, if_match: str | None = None) -> DeviceTargetState:
+    """Replace the whole desired state (PUT target-state). An identical document makes no new version."""
+    with device_write(uuid=uuid) as device:
+        target = device.target_state
+        if_match_check(if_match, target.etag)
+        new_config = target_config_validate(config, previous=target.config)
+        if apps is None:
+            new_apps = copy.deepcopy(target.apps)
+        elif isinstance(apps, dict):
+            new_apps = apps
+        else:
+            raise ValidationError({"apps": ["Must be a JSON object."]})
+        if new_config == target.config and new_apps == target.apps:
+            return target
+        change = config_change_summary(target.config, new_config)
+        if new_apps != target.apps:
+            change["apps"] = True
+        return target_state_write(device=device, config=new_config, apps=new_apps, user=user, change=change)

@@ -1,0 +1,26 @@
+from django.db import models
+
+
+class EventTypeChoices(models.TextChoices):
+    DEVICE_REGISTERED = "device.registered"
+    DEVICE_UPDATED = "device.updated"
+    DEVICE_DELETED = "device.deleted"
+    DEVICE_KEY_ROTATED = "device.key_rotated"
+    TARGET_STATE_UPDATED = "target_state.updated"
+    SENSOR_ADDED = "sensor.added"
+    SENSOR_UPDATED = "sensor.updated"
+    SENSOR_REMOVED = "sensor.removed"
+    CURRENT_STATE_REPORTED = "current_state.reported"
+    SENSOR_DEPLOYED = "sensor.deployed"
+    SENSOR_FAILED = "sensor.failed"
+    DEVICE_CONFIG_DRIFT = "device.config_drift"
+    DEVICE_IN_SYNC = "device.in_sync"
+    DEVICE_RECONCILE_FAILED = "device.reconcile_failed"
+
+
+class EventSourceChoices(models.TextChoices):
+    API = "api"
+    ADMIN = "admin"
+    AGENT = "agent"
+    COMMAND = "command"
+    SYSTEM = "system"

@@ -1,0 +1,198 @@
+"""How each sensor row's status is decided (SPEC section 6). Pure: plain data in, plain data out.
+
+The read model is a function of (target state, last accepted report) plus the previous rows, which only carry
+history forward (``deployment_attempts``, ``last_deployed_at``, ``status_changed_at``). Deciding twice from
+the same inputs changes nothing, which is what makes rebuilding and ``--check`` possible.
+"""
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from events.choices import EventTypeChoices
+from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
+from sensors.validation import sensors_differences
+
+_UNNAMED_SENSORS = uuid.UUID("5b1c8f0e-6a43-4c55-9d0b-2f3e7a9c1d44")
+
+
+@dataclass(frozen=True, slots=True)
+class SensorRow:
+    """One ``DeviceSensor`` row, as the decision sees it."""
+
+    name: str
+    sensor_id: str
+    protocol: str
+    enabled: bool
+    poll_interval: int
+    connection: dict
+    data_points: list
+    metadata: dict
+    config_version: int
+    synced_to_config: bool
+    deployment_status: str
+    running: bool
+    last_deployed_at: datetime | None
+    deployment_error: str
+    deployment_attempts: int
+    failed_at_version: int | None
+    status_changed_at: datetime
+    desired: dict | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    rows: dict[str, SensorRow]
+    removed: list[str]
+    events: list[tuple[str, dict]]
+    in_sync: bool
+    drifting: list[str]
+
+
+def _shown(sensor: dict, *, version: int) -> dict:
+    return {
+        "sensor_id": sensor["id"],
+        "protocol": sensor["protocol"],
+        "enabled": sensor["enabled"],
+        "poll_interval": sensor["pollInterval"],
+        "connection": sensor["connection"],
+        "data_points": sensor["dataPoints"],
+        "metadata": sensor["metadata"],
+        "config_version": version,
+    }
+
+
+def _health_error(health: Mapping, name: str) -> str:
+    entry = health.get(name)
+    if isinstance(entry, dict) and entry.get("healthy") is False:
+        error = entry.get("lastError")
+        if isinstance(error, str) and error:
+            return error
+    return ""
+
+
+def _decide_one(
+    name: str,
+    d: dict | None,
+    r: dict | None,
+    *,
+    target_version: int,
+    reported_version: int | None,
+    health: Mapping,
+) -> tuple[str, bool, dict, str]:
+    """(status, running, shown fields, error) for one name, straight from the SPEC table."""
+    applied = reported_version is not None and reported_version >= target_version
+    T, V = target_version, reported_version
+    if d is not None and r is not None:
+        shown = _shown(r, version=V)
+        shown["sensor_id"] = d["id"]
+        differences = sensors_differences(d, r)
+        if not differences:
+            return Status.DEPLOYED, True, shown, ""
+        if not applied:
+            return Status.RECONCILING, True, shown, ""
+        error = f"Running a configuration that differs from target version {T} in: {', '.join(differences)}."
+        health = _health_error(health, name)
+        return Status.FAILED, True, shown, f"{error} {health}" if health else error
+    if d is not None:
+        shown = _shown(d, version=T)
+        if not applied:
+            return Status.PENDING, False, shown, ""
+        if not d["enabled"]:
+            return Status.DEPLOYED, False, shown, ""
+        error = _health_error(health, name) or f"Not running on the device although enabled in target version {T}."
+        return Status.FAILED, False, shown, error
+    assert r is not None
+    shown = _shown(r, version=V)
+    if not applied:
+        return Status.RECONCILING, True, shown, ""
+    return Status.FAILED, True, shown, f"Still running although removed from target version {T}."
+
+
+def decide(
+    *,
+    target_version: int,
+    desired: Iterable[dict],
+    reported_version: int | None,
+    running: Iterable[dict],
+    sensor_health: Mapping,
+    existing: Mapping[str, SensorRow],
+    was_in_sync: bool,
+    now: datetime,
+) -> Decision:
+    """Project target and report into rows. ``desired`` and ``running`` are normalized sensor objects (wire
+    format, ``id`` set on desired ones); ``reported_version`` is None when the device never reported."""
+    desired_by_name = {s["name"]: s for s in desired}
+    running_by_name = {s["name"]: s for s in running}
+    names = list(desired_by_name) + [n for n in running_by_name if n not in desired_by_name]
+
+    rows: dict[str, SensorRow] = {}
+    events: list[tuple[str, dict]] = []
+    for name in names:
+        d, r = desired_by_name.get(name), running_by_name.get(name)
+        status, is_running, shown, error = _decide_one(
+            name, d, r, target_version=target_version, reported_version=reported_version, health=sensor_health
+        )
+        prev = existing.get(name)
+        if not shown["sensor_id"]:
+            # A running sensor reported without an id keeps its row's id; a new one gets an id derived from its
+            # name, so that deciding again from the same inputs gives the same row.
+            shown["sensor_id"] = prev.sensor_id if prev else str(uuid.uuid5(_UNNAMED_SENSORS, name))
+        attempts = prev.deployment_attempts if prev else 0
+        failed_at = prev.failed_at_version if prev else None
+        if status == Status.DEPLOYED:
+            attempts, failed_at = 0, None
+        elif status == Status.FAILED and failed_at != reported_version:
+            attempts, failed_at = attempts + 1, reported_version
+        status_changed = prev is None or prev.deployment_status != status
+        row = SensorRow(
+            name=name,
+            **shown,
+            synced_to_config=status == Status.DEPLOYED,
+            deployment_status=status,
+            running=is_running,
+            last_deployed_at=now if status == Status.DEPLOYED and status_changed else (prev and prev.last_deployed_at),
+            deployment_error=error,
+            deployment_attempts=attempts,
+            failed_at_version=failed_at,
+            status_changed_at=now if status_changed else prev.status_changed_at,
+            desired=d,
+        )
+        rows[name] = row
+        if status == Status.DEPLOYED and status_changed:
+            events.append((EventTypeChoices.SENSOR_DEPLOYED, {"name": name, "version": reported_version}))
+        elif status == Status.FAILED and (status_changed or (prev and prev.failed_at_version != failed_at)):
+            events.append(
+                (
+                    EventTypeChoices.SENSOR_FAILED,
+                    {"name": name, "version": reported_version, "error": error, "attempts": attempts},
+                )
+            )
+
+    removed = [name for name in existing if name not in rows]
+    drifting = sorted(name for name, row in rows.items() if row.deployment_status != Status.DEPLOYED)
+    in_sync = reported_version == target_version and not drifting
+    was_drifting = sorted(name for name, row in existing.items() if row.deployment_status != Status.DEPLOYED)
+    if in_sync and not was_in_sync:
+        events.append(
+            (
+                EventTypeChoices.DEVICE_IN_SYNC,
+                {"target_version": target_version, "reported_version": reported_version},
+            )
+        )
+    elif not in_sync and (was_in_sync or drifting != was_drifting):
+        events.append(
+            (
+                EventTypeChoices.DEVICE_CONFIG_DRIFT,
+                {
+                    "target_version": target_version,
+                    "reported_version": reported_version,
+                    "drifting_sensors": [
+                        {"name": n, "status": rows[n].deployment_status, "error": rows[n].deployment_error}
+                        for n in drifting
+                    ],
+                },
+            )
+        )
+    return Decision(rows=rows, removed=removed, events=events, in_sync=in_sync, drifting=drifting)

@@ -1,0 +1,173 @@
+"""Applying the reconciliation decision to the read model.
+
+Every writer of ``DeviceSensor`` rows (staff edits, agent reports, manual reconcile, rebuild) goes through
+``device_reconcile``: one SELECT of the device's rows, the pure decision, then at most one upsert (changed rows
+only), one DELETE and one UPDATE of the target state, whatever the number of sensors.
+"""
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.utils import timezone
+
+from devices.models import Device, DeviceCurrentState, DeviceTargetState
+from events.choices import EventTypeChoices
+from events.services import event_recording
+from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
+from sensors.models import DeviceSensor
+
+from .decision import Decision, SensorRow, decide
+
+logger = logging.getLogger("sensorsync.reconciliation")
+
+ROW_FIELDS = tuple(SensorRow.__dataclass_fields__)
+UPSERT_UPDATE_FIELDS = [f for f in ROW_FIELDS if f != "name"] + ["updated_by", "updated_at"]
+
+
+@dataclass
+class ReconcileResult:
+    device_uuid: str
+    target_version: int
+    reported_version: int | None
+    in_sync: bool
+    rows: dict[str, SensorRow]
+    drifting: list[str]
+    inserted: int = 0
+    updated: int = 0
+    removed: int = 0
+    events: list[tuple[str, dict]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for row in self.rows.values() if row.deployment_status == Status.FAILED)
+
+
+def row_from_model(sensor: DeviceSensor) -> SensorRow:
+    values = {name: getattr(sensor, name) for name in ROW_FIELDS}
+    values["sensor_id"] = str(values["sensor_id"])
+    return SensorRow(**values)
+
+
+def decide_for_device(
+    *, target: DeviceTargetState, current: DeviceCurrentState | None, existing: dict[str, SensorRow]
+) -> Decision:
+    return decide(
+        target_version=target.version,
+        desired=target.config.get("protocolAdapterDevices", []),
+        reported_version=current.version if current else None,
+        running=current.config.get("protocolAdapterDevices", []) if current else [],
+        sensor_health=current.sensor_health if current else {},
+        existing=existing,
+        was_in_sync=not target.needs_deployment,
+        now=timezone.now(),
+    )
+
+
+def device_reconcile(
+    *, device: Device, target: DeviceTargetState, current: DeviceCurrentState | None, actor: str
+) -> ReconcileResult:
+    """Re-project one device's rows from its target and current state.
+
+    The caller holds the device row lock and the transaction; events go to the open ``event_recording`` scope
+    (one is opened here if the caller has none).
+    """
+    started = time.perf_counter()
+    existing_models = {s.name: s for s in DeviceSensor.objects.filter(device=device)}
+    existing = {name: row_from_model(s) for name, s in existing_models.items()}
+    decision = decide_for_device(target=target, current=current, existing=existing)
+
+    now = timezone.now()
+    changed: list[DeviceSensor] = []
+    inserted = 0
+    for name, row in decision.rows.items():
+        previous = existing_models.get(name)
+        if previous is not None and existing[name] == row:
+            continue
+        inserted += previous is None
+        changed.append(
+            DeviceSensor(
+                device=device,
+                **{f: getattr(row, f) for f in ROW_FIELDS},
+                created_by=previous.created_by if previous else actor,
+                created_at=previous.created_at if previous else now,
+                updated_by=actor,
+                updated_at=now,
+            )
+        )
+    if changed:
+        DeviceSensor.objects.bulk_create(
+            changed,
+            update_conflicts=True,
+            unique_fields=["device", "name"],
+            update_fields=UPSERT_UPDATE_FIELDS,
+        )
+    if decision.removed:
+        DeviceSensor.objects.filter(device=device, name__in=decision.removed).delete()
+
+    needs_deployment = not decision.in_sync
+    target_changes: dict = {}
+    if target.needs_deployment != needs_deployment:
+        target_changes["needs_deployment"] = needs_deployment
+        if decision.in_sync:
+            target_changes["last_deployed_at"] = now
+    if target_changes:
+        DeviceTargetState.objects.filter(pk=target.pk).update(**target_changes)
+        for name, value in target_changes.items():
+            setattr(target, name, value)
+
+    with event_recording(str(device.uuid)) as recorder:
+        for event_type, data in decision.events:
+            recorder.record(event_type, data, actor=actor)
+
+    result = ReconcileResult(
+        device_uuid=str(device.uuid),
+        target_version=target.version,
+        reported_version=current.version if current else None,
+        in_sync=decision.in_sync,
+        rows=decision.rows,
+        drifting=decision.drifting,
+        inserted=inserted,
+        updated=len(changed) - inserted,
+        removed=len(decision.removed),
+        events=decision.events,
+    )
+    logger.info(
+        "reconciled device=%s target_version=%s reported_version=%s in_sync=%s sensors=%d inserted=%d "
+        "updated=%d removed=%d failed=%d duration_ms=%.2f",
+        result.device_uuid,
+        result.target_version,
+        result.reported_version,
+        result.in_sync,
+        len(result.rows),
+        result.inserted,
+        result.updated,
+        result.removed,
+        result.failed,
+        (time.perf_counter() - started) * 1000,
+    )
+    return result
+
+
+def current_state_reconcile(*, current: DeviceCurrentState, actor: str) -> ReconcileResult | None:
+    """Reconcile after a report is stored; never lets a reconciliation failure lose the report.
+
+    Runs in a savepoint: on an exception the sensor rows stay exactly as they were, the failure is logged and
+    recorded as ``device.reconcile_failed``, and a later report or ``manage.py reconcile`` repairs it.
+    """
+    device = current.device
+    try:
+        with transaction.atomic():
+            return device_reconcile(device=device, target=device.target_state, current=current, actor=actor)
+    except Exception as exc:
+        error_id = uuid.uuid4().hex
+        logger.exception("reconciliation failed device=%s error_id=%s", device.uuid, error_id)
+        with event_recording(str(device.uuid)) as recorder:
+            recorder.record(
+                EventTypeChoices.DEVICE_RECONCILE_FAILED,
+                {"reported_version": current.version, "error": type(exc).__name__, "error_id": error_id},
+                actor=actor,
+            )
+        return None

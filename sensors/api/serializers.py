@@ -1,0 +1,72 @@
+from rest_framework import serializers
+
+from sensors.choices import DeviceSensorProtocolChoices
+from sensors.models import DeviceSensor
+from sensors.validation import POLL_INTERVAL_DEFAULT, POLL_INTERVAL_MAX, POLL_INTERVAL_MIN
+
+
+class DeviceSensorSerializer(serializers.ModelSerializer):
+    """A read-model row: running config and desired config side by side, with its deployment status."""
+
+    id = serializers.UUIDField(source="sensor_id", read_only=True)
+    deviceUuid = serializers.UUIDField(source="device_uuid", read_only=True)
+    pollInterval = serializers.IntegerField(source="poll_interval", read_only=True)
+    dataPoints = serializers.JSONField(source="data_points", read_only=True)
+    configVersion = serializers.IntegerField(source="config_version", read_only=True)
+    syncedToConfig = serializers.BooleanField(source="synced_to_config", read_only=True)
+    deploymentStatus = serializers.CharField(source="deployment_status", read_only=True)
+    lastDeployedAt = serializers.DateTimeField(source="last_deployed_at", read_only=True)
+    deploymentError = serializers.CharField(source="deployment_error", read_only=True)
+    deploymentAttempts = serializers.IntegerField(source="deployment_attempts", read_only=True)
+    statusChangedAt = serializers.DateTimeField(source="status_changed_at", read_only=True)
+    createdAt = serializers.DateTimeField(source="created_at", read_only=True)
+    updatedAt = serializers.DateTimeField(source="updated_at", read_only=True)
+    createdBy = serializers.CharField(source="created_by", read_only=True)
+    updatedBy = serializers.CharField(source="updated_by", read_only=True)
+
+    class Meta:
+        model = DeviceSensor
+        fields = [
+            "id",
+            "deviceUuid",
+            "name",
+            "protocol",
+            "enabled",
+            "pollInterval",
+            "connection",
+            "dataPoints",
+            "metadata",
+            "configVersion",
+            "syncedToConfig",
+            "deploymentStatus",
+            "running",
+            "lastDeployedAt",
+            "deploymentError",
+            "deploymentAttempts",
+            "statusChangedAt",
+            "desired",
+            "createdAt",
+            "updatedAt",
+            "createdBy",
+            "updatedBy",
+        ]
+        read_only_fields = fields
+
+
+class DataPointSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="Unique within the sensor.")
+
+
+class SensorWriteSerializer(serializers.Serializer):
+    """Request body of sensor create / update. Validation lives in ``sensors.validation`` (one definition for
+    the API, the admin and the commands); unknown fields are rejected."""
+
+    name = serializers.RegexField(r"^[A-Za-z0-9._-]{1,255}$")
+    protocol = serializers.ChoiceField(choices=DeviceSensorProtocolChoices.choices)
+    enabled = serializers.BooleanField(default=True)
+    pollInterval = serializers.IntegerField(
+        min_value=POLL_INTERVAL_MIN, max_value=POLL_INTERVAL_MAX, default=POLL_INTERVAL_DEFAULT
+    )
+    connection = serializers.DictField()
+    dataPoints = DataPointSerializer(many=True, required=False)
+    metadata = serializers.DictField(required=False)

@@ -1,0 +1,10 @@
+from devices.api.views import UUID_REGEX
+from sensorsync_project.api.routers import OptionalSlashRouter
+
+from .views import DeviceSensorViewSet, FleetSensorViewSet
+
+router = OptionalSlashRouter()
+router.register(rf"devices/(?P<device_uuid>{UUID_REGEX})/sensors", DeviceSensorViewSet, basename="device-sensor")
+router.register("sensors", FleetSensorViewSet, basename="sensor")
+
+urlpatterns = router.urls

@@ -1,0 +1,131 @@
+"""Staff writes to sensors. The target configuration is written first (a new version), then the read model is
+re-projected from it by reconciliation, in one transaction holding the device row lock."""
+
+import uuid as uuid_lib
+from typing import Any
+
+from django.core.exceptions import ValidationError
+
+from devices.services import device_events, device_write, target_state_write
+from events.choices import EventTypeChoices
+from events.context import actor_label
+from sensorsync_project.exceptions import SensorNotFound, if_match_check
+
+from .models import DeviceSensor
+from .validation import COMPARED_FIELDS, sensor_validate
+
+
+def _sensors(config: dict) -> list[dict]:
+    return list(config.get("protocolAdapterDevices", []))
+
+
+def _index_of(sensors: list[dict], name: str) -> int:
+    for index, sensor in enumerate(sensors):
+        if sensor["name"] == name:
+            return index
+    raise SensorNotFound(name)
+
+
+def _strip_own_id(data: Any, sensor_id: str | None) -> Any:
+    """A client may send back the id it read; any other id is an attempt to set it and is rejected."""
+    if isinstance(data, dict) and "id" in data and sensor_id is not None and str(data["id"]) == sensor_id:
+        return {key: value for key, value in data.items() if key != "id"}
+    return data
+
+
+def _row(device, name: str) -> DeviceSensor:
+    row = DeviceSensor.objects.get(device=device, name=name)
+    row.device = device  # the locked instance, whose target state is the one just written
+    return row
+
+
+def sensor_create(*, device_uuid, data: Any, user, if_match: str | None = None) -> DeviceSensor:
+    with device_write(uuid=device_uuid) as device, device_events(device) as recorder:
+        target = device.target_state
+        if_match_check(if_match, target.etag)
+        sensor = sensor_validate(data)
+        sensors = _sensors(target.config)
+        if any(s["name"] == sensor["name"] for s in sensors):
+            raise ValidationError({"name": [f"A sensor named '{sensor['name']}' already exists on this device."]})
+        sensor["id"] = str(uuid_lib.uuid4())
+        sensors.append(sensor)
+        recorder.record(
+            EventTypeChoices.SENSOR_ADDED,
+            {"name": sensor["name"], "id": sensor["id"], "version": target.version + 1, "sensor": sensor},
+            actor=actor_label(user),
+        )
+        target_state_write(
+            device=device,
+            config={**target.config, "protocolAdapterDevices": sensors},
+            apps=target.apps,
+            user=user,
+            change={"added": [sensor["name"]]},
+        )
+        return _row(device, sensor["name"])
+
+
+def sensor_update(
+    *, device_uuid, name: str, data: Any, partial: bool, user, if_match: str | None = None
+) -> DeviceSensor:
+    """PUT replaces the sensor (fields left out take their defaults); PATCH changes only the fields sent.
+    Sending another ``name`` renames the sensor; its id stays."""
+    with device_write(uuid=device_uuid) as device, device_events(device) as recorder:
+        target = device.target_state
+        if_match_check(if_match, target.etag)
+        sensors = _sensors(target.config)
+        index = _index_of(sensors, name)
+        current = sensors[index]
+        data = _strip_own_id(data, current["id"])
+        if not isinstance(data, dict):
+            raise ValidationError({"sensor": ["Must be a JSON object."]})
+        merged = {k: v for k, v in current.items() if k != "id"} | data if partial else {"name": name} | data
+        sensor = sensor_validate(merged)
+        if sensor["name"] != name and any(s["name"] == sensor["name"] for s in sensors):
+            raise ValidationError({"name": [f"A sensor named '{sensor['name']}' already exists on this device."]})
+        sensor["id"] = current["id"]
+        if sensor == current:
+            return _row(device, name)
+        sensors[index] = sensor
+        change = {"updated": [sensor["name"]]}
+        if sensor["name"] != name:
+            change["renamed"] = {name: sensor["name"]}
+        target = target_state_write(
+            device=device,
+            config={**target.config, "protocolAdapterDevices": sensors},
+            apps=target.apps,
+            user=user,
+            change=change,
+        )
+        recorder.record(
+            EventTypeChoices.SENSOR_UPDATED,
+            {
+                "name": sensor["name"],
+                "id": sensor["id"],
+                "version": target.version,
+                "changed_fields": [f for f in (*COMPARED_FIELDS, "name", "metadata") if sensor[f] != current[f]],
+                "sensor": sensor,
+            },
+            actor=actor_label(user),
+        )
+        return _row(device, sensor["name"])
+
+
+def sensor_delete(*, device_uuid, name: str, user, if_match: str | None = None) -> None:
+    """Remove the sensor from the target; its row stays (``reconciling``) while the agent still runs it."""
+    with device_write(uuid=device_uuid) as device, device_events(device) as recorder:
+        target = device.target_state
+        if_match_check(if_match, target.etag)
+        sensors = _sensors(target.config)
+        removed = sensors.pop(_index_of(sensors, name))
+        recorder.record(
+            EventTypeChoices.SENSOR_REMOVED,
+            {"name": name, "id": removed["id"], "version": target.version + 1},
+            actor=actor_label(user),
+        )
+        target_state_write(
+            device=device,
+            config={**target.config, "protocolAdapterDevices": sensors},
+            apps=target.apps,
+            user=user,
+            change={"removed": [name]},
+        )

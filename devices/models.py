@@ -27,6 +27,8 @@ class Device(models.Model):
     # What the agent fetched, so "never fetched", "fetched but not applied" and "applied" can be told apart.
     last_fetched_version = models.PositiveIntegerField(null=True, blank=True)
     last_fetched_at = models.DateTimeField(null=True, blank=True)
+    # The newest report order seen (the agent's ``seq``, else its ``reported_at``): older reports are stale.
+    last_report_order = models.BigIntegerField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -1,5 +1,6 @@
 from django.db.models import QuerySet
 
+from .keys import key_digest
 from .models import Device, DeviceTargetStateVersion
 
 
@@ -17,3 +18,12 @@ def device_exists(*, uuid) -> bool:
 
 def target_versions(*, device_uuid) -> QuerySet[DeviceTargetStateVersion]:
     return DeviceTargetStateVersion.objects.filter(device__uuid=device_uuid).select_related("created_by")
+
+
+def device_for_key(*, api_key: str) -> Device | None:
+    """The device an agent key belongs to, with both states joined: the one query of the agent's hot paths."""
+    return (
+        Device.objects.select_related("target_state", "current_state")
+        .filter(api_key_digest=key_digest(api_key))
+        .first()
+    )

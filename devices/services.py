@@ -1,8 +1,6 @@
 """Writes to devices and their target state. Each runs in one transaction holding the device row lock."""
 
-import contextlib
 import copy
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
@@ -11,12 +9,12 @@ from django.utils import timezone
 
 from events.choices import EventTypeChoices
 from events.context import actor_label, current_context
-from events.services import event_recording
 from reconciliation.services import device_reconcile
 from sensors.validation import target_config_validate
 from sensorsync_project.exceptions import if_match_check
 
 from .keys import key_digest, key_generate
+from .locking import device_events, device_write
 from .models import Device, DeviceTargetState, DeviceTargetStateVersion, empty_config
 
 DEVICE_NAME_MAX = 255
@@ -26,26 +24,6 @@ DEVICE_NAME_MAX = 255
 class DeviceWithKey:
     device: Device
     api_key: str
-
-
-def device_lock(*, uuid) -> Device:
-    """The device with its target and current state, its row locked until the transaction ends."""
-    return Device.objects.select_for_update(of=("self",)).select_related("target_state", "current_state").get(uuid=uuid)
-
-
-@contextlib.contextmanager
-def device_write(*, uuid) -> Iterator[Device]:
-    """One unit of work on a device: a transaction, the device row locked, and one event scope that is flushed
-    (gapless sequences, one INSERT) when the block ends without an exception."""
-    with transaction.atomic():
-        device = device_lock(uuid=uuid)
-        with event_recording(str(device.uuid)):
-            yield device
-
-
-def device_events(device: Device):
-    """The event scope of a device (joins the one ``device_write`` opened)."""
-    return event_recording(str(device.uuid))
 
 
 def _device_fields_validate(*, name, description, is_active) -> None:

@@ -10,15 +10,18 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
+from devices.locking import device_write
 from devices.models import Device, DeviceCurrentState, DeviceTargetState
 from events.choices import EventTypeChoices
+from events.context import actor_label
 from events.services import event_recording
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
 
+from .agent_protocol import Report
 from .decision import Decision, SensorRow, decide
 
 logger = logging.getLogger("sensorsync.reconciliation")
@@ -171,3 +174,116 @@ def current_state_reconcile(*, current: DeviceCurrentState, actor: str) -> Recon
                 actor=actor,
             )
         return None
+
+
+# The agent's side of the loop ---------------------------------------------------------------------------------
+
+
+class ReportOutcome(models.TextChoices):
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"
+    STALE = "stale"
+
+
+@dataclass
+class ReportVerdict:
+    """What the server made of one report, returned to the agent."""
+
+    outcome: str
+    device: Device
+    report_version: int
+    result: ReconcileResult | None = None
+    reconciliation_failed: bool = False
+
+
+def _liveness_touch(device: Device, *, now, report: Report | None = None, fetched_version: int | None = None) -> None:
+    changes = {"last_seen_at": now}
+    if report is not None:
+        changes["uptime"] = report.uptime if report.uptime is not None else device.uptime
+        if report.order is not None and (device.last_report_order is None or report.order > device.last_report_order):
+            changes["last_report_order"] = report.order
+    if fetched_version is not None:
+        changes["last_fetched_version"] = fetched_version
+        changes["last_fetched_at"] = now
+    Device.objects.filter(pk=device.pk).update(**changes)
+    for name, value in changes.items():
+        setattr(device, name, value)
+
+
+def _is_stale(device: Device, report: Report) -> bool:
+    return report.order is not None and device.last_report_order is not None and report.order < device.last_report_order
+
+
+def target_state_fetched(*, device: Device) -> None:
+    """Record that the agent now holds the current target version (answered 200 or 304)."""
+    _liveness_touch(device, now=timezone.now(), fetched_version=device.target_state.version)
+
+
+def state_report_apply(*, device: Device, report: Report) -> ReportVerdict:
+    """Store an agent's report and reconcile the read model from it.
+
+    ``device`` comes from authentication (not locked). An identical repeat of the stored report and a report
+    older than the newest one seen only refresh liveness; both are decided first without a transaction, then
+    again under the device row lock, because a concurrent report may have won in between.
+    """
+    now = timezone.now()
+    current = device.current_state_or_none()
+    if _is_stale(device, report):
+        _liveness_touch(device, now=now, report=report)
+        return ReportVerdict(ReportOutcome.STALE, device, report.version)
+    if current is not None and current.digest == report.digest:
+        _liveness_touch(device, now=now, report=report)
+        return ReportVerdict(ReportOutcome.UNCHANGED, device, report.version)
+
+    actor = f"agent:{device.uuid}"
+    with device_write(uuid=device.uuid) as device, event_recording(str(device.uuid)) as recorder:
+        current = device.current_state_or_none()
+        if _is_stale(device, report) or (current is not None and current.digest == report.digest):
+            outcome = ReportOutcome.STALE if _is_stale(device, report) else ReportOutcome.UNCHANGED
+            _liveness_touch(device, now=now, report=report)
+            return ReportVerdict(outcome, device, report.version)
+        recorder.record(
+            EventTypeChoices.CURRENT_STATE_REPORTED,
+            {
+                "version": report.version,
+                "previous_version": current.version if current else None,
+                "running_sensors": [s["name"] for s in report.sensors],
+                "digest": report.digest,
+            },
+            actor=actor,
+        )
+        created = current is None
+        if created:
+            current = DeviceCurrentState(device=device)
+        current.config = report.config
+        current.apps = report.apps
+        current.version = report.version
+        current.seq = report.order
+        current.sensor_health = report.sensor_health
+        current.reported_at = now
+        current.digest = report.digest
+        current.save(force_insert=created)  # post_save reconciles (reconciliation.handlers)
+        device.current_state = current
+
+        device.last_seen_at = now
+        device.os_version = report.os_version if report.os_version is not None else device.os_version
+        device.agent_version = report.agent_version if report.agent_version is not None else device.agent_version
+        device.ip_address = report.local_ip if report.local_ip is not None else device.ip_address
+        device.uptime = report.uptime if report.uptime is not None else device.uptime
+        if report.order is not None:
+            device.last_report_order = report.order
+        device.save(
+            update_fields=["last_seen_at", "os_version", "agent_version", "ip_address", "uptime", "last_report_order"]
+        )
+        result = getattr(current, "reconciliation", None)
+        return ReportVerdict(
+            ReportOutcome.APPLIED, device, report.version, result=result, reconciliation_failed=result is None
+        )
+
+
+def device_reconcile_now(*, uuid, user) -> ReconcileResult:
+    """Re-run reconciliation from the stored target and current state (manual repair; the same projection)."""
+    with device_write(uuid=uuid) as device:
+        return device_reconcile(
+            device=device, target=device.target_state, current=device.current_state_or_none(), actor=actor_label(user)
+        )

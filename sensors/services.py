@@ -6,7 +6,8 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
-from devices.services import device_events, device_write, target_state_write
+from devices.locking import device_events, device_write
+from devices.services import target_state_write
 from events.choices import EventTypeChoices
 from events.context import actor_label
 from sensorsync_project.exceptions import SensorNotFound, if_match_check

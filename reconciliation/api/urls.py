@@ -1,1 +1,17 @@
-urlpatterns: list = []
+from django.urls import path, re_path
+
+from devices.api.views import UUID_REGEX
+
+from . import agent_views, views
+
+device = rf"^devices/(?P<uuid>{UUID_REGEX})"
+
+urlpatterns = [
+    # The agent protocol (wire-compatible with the existing agent).
+    path("device/<uuid:uuid>/state", agent_views.device_state, name="agent-state"),
+    path("device/state", agent_views.device_state_report, name="agent-report"),
+    # Staff views of the loop.
+    re_path(rf"{device}/current-state/?$", views.CurrentStateView.as_view(), name="device-current-state"),
+    re_path(rf"{device}/drift/?$", views.DriftView.as_view(), name="device-drift"),
+    re_path(rf"{device}/reconcile/?$", views.ReconcileView.as_view(), name="device-reconcile"),
+]

@@ -1,0 +1,136 @@
+"""The two endpoints the on-device agent calls. Plain Django views: they are the fleet's hot paths."""
+
+import functools
+import logging
+
+import orjson
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
+from django.http import HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from devices.models import Device
+from devices.selectors import device_for_key
+from reconciliation import services
+from reconciliation.agent_protocol import ProtocolError, api_key_from, body_inflate, json_parse, reports_parse
+from sensors.models import DeviceSensor
+from sensorsync_project.api.errors import error_response
+
+logger = logging.getLogger("sensorsync.agent")
+
+
+def _json(data, status: int = 200, **headers) -> HttpResponse:
+    response = HttpResponse(orjson.dumps(data), content_type="application/json", status=status)
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    return response
+
+
+def agent_endpoint(*methods: str):
+    """Method check, and every refusal as the JSON error shape (never HTML, never a 500 for bad input)."""
+
+    def decorate(view):
+        @csrf_exempt
+        @functools.wraps(view)
+        def wrapped(request, *args, **kwargs):
+            if request.method not in methods:
+                return error_response(
+                    405, "method_not_allowed", f"Method {request.method} is not allowed here.", Allow=", ".join(methods)
+                )
+            try:
+                return view(request, *args, **kwargs)
+            except ProtocolError as exc:
+                headers = {"WWW_Authenticate": 'Bearer realm="device"'} if exc.status == 401 else {}
+                return error_response(exc.status, exc.code, exc.message, exc.fields, **headers)
+            except RequestDataTooBig:
+                return error_response(413, "payload_too_large", "The request body is too large.")
+            except DatabaseError:
+                logger.exception("database error on %s", request.path)
+                return error_response(
+                    503, "database_unavailable", "The database is unavailable; nothing was written.", Retry_After="5"
+                )
+
+        return wrapped
+
+    return decorate
+
+
+def device_authenticate(request, *, uuid=None) -> Device:
+    """401 for a missing or unknown key, 403 for another device's URL or an inactive device."""
+    api_key = api_key_from(request.headers)
+    if not api_key:
+        raise ProtocolError(
+            401, "not_authenticated", "Send the device key in X-Device-API-Key or Authorization: Bearer."
+        )
+    device = device_for_key(api_key=api_key)
+    if device is None:
+        raise ProtocolError(401, "not_authenticated", "Unknown device key.")
+    if uuid is not None and device.uuid != uuid:
+        raise ProtocolError(403, "permission_denied", "This key belongs to another device.")
+    if not device.is_active:
+        raise ProtocolError(403, "device_inactive", "This device is deactivated.")
+    return device
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    # Weak comparison, as RFC 9110 asks of If-None-Match.
+    return any(tag.strip().removeprefix("W/") in (etag, "*") for tag in header.split(","))
+
+
+@agent_endpoint("GET", "HEAD")
+def device_state(request, uuid):
+    """GET /api/v1/device/<uuid>/state: the target state, 304 when the agent already has it."""
+    device = device_authenticate(request, uuid=uuid)
+    target = device.target_state
+    services.target_state_fetched(device=device)
+    etag = target.etag
+    if _etag_matches(request.headers.get("If-None-Match", ""), etag):
+        response = HttpResponse(status=304)
+        response["ETag"] = etag
+        return response
+    body = {str(device.uuid): {"apps": target.apps, "config": target.config, "version": target.version}}
+    return _json(body, ETag=etag, Cache_Control="no-cache")
+
+
+def _verdict_body(verdict: services.ReportVerdict) -> dict:
+    device = verdict.device
+    target = device.target_state
+    current = device.current_state_or_none()
+    if verdict.result is not None:
+        rows = [(n, r.deployment_status, r.running, r.deployment_error) for n, r in verdict.result.rows.items()]
+        in_sync = verdict.result.in_sync
+    else:
+        rows = list(
+            DeviceSensor.objects.filter(device=device)
+            .order_by("name")
+            .values_list("name", "deployment_status", "running", "deployment_error")
+        )
+        in_sync = not target.needs_deployment
+    body = {
+        "outcome": verdict.outcome,
+        "targetVersion": target.version,
+        "reportedVersion": verdict.report_version,
+        "appliedVersion": current.version if current else None,
+        "inSync": in_sync,
+        "sensors": {
+            name: {"status": status, "running": running, "error": error} for name, status, running, error in rows
+        },
+    }
+    if verdict.reconciliation_failed:
+        body["reconciliation"] = "failed: the report was stored; the sensor table will be repaired on a later report"
+    return body
+
+
+@agent_endpoint("PATCH")
+def device_state_report(request):
+    """PATCH /api/v1/device/state: the agent reports what actually runs."""
+    device = device_authenticate(request)
+    content_type = request.content_type or ""
+    if content_type not in ("application/json", ""):
+        raise ProtocolError(415, "unsupported_media_type", f"Content-Type '{content_type}' is not accepted; send JSON.")
+    limit = settings.SENSORSYNC_MAX_REPORT_BYTES
+    body = body_inflate(request.body, request.headers.get("Content-Encoding", ""), limit=limit)
+    report = reports_parse(json_parse(body), device_uuid=device.uuid)
+    verdict = services.state_report_apply(device=device, report=report)
+    return _json({str(device.uuid): _verdict_body(verdict)})

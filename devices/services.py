@@ -10,7 +10,7 @@ from django.utils import timezone
 from events.choices import EventTypeChoices
 from events.context import actor_label, current_context
 from reconciliation.services import device_reconcile
-from sensors.validation import target_config_validate
+from sensors.validation import is_int, target_config_validate
 from sensorsync_project.exceptions import if_match_check
 
 from .keys import key_digest, key_generate
@@ -164,3 +164,21 @@ def target_state_update(*, uuid, user, config, apps=None, if_match: str | None =
         if new_apps != target.apps:
             change["apps"] = True
         return target_state_write(device=device, config=new_config, apps=new_apps, user=user, change=change)
+
+
+def target_state_rollback(*, uuid, version, user, if_match: str | None = None) -> DeviceTargetState:
+    """A new version with an earlier version's content (versions are never reused)."""
+    if not is_int(version) or version < 1:
+        raise ValidationError({"version": ["Must be a positive integer."]})
+    old = DeviceTargetStateVersion.objects.filter(device__uuid=uuid, version=version).first()
+    if old is None:
+        if not Device.objects.filter(uuid=uuid).exists():
+            raise Device.DoesNotExist
+        raise ValidationError({"version": [f"This device has no target version {version}."]})
+    with device_write(uuid=uuid) as device:
+        target = device.target_state
+        if_match_check(if_match, target.etag)
+        if old.config == target.config and old.apps == target.apps:
+            return target
+        change = {**config_change_summary(target.config, old.config), "rollback_to": version}
+        return target_state_write(device=device, config=old.config, apps=old.apps, user=user, change=change)

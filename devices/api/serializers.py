@@ -103,3 +103,7 @@ class TargetStateVersionSerializer(serializers.ModelSerializer):
 
     def get_createdBy(self, version) -> str | None:  # noqa: N802
         return version.created_by.get_username() if version.created_by_id else None
+
+
+class RollbackSerializer(serializers.Serializer):
+    version = serializers.IntegerField(min_value=1, help_text="The earlier target version whose content to deploy.")

@@ -12,7 +12,9 @@ from .serializers import (
     DeviceKeySerializer,
     DeviceSerializer,
     DeviceWriteSerializer,
+    RollbackSerializer,
     TargetStateSerializer,
+    TargetStateVersionSerializer,
     TargetStateWriteSerializer,
 )
 
@@ -49,8 +51,10 @@ class DeviceViewSet(
     def permission_for(self, request):
         if self.action == "rotate_key":
             return Device, "change"
-        if self.action == "target_state":
+        if self.action in ("target_state", "target_state_versions"):
             return DeviceTargetState, None
+        if self.action == "target_state_rollback":
+            return DeviceTargetState, "change"
         return Device, None
 
     def create(self, request):
@@ -99,5 +103,32 @@ class DeviceViewSet(
         if request.method == "PUT":
             body = body_fields(request.data, {"config": "config", "apps": "apps"}, required=("config",))
             services.target_state_update(uuid=uuid, user=request.user, if_match=request.headers.get("If-Match"), **body)
+        return self._target_state_response(uuid)
+
+    @staticmethod
+    def _target_state_response(uuid) -> Response:
         target = DeviceTargetState.objects.select_related("device", "updated_by").get(device__uuid=uuid)
         return Response(TargetStateSerializer(target).data, headers={"ETag": target.etag})
+
+    @extend_schema(responses=TargetStateVersionSerializer(many=True))
+    @action(detail=True, methods=["get"], url_path="target-state/versions")
+    def target_state_versions(self, request, uuid=None):
+        """Every target version this device ever had, newest first: who set it, when, and what changed."""
+        if not selectors.device_exists(uuid=uuid):
+            raise Device.DoesNotExist
+        page = self.paginate_queryset(selectors.target_versions(device_uuid=uuid))
+        return self.get_paginated_response(TargetStateVersionSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=RollbackSerializer,
+        parameters=[IF_MATCH],
+        responses={200: TargetStateSerializer, 400: OpenApiResponse(description="Unknown version")},
+    )
+    @action(detail=True, methods=["post"], url_path="target-state/rollback")
+    def target_state_rollback(self, request, uuid=None):
+        """Deploy an earlier version's content again, as a new version."""
+        body = body_fields(request.data, {"version": "version"}, required=("version",))
+        services.target_state_rollback(
+            uuid=uuid, version=body["version"], user=request.user, if_match=request.headers.get("If-Match")
+        )
+        return self._target_state_response(uuid)

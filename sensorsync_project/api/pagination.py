@@ -15,3 +15,9 @@ class FleetCursorPagination(CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 1000
     ordering = "id"
+
+
+class EventCursorPagination(FleetCursorPagination):
+    """Newest first; the id is the insertion order, so pages stay stable while events are appended."""
+
+    ordering = "-id"

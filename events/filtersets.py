@@ -1,0 +1,17 @@
+import django_filters
+
+from .choices import EventTypeChoices
+from .models import Event
+
+
+class EventFilterSet(django_filters.FilterSet):
+    type = django_filters.MultipleChoiceFilter(choices=EventTypeChoices.choices)
+    aggregateType = django_filters.CharFilter(field_name="aggregate_type")
+    aggregateId = django_filters.CharFilter(field_name="aggregate_id")
+    correlationId = django_filters.UUIDFilter(field_name="correlation_id")
+    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Event
+        fields = ["type", "aggregateType", "aggregateId", "correlationId", "since", "until"]

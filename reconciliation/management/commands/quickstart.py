@@ -1,0 +1,45 @@
+import secrets
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+LOGIN = "admin"
+
+
+class Command(BaseCommand):
+    help = (
+        "Local quick start: a staff login with a fresh password (printed), demo devices and sensors in every "
+        "status, and where to go. Not a production setup."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--url", default="http://127.0.0.1:8000", help="Where the server will listen.")
+
+    def handle(self, *args, url: str, **options):
+        password = secrets.token_urlsafe(12)
+        user, _ = get_user_model().objects.get_or_create(username=LOGIN, defaults={"email": "admin@example.com"})
+        user.is_staff = user.is_superuser = True
+        user.set_password(password)
+        user.save()
+
+        call_command("seed_demo", stdout=self.stdout, stderr=self.stderr)
+
+        line = "=" * 72
+        self.stdout.write(
+            "\n".join(
+                [
+                    line,
+                    "SensorSync is starting (local quick start; NOT a production configuration:",
+                    "DEBUG is on, the secret key is a fixed development key, and the database is "
+                    + ("SQLite)." if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3") else "DATABASE_URL)."),
+                    "",
+                    f"  Admin:     {url}/admin/",
+                    f"  API:       {url}/api/v1/",
+                    f"  API docs:  {url}/api/docs/",
+                    f"  Login:     {LOGIN} / {password}   (a new password on every start)",
+                    line,
+                ]
+            )
+        )

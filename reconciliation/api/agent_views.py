@@ -43,6 +43,9 @@ def agent_endpoint(*methods: str):
             except ProtocolError as exc:
                 headers = {"WWW_Authenticate": 'Bearer realm="device"'} if exc.status == 401 else {}
                 return error_response(exc.status, exc.code, exc.message, exc.fields, **headers)
+            except Device.DoesNotExist:
+                # Deleted between authentication and the write: its key no longer belongs to any device.
+                return error_response(401, "not_authenticated", "Unknown device key.")
             except RequestDataTooBig:
                 return error_response(413, "payload_too_large", "The request body is too large.")
             except DatabaseError:

@@ -2,6 +2,7 @@
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -9,6 +10,7 @@ from django.utils import timezone
 
 from events.choices import EventTypeChoices
 from events.context import actor_label, current_context
+from reconciliation.choices import DriftEpisodeCauseChoices
 from reconciliation.services import device_reconcile
 from sensors.validation import is_int, target_config_validate
 from sensorsync_project.exceptions import if_match_check
@@ -26,13 +28,22 @@ class DeviceWithKey:
     api_key: str
 
 
-def _device_fields_validate(*, name, description, is_active) -> None:
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()  # a field the client did not send (None is a value it sent: JSON null)
+
+
+def _device_fields_validate(fields: dict[str, Any]) -> None:
     errors: dict[str, list[str]] = {}
-    if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > DEVICE_NAME_MAX):
+    name = fields.get("name", UNSET)
+    if name is not UNSET and (not isinstance(name, str) or not name.strip() or len(name) > DEVICE_NAME_MAX):
         errors["name"] = [f"Must be a non-empty string of at most {DEVICE_NAME_MAX} characters."]
-    if description is not None and not isinstance(description, str):
+    if "description" in fields and not isinstance(fields["description"], str):
         errors["description"] = ["Must be a string."]
-    if is_active is not None and type(is_active) is not bool:
+    if "is_active" in fields and type(fields["is_active"]) is not bool:
         errors["isActive"] = ["Must be a boolean."]
     if errors:
         raise ValidationError(errors)
@@ -60,7 +71,7 @@ def _target_version_store(*, device: Device, target: DeviceTargetState, user, ch
 
 @transaction.atomic
 def device_create(*, name: str, description: str = "", is_active: bool = True, user=None) -> DeviceWithKey:
-    _device_fields_validate(name=name, description=description, is_active=is_active)
+    _device_fields_validate({"name": name, "description": description, "is_active": is_active})
     api_key = key_generate()
     device = Device.objects.create(
         name=name.strip(), description=description, is_active=is_active, api_key_digest=key_digest(api_key)
@@ -82,15 +93,20 @@ def device_create(*, name: str, description: str = "", is_active: bool = True, u
     return DeviceWithKey(device=device, api_key=api_key)
 
 
-def device_update(
-    *, uuid, user, name: str | None = None, description: str | None = None, is_active: bool | None = None
-) -> Device:
-    _device_fields_validate(name=name, description=description, is_active=is_active)
+def device_update(*, uuid, user, name: str = UNSET, description: str = UNSET, is_active: bool = UNSET) -> Device:
+    """Change the fields given; a field left UNSET keeps its value."""
+    sent = {
+        key: value
+        for key, value in (("name", name), ("description", description), ("is_active", is_active))
+        if value is not UNSET
+    }
+    _device_fields_validate(sent)
     with device_write(uuid=uuid) as device, device_events(device) as recorder:
         changes = {}
-        for field_name, value in (("name", name), ("description", description), ("is_active", is_active)):
-            if value is not None and getattr(device, field_name) != value:
-                changes[field_name] = value.strip() if field_name == "name" else value
+        for field_name, value in sent.items():
+            value = value.strip() if field_name == "name" else value
+            if getattr(device, field_name) != value:
+                changes[field_name] = value
         if changes:
             for field_name, value in changes.items():
                 setattr(device, field_name, value)
@@ -127,7 +143,13 @@ def target_state_write(*, device: Device, config: dict, apps: dict, user, change
     target.updated_by = user if getattr(user, "is_authenticated", False) else None
     target.save(update_fields=["version", "config", "apps", "updated_at", "updated_by"])
     _target_version_store(device=device, target=target, user=user, change=change)
-    device_reconcile(device=device, target=target, current=device.current_state_or_none(), actor=actor_label(user))
+    device_reconcile(
+        device=device,
+        target=target,
+        current=device.current_state_or_none(),
+        actor=actor_label(user),
+        cause=DriftEpisodeCauseChoices.TARGET_CHANGED,
+    )
     return target
 
 
@@ -146,13 +168,13 @@ def config_change_summary(before: dict, after: dict) -> dict:
     return {key: value for key, value in summary.items() if value}
 
 
-def target_state_update(*, uuid, user, config, apps=None, if_match: str | None = None) -> DeviceTargetState:
+def target_state_update(*, uuid, user, config, apps=UNSET, if_match: str | None = None) -> DeviceTargetState:
     """Replace the whole desired state (PUT target-state). An identical document makes no new version."""
     with device_write(uuid=uuid) as device:
         target = device.target_state
         if_match_check(if_match, target.etag)
         new_config = target_config_validate(config, previous=target.config)
-        if apps is None:
+        if apps is UNSET:
             new_apps = copy.deepcopy(target.apps)
         elif isinstance(apps, dict):
             new_apps = apps

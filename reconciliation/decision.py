@@ -43,11 +43,14 @@ class SensorRow:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    target_version: int
+    reported_version: int | None
     rows: dict[str, SensorRow]
     removed: list[str]
     events: list[tuple[str, dict]]
     in_sync: bool
     drifting: list[str]
+    drift_changed: bool
 
 
 def _shown(sensor: dict, *, version: int) -> dict:
@@ -174,14 +177,15 @@ def decide(
     drifting = sorted(name for name, row in rows.items() if row.deployment_status != Status.DEPLOYED)
     in_sync = reported_version == target_version and not drifting
     was_drifting = sorted(name for name, row in existing.items() if row.deployment_status != Status.DEPLOYED)
-    if in_sync and not was_in_sync:
+    drift_changed = (in_sync and not was_in_sync) or (not in_sync and (was_in_sync or drifting != was_drifting))
+    if drift_changed and in_sync:
         events.append(
             (
                 EventTypeChoices.DEVICE_IN_SYNC,
                 {"target_version": target_version, "reported_version": reported_version},
             )
         )
-    elif not in_sync and (was_in_sync or drifting != was_drifting):
+    elif drift_changed:
         events.append(
             (
                 EventTypeChoices.DEVICE_CONFIG_DRIFT,
@@ -195,4 +199,13 @@ def decide(
                 },
             )
         )
-    return Decision(rows=rows, removed=removed, events=events, in_sync=in_sync, drifting=drifting)
+    return Decision(
+        target_version=target_version,
+        reported_version=reported_version,
+        rows=rows,
+        removed=removed,
+        events=events,
+        in_sync=in_sync,
+        drifting=drifting,
+        drift_changed=drift_changed,
+    )

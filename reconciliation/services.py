@@ -22,7 +22,9 @@ from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
 
 from .agent_protocol import Report
+from .choices import DriftEpisodeCauseChoices
 from .decision import Decision, SensorRow, decide
+from .models import DriftEpisode, DriftEpisodeSensor
 
 logger = logging.getLogger("sensorsync.reconciliation")
 
@@ -69,8 +71,52 @@ def decide_for_device(
     )
 
 
+def _drift_episode_track(*, device: Device, decision: Decision, cause: str, now) -> None:
+    """Open, update or close the device's drift episode; called only when the drift state changed."""
+    if decision.in_sync:
+        DriftEpisode.objects.filter(device=device, ended_at__isnull=True).update(
+            ended_at=now, end_target_version=decision.target_version
+        )
+        return
+    sensors = [
+        {
+            "name": n,
+            "protocol": decision.rows[n].protocol,
+            "status": decision.rows[n].deployment_status,
+            "error": decision.rows[n].deployment_error,
+        }
+        for n in decision.drifting
+    ]
+    episode = DriftEpisode.objects.filter(device=device, ended_at__isnull=True).first()
+    if episode is None:
+        episode = DriftEpisode.objects.create(
+            device=device,
+            started_at=now,
+            cause=cause,
+            start_target_version=decision.target_version,
+            start_reported_version=decision.reported_version,
+            drifting_sensors=sensors,
+        )
+    else:
+        episode.drifting_sensors = sensors
+        episode.save(update_fields=["drifting_sensors"])
+    if sensors:
+        DriftEpisodeSensor.objects.bulk_create(
+            [
+                DriftEpisodeSensor(episode=episode, name=s["name"], protocol=s["protocol"], first_status=s["status"])
+                for s in sensors
+            ],
+            ignore_conflicts=True,
+        )
+
+
 def device_reconcile(
-    *, device: Device, target: DeviceTargetState, current: DeviceCurrentState | None, actor: str
+    *,
+    device: Device,
+    target: DeviceTargetState,
+    current: DeviceCurrentState | None,
+    actor: str,
+    cause: str = DriftEpisodeCauseChoices.MANUAL,
 ) -> ReconcileResult:
     """Re-project one device's rows from its target and current state.
 
@@ -121,6 +167,8 @@ def device_reconcile(
         for name, value in target_changes.items():
             setattr(target, name, value)
 
+    if decision.drift_changed:
+        _drift_episode_track(device=device, decision=decision, cause=cause, now=now)
     with event_recording(str(device.uuid)) as recorder:
         for event_type, data in decision.events:
             recorder.record(event_type, data, actor=actor)
@@ -163,7 +211,13 @@ def current_state_reconcile(*, current: DeviceCurrentState, actor: str) -> Recon
     device = current.device
     try:
         with transaction.atomic():
-            return device_reconcile(device=device, target=device.target_state, current=current, actor=actor)
+            return device_reconcile(
+                device=device,
+                target=device.target_state,
+                current=current,
+                actor=actor,
+                cause=DriftEpisodeCauseChoices.AGENT_REPORT,
+            )
     except Exception as exc:
         error_id = uuid.uuid4().hex
         logger.exception("reconciliation failed device=%s error_id=%s", device.uuid, error_id)

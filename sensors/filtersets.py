@@ -1,17 +1,19 @@
 import django_filters
 
+from sensorsync_project.api.filters import StrictBooleanFilter
+
 from .choices import DeviceSensorDeploymentStatusChoices, DeviceSensorProtocolChoices
 from .models import DeviceSensor
 
 
 class DeviceSensorFilterSet(django_filters.FilterSet):
     protocol = django_filters.ChoiceFilter(choices=DeviceSensorProtocolChoices.choices)
-    enabled = django_filters.BooleanFilter()
+    enabled = StrictBooleanFilter()
     deploymentStatus = django_filters.ChoiceFilter(
         field_name="deployment_status", choices=DeviceSensorDeploymentStatusChoices.choices
     )
-    running = django_filters.BooleanFilter()
-    syncedToConfig = django_filters.BooleanFilter(field_name="synced_to_config")
+    running = StrictBooleanFilter()
+    syncedToConfig = StrictBooleanFilter(field_name="synced_to_config")
 
     class Meta:
         model = DeviceSensor

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 
 from .choices import DeviceSensorProtocolChoices
 
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
+NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,255}")
 POLL_INTERVAL_MIN = 100
 POLL_INTERVAL_MAX = 86_400_000
 POLL_INTERVAL_DEFAULT = 5000
@@ -26,7 +26,7 @@ def is_int(value: Any) -> bool:
 
 
 def _check_name(value: Any, errors: dict, key: str) -> None:
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         errors[key] = ["Must be 1 to 255 characters of letters, digits, '.', '_' or '-'."]
 
 
@@ -55,7 +55,7 @@ def sensor_validate(data: Any, *, prefix: str = "", allow_id: bool = False) -> d
     server assigns ids and the caller strips a matching one before calling.
     """
     if not isinstance(data, dict):
-        raise ValidationError({prefix or "sensor": ["Must be a JSON object."]})
+        raise ValidationError({prefix.rstrip(".") or "sensor": ["Must be a JSON object."]})
     errors: dict[str, list[str]] = {}
     allowed = SENSOR_FIELDS if allow_id else SENSOR_FIELDS[1:]
     for key in data:
@@ -78,7 +78,7 @@ def sensor_validate(data: Any, *, prefix: str = "", allow_id: bool = False) -> d
     protocol = data.get("protocol")
     if "protocol" not in data:
         errors[f"{prefix}protocol"] = ["This field is required."]
-    elif protocol not in PROTOCOLS:
+    elif not isinstance(protocol, str) or protocol not in PROTOCOLS:
         errors[f"{prefix}protocol"] = [f"Must be one of: {', '.join(sorted(PROTOCOLS))}."]
 
     enabled = data.get("enabled", True)
@@ -127,7 +127,7 @@ def reported_sensor_parse(data: Any, *, prefix: str) -> dict:
     if not isinstance(name, str) or not 1 <= len(name) <= 255:
         errors[f"{prefix}name"] = ["Required: a string of 1 to 255 characters."]
     protocol = data.get("protocol")
-    if protocol not in PROTOCOLS:
+    if not isinstance(protocol, str) or protocol not in PROTOCOLS:
         errors[f"{prefix}protocol"] = [f"Must be one of: {', '.join(sorted(PROTOCOLS))}."]
     enabled = data.get("enabled", True)
     if type(enabled) is not bool:

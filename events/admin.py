@@ -1,0 +1,81 @@
+"""The event log in the admin: read-only for everyone, superusers included (events are never changed)."""
+
+from django.contrib import admin
+
+from devices.admin import pretty_json
+
+from .choices import EventSourceChoices
+from .models import Event
+
+
+class SourceFilter(admin.SimpleListFilter):
+    title = "source"
+    parameter_name = "source"
+
+    def lookups(self, request, model_admin):
+        return EventSourceChoices.choices
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(metadata__source=self.value())
+        return queryset
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ("type", "aggregate", "sequence", "created_at", "actor", "source")
+    list_filter = ("type", SourceFilter)
+    search_fields = ("aggregate_id", "correlation_id")
+    search_help_text = "Search by aggregate id (a device uuid) or correlation id."
+    date_hierarchy = "created_at"
+    ordering = ("-id",)
+    # The log only grows: counting all of it on every page would get slower forever.
+    show_full_result_count = False
+    fields = (
+        "event_id",
+        "type",
+        "aggregate_type",
+        "aggregate_id",
+        "sequence",
+        "created_at",
+        "correlation_id",
+        "actor",
+        "source",
+        "request_id",
+        "client_ip",
+        "data_json",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Aggregate")
+    def aggregate(self, obj: Event) -> str:
+        return f"{obj.aggregate_type}:{obj.aggregate_id}"
+
+    @admin.display(description="Actor")
+    def actor(self, obj: Event):
+        return obj.metadata.get("actor")
+
+    @admin.display(description="Source")
+    def source(self, obj: Event):
+        return obj.metadata.get("source")
+
+    @admin.display(description="Request id")
+    def request_id(self, obj: Event):
+        return obj.metadata.get("request_id")
+
+    @admin.display(description="Client IP")
+    def client_ip(self, obj: Event):
+        return obj.metadata.get("client_ip")
+
+    @admin.display(description="Data")
+    def data_json(self, obj: Event):
+        return pretty_json(obj.data)

@@ -1,0 +1,171 @@
+"""Sensors in the admin. The list is the read model; the form edits the desired sensor and saves it through
+``sensors.services``, which writes the target configuration first and re-projects the rows from it."""
+
+import contextlib
+
+from django.contrib import admin
+
+from devices.admin import SERVICE_REJECTIONS, ServiceAdminMixin, ServiceRejected, pretty_json
+from sensorsync_project.exceptions import SensorNotFound
+
+from .forms import DESIRED_FIELDS, DeviceSensorAdminForm
+from .models import DeviceSensor
+from .services import sensor_create, sensor_delete, sensor_update
+from .validation import sensors_differences
+
+STATUS_FIELDS = (
+    "deployment_status",
+    "running",
+    "config_version",
+    "synced_to_config",
+    "deployment_error",
+    "deployment_attempts",
+    "last_deployed_at",
+    "status_changed_at",
+)
+AUDIT_FIELDS = ("created_by", "created_at", "updated_by", "updated_at")
+NOT_DESIRED = (
+    "This sensor was removed from the device's target configuration, but the agent still reports it running. "
+    "It has no desired configuration to edit or delete; the row goes away once the agent stops running it. "
+    "To run it again, add a sensor of the same name."
+)
+
+
+def shown_sensor(row: DeviceSensor) -> dict:
+    """The configuration the row shows (the running one, or the desired one until it runs), in wire names."""
+    return {
+        "id": str(row.sensor_id),
+        "name": row.name,
+        "protocol": row.protocol,
+        "enabled": row.enabled,
+        "pollInterval": row.poll_interval,
+        "connection": row.connection,
+        "dataPoints": row.data_points,
+        "metadata": row.metadata,
+    }
+
+
+@admin.register(DeviceSensor)
+class DeviceSensorAdmin(ServiceAdminMixin, admin.ModelAdmin):
+    form = DeviceSensorAdminForm
+    list_display = (
+        "name",
+        "device",
+        "protocol",
+        "deployment_status",
+        "running",
+        "config_version",
+        "enabled",
+        "in_target",
+        "updated_at",
+    )
+    list_filter = ("protocol", "deployment_status", "running", "enabled", "synced_to_config")
+    list_select_related = ("device",)
+    search_fields = ("name", "device__name", "device__uuid")
+    search_help_text = "Search by sensor name, device name or device uuid."
+    autocomplete_fields = ("device",)
+
+    # --- pages ---
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("device")
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [(None, {"fields": ("device", *DESIRED_FIELDS)})]
+        status = ("Status", {"fields": STATUS_FIELDS})
+        audit = ("Audit", {"fields": AUDIT_FIELDS, "classes": ("collapse",)})
+        if obj.desired is None:
+            return [
+                ("Not in the target configuration", {"fields": ("device", "name"), "description": NOT_DESIRED}),
+                status,
+                ("Running configuration", {"fields": ("sensor_id", "shown_config")}),
+                audit,
+            ]
+        return [
+            (
+                "Desired configuration",
+                {
+                    "fields": ("device", *DESIRED_FIELDS, "target_version"),
+                    "description": "What the device's target configuration asks for. Saving writes a new target "
+                    "version, which the agent applies on its next poll.",
+                },
+            ),
+            status,
+            ("What the row shows", {"fields": ("sensor_id", "shown_config", "differences")}),
+            audit,
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return ("device", "sensor_id", *STATUS_FIELDS, "shown_config", "differences", *AUDIT_FIELDS)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        # ``device`` is the only field of the row on the form; the desired sensor's fields are declared on the
+        # form and kept out of the ModelForm's model validation (Django skips declared fields that Meta.fields
+        # leaves out): the service validates them, against the target configuration.
+        kwargs["fields"] = ["device"]
+        return super().get_form(request, obj, change, **kwargs)
+
+    def has_change_permission(self, request, obj=None):
+        # A row that is only running has no desired sensor to change; its page is read-only and says why.
+        return super().has_change_permission(request, obj) and (obj is None or obj.desired is not None)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and (obj is None or obj.desired is not None)
+
+    def get_deleted_objects(self, objs, request):
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        running_only = [row for row in objs if row.desired is None]
+        if running_only and super().has_delete_permission(request):
+            # The user may delete sensors; these rows just have nothing to delete: say so instead of "no permission".
+            perms_needed.discard(self.opts.verbose_name)
+            protected = [*protected, *(f"{row.device} / {row.name}: {NOT_DESIRED}" for row in running_only)]
+        return deleted, model_count, perms_needed, protected
+
+    # --- writes, all through the services ---
+
+    def save_model(self, request, obj, form, change):
+        try:
+            if change:
+                row = sensor_update(
+                    device_uuid=obj.device.uuid,
+                    name=obj.name,
+                    data=form.sensor_data(),
+                    partial=False,
+                    user=request.user,
+                    if_match=form.if_match(),
+                )
+            else:
+                row = sensor_create(device_uuid=obj.device.uuid, data=form.sensor_data(), user=request.user)
+        except SERVICE_REJECTIONS as exc:
+            raise ServiceRejected(exc) from exc
+        # A rename can make it another row (the old name's row stays while the agent still runs it).
+        self.adopt(obj, row)
+
+    def delete_model(self, request, obj):
+        # Already removed from the target by someone else meanwhile: that is the outcome asked for.
+        with contextlib.suppress(SensorNotFound):
+            sensor_delete(device_uuid=obj.device.uuid, name=obj.name, user=request.user)
+
+    def delete_queryset(self, request, queryset):
+        # Django's "delete selected" action calls this: one service call per sensor, never a bulk DELETE.
+        for row in queryset.select_related("device"):
+            self.delete_model(request, row)
+
+    # --- columns and read-only fields ---
+
+    @admin.display(description="In target", boolean=True)
+    def in_target(self, obj: DeviceSensor) -> bool:
+        return obj.desired is not None
+
+    @admin.display(description="Configuration shown")
+    def shown_config(self, obj: DeviceSensor):
+        return pretty_json(shown_sensor(obj))
+
+    @admin.display(description="Differs from desired in")
+    def differences(self, obj: DeviceSensor) -> str:
+        if obj.desired is None:
+            return "-"
+        return ", ".join(sensors_differences(obj.desired, shown_sensor(obj))) or "Nothing"

@@ -27,3 +27,42 @@ def device_for_key(*, api_key: str) -> Device | None:
         .filter(api_key_digest=key_digest(api_key))
         .first()
     )
+
+
+def target_history_replay_diff(*, device: Device) -> list[str]:
+    """Rebuild every target version of a device from its event log alone and compare with the stored history
+    and the current target. Empty when the log, the history and the target agree; else one line per problem."""
+    from events.choices import EventTypeChoices
+    from events.models import Event
+    from events.services import DEVICE_AGGREGATE
+
+    problems: list[str] = []
+    replayed: dict[int, tuple[dict, dict]] = {}
+    expected_sequence = 1
+    events = Event.objects.filter(aggregate_type=DEVICE_AGGREGATE, aggregate_id=str(device.uuid)).order_by("sequence")
+    for sequence, event_type, data in events.values_list("sequence", "type", "data").iterator(chunk_size=500):
+        if sequence != expected_sequence:
+            problems.append(f"{device.uuid}: event sequence jumps from {expected_sequence - 1} to {sequence}")
+        expected_sequence = sequence + 1
+        if event_type == EventTypeChoices.TARGET_STATE_UPDATED:
+            replayed[data["version"]] = (data["config"], data["apps"])
+
+    stored = {v.version: (v.config, v.apps) for v in DeviceTargetStateVersion.objects.filter(device=device)}
+    for version in sorted(set(replayed) | set(stored)):
+        if version not in stored:
+            problems.append(f"{device.uuid} v{version}: in the event log but missing from the stored history")
+        elif version not in replayed:
+            problems.append(f"{device.uuid} v{version}: in the stored history but no event records it")
+        elif replayed[version][0] != stored[version][0]:
+            problems.append(f"{device.uuid} v{version}: stored config differs from the config the log records")
+        elif replayed[version][1] != stored[version][1]:
+            problems.append(f"{device.uuid} v{version}: stored apps differ from the apps the log records")
+    target = device.target_state
+    latest = replayed.get(max(replayed)) if replayed else None
+    if not replayed or max(replayed) != target.version:
+        problems.append(
+            f"{device.uuid}: the log's last version is {max(replayed, default=None)}, target is v{target.version}"
+        )
+    elif latest != (target.config, target.apps):
+        problems.append(f"{device.uuid} v{target.version}: the current target differs from what the log records")
+    return problems

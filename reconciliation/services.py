@@ -24,6 +24,7 @@ from sensors.models import DeviceSensor
 from .agent_protocol import Report
 from .choices import DriftEpisodeCauseChoices
 from .decision import Decision, SensorRow, decide
+from .metrics import RECONCILE_SECONDS
 from .models import DriftEpisode, DriftEpisodeSensor
 
 logger = logging.getLogger("sensorsync.reconciliation")
@@ -185,6 +186,8 @@ def device_reconcile(
         removed=len(decision.removed),
         events=decision.events,
     )
+    elapsed = time.perf_counter() - started
+    RECONCILE_SECONDS.observe(elapsed)
     logger.info(
         "reconciled device=%s target_version=%s reported_version=%s in_sync=%s sensors=%d inserted=%d "
         "updated=%d removed=%d failed=%d duration_ms=%.2f",
@@ -197,7 +200,7 @@ def device_reconcile(
         result.updated,
         result.removed,
         result.failed,
-        (time.perf_counter() - started) * 1000,
+        elapsed * 1000,
     )
     return result
 

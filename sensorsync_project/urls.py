@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from . import observability
+
 api_v1 = [
     path("", include("devices.api.urls")),
     path("", include("sensors.api.urls")),
@@ -15,6 +17,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api-auth/", include("rest_framework.urls")),
+    path("healthz", observability.healthz, name="healthz"),
+    path("metrics", observability.metrics, name="metrics"),
 ]
 
 handler404 = "sensorsync_project.api.errors.handler404"

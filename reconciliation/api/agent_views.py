@@ -14,6 +14,7 @@ from devices.models import Device
 from devices.selectors import device_for_key
 from reconciliation import services
 from reconciliation.agent_protocol import ProtocolError, api_key_from, body_inflate, json_parse, reports_parse
+from reconciliation.metrics import POLLS, REPORTS
 from sensors.models import DeviceSensor
 from sensorsync_project.api.errors import error_response
 
@@ -27,7 +28,7 @@ def _json(data, status: int = 200, **headers) -> HttpResponse:
     return response
 
 
-def agent_endpoint(*methods: str):
+def agent_endpoint(*methods: str, count_rejected: bool = False):
     """Method check, and every refusal as the JSON error shape (never HTML, never a 500 for bad input)."""
 
     def decorate(view):
@@ -41,6 +42,8 @@ def agent_endpoint(*methods: str):
             try:
                 return view(request, *args, **kwargs)
             except ProtocolError as exc:
+                if count_rejected:
+                    REPORTS.labels("rejected").inc()
                 headers = {"WWW_Authenticate": 'Bearer realm="device"'} if exc.status == 401 else {}
                 return error_response(exc.status, exc.code, exc.message, exc.fields, **headers)
             except Device.DoesNotExist:
@@ -89,9 +92,11 @@ def device_state(request, uuid):
     services.target_state_fetched(device=device)
     etag = target.etag
     if _etag_matches(request.headers.get("If-None-Match", ""), etag):
+        POLLS.labels("304").inc()
         response = HttpResponse(status=304)
         response["ETag"] = etag
         return response
+    POLLS.labels("200").inc()
     body = {str(device.uuid): {"apps": target.apps, "config": target.config, "version": target.version}}
     return _json(body, ETag=etag, Cache_Control="no-cache")
 
@@ -125,7 +130,7 @@ def _verdict_body(verdict: services.ReportVerdict) -> dict:
     return body
 
 
-@agent_endpoint("PATCH")
+@agent_endpoint("PATCH", count_rejected=True)
 def device_state_report(request):
     """PATCH /api/v1/device/state: the agent reports what actually runs."""
     device = device_authenticate(request)
@@ -136,4 +141,5 @@ def device_state_report(request):
     body = body_inflate(request.body, request.headers.get("Content-Encoding", ""), limit=limit)
     report = reports_parse(json_parse(body), device_uuid=device.uuid)
     verdict = services.state_report_apply(device=device, report=report)
+    REPORTS.labels(verdict.outcome).inc()
     return _json({str(device.uuid): _verdict_body(verdict)})

@@ -1,8 +1,13 @@
-from django.db.models import QuerySet
+from datetime import datetime
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from devices.models import Device
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
+
+from .models import DriftEpisode, DriftEpisodeSensor
 
 
 def drift_explain(*, device: Device) -> dict:
@@ -78,3 +83,69 @@ def read_model_diff(*, device: Device) -> list[str]:
             if want != have and field not in ("status_changed_at", "last_deployed_at"):
                 differences.append(f"{device.uuid} {name}: {field} is {have!r}, expected {want!r}")
     return differences
+
+
+def drift_episode_list() -> QuerySet[DriftEpisode]:
+    return DriftEpisode.objects.select_related("device").prefetch_related("sensors").order_by("-started_at", "-id")
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def _summary(durations: list[float]) -> dict:
+    durations = sorted(durations)
+    return {
+        "episodes": len(durations),
+        "meanSeconds": sum(durations) / len(durations) if durations else None,
+        "p50Seconds": _percentile(durations, 0.5),
+        "p95Seconds": _percentile(durations, 0.95),
+        "maxSeconds": durations[-1] if durations else None,
+    }
+
+
+def drift_stats(*, since: datetime, until: datetime | None = None, device_uuid=None) -> dict:
+    """Time-to-converge (episodes that ended) and time in drift (all episodes, clipped to the window), overall
+    and per protocol of the sensors that drifted, for episodes that overlap [since, until)."""
+    until = until or timezone.now()
+    episodes = DriftEpisode.objects.filter(started_at__lt=until).filter(
+        Q(ended_at__isnull=True) | Q(ended_at__gte=since)
+    )
+    if device_uuid is not None:
+        episodes = episodes.filter(device__uuid=device_uuid)
+    converge: list[float] = []
+    in_drift = 0.0
+    by_protocol: dict[str, dict] = {}
+    rows = episodes.values_list("id", "started_at", "ended_at")
+    protocols: dict[int, set[str]] = {}
+    for episode_id, protocol in DriftEpisodeSensor.objects.filter(episode__in=episodes.values("id")).values_list(
+        "episode_id", "protocol"
+    ):
+        protocols.setdefault(episode_id, set()).add(protocol)
+    open_count = 0
+    for episode_id, started, ended in rows:
+        clipped = (min(ended or until, until) - max(started, since)).total_seconds()
+        in_drift += max(clipped, 0.0)
+        if ended is None:
+            open_count += 1
+        for protocol in protocols.get(episode_id, ()):
+            entry = by_protocol.setdefault(protocol, {"converge": [], "inDriftSeconds": 0.0})
+            entry["inDriftSeconds"] += max(clipped, 0.0)
+            if ended is not None:
+                entry["converge"].append((ended - started).total_seconds())
+        if ended is not None:
+            converge.append((ended - started).total_seconds())
+    return {
+        "since": since,
+        "until": until,
+        "openEpisodes": open_count,
+        "inDriftSeconds": in_drift,
+        "timeToConverge": _summary(converge),
+        "byProtocol": {
+            protocol: {"inDriftSeconds": entry["inDriftSeconds"], "timeToConverge": _summary(entry["converge"])}
+            for protocol, entry in sorted(by_protocol.items())
+        },
+    }

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from devices.models import DeviceCurrentState
+from reconciliation.models import DriftEpisode
 
 
 class CurrentStateSerializer(serializers.ModelSerializer):
@@ -51,3 +52,51 @@ class ReconcileResultSerializer(serializers.Serializer):
     removed = serializers.IntegerField()
     failed = serializers.IntegerField()
     drifting = serializers.ListField(child=serializers.CharField())
+
+
+class DriftEpisodeSerializer(serializers.ModelSerializer):
+    deviceUuid = serializers.UUIDField(source="device.uuid")
+    deviceName = serializers.CharField(source="device.name")
+    startedAt = serializers.DateTimeField(source="started_at")
+    endedAt = serializers.DateTimeField(source="ended_at")
+    durationSeconds = serializers.SerializerMethodField()
+    startTargetVersion = serializers.IntegerField(source="start_target_version")
+    startReportedVersion = serializers.IntegerField(source="start_reported_version")
+    endTargetVersion = serializers.IntegerField(source="end_target_version")
+    driftingSensors = serializers.JSONField(source="drifting_sensors")
+    sensorsThatDrifted = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DriftEpisode
+        fields = [
+            "id",
+            "deviceUuid",
+            "deviceName",
+            "startedAt",
+            "endedAt",
+            "durationSeconds",
+            "cause",
+            "startTargetVersion",
+            "startReportedVersion",
+            "endTargetVersion",
+            "driftingSensors",
+            "sensorsThatDrifted",
+        ]
+        read_only_fields = fields
+
+    def get_durationSeconds(self, episode) -> float:  # noqa: N802
+        return episode.duration.total_seconds()
+
+    def get_sensorsThatDrifted(self, episode) -> list[dict]:  # noqa: N802
+        return [{"name": s.name, "protocol": s.protocol, "firstStatus": s.first_status} for s in episode.sensors.all()]
+
+
+class DriftStatsQuerySerializer(serializers.Serializer):
+    since = serializers.DateTimeField(required=False, help_text="Default: 24 hours ago.")
+    until = serializers.DateTimeField(required=False, help_text="Default: now.")
+    device = serializers.UUIDField(required=False)
+
+    def validate(self, attrs):
+        if attrs.get("since") and attrs.get("until") and attrs["since"] >= attrs["until"]:
+            raise serializers.ValidationError({"since": "Must be before until."})
+        return attrs

@@ -1,8 +1,12 @@
 from django.urls import path, re_path
 
 from devices.api.views import UUID_REGEX
+from sensorsync_project.api.routers import OptionalSlashRouter
 
 from . import agent_views, views
+
+router = OptionalSlashRouter()
+router.register("drift-episodes", views.DriftEpisodeViewSet, basename="drift-episode")
 
 device = rf"^devices/(?P<uuid>{UUID_REGEX})"
 
@@ -14,4 +18,5 @@ urlpatterns = [
     re_path(rf"{device}/current-state/?$", views.CurrentStateView.as_view(), name="device-current-state"),
     re_path(rf"{device}/drift/?$", views.DriftView.as_view(), name="device-drift"),
     re_path(rf"{device}/reconcile/?$", views.ReconcileView.as_view(), name="device-reconcile"),
+    *router.urls,
 ]

@@ -1,13 +1,26 @@
+from datetime import timedelta
+
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, viewsets
+from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from devices.models import Device, DeviceCurrentState
 from devices.selectors import device_get
 from reconciliation import selectors, services
+from reconciliation.filtersets import DriftEpisodeFilterSet
+from reconciliation.models import DriftEpisode
 from sensors.models import DeviceSensor
 
-from .serializers import CurrentStateSerializer, DriftSerializer, ReconcileResultSerializer
+from .serializers import (
+    CurrentStateSerializer,
+    DriftEpisodeSerializer,
+    DriftSerializer,
+    DriftStatsQuerySerializer,
+    ReconcileResultSerializer,
+)
 
 
 class CurrentStateView(APIView):
@@ -43,3 +56,24 @@ class ReconcileView(APIView):
     def post(self, request, uuid):
         result = services.device_reconcile_now(uuid=uuid, user=request.user)
         return Response(ReconcileResultSerializer(result).data)
+
+
+class DriftEpisodeViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Stretches of time devices were not converged: when, why, which sensors, how long."""
+
+    queryset = DriftEpisode.objects.all()
+    serializer_class = DriftEpisodeSerializer
+    filterset_class = DriftEpisodeFilterSet
+
+    def get_queryset(self):
+        return selectors.drift_episode_list()
+
+    @extend_schema(parameters=[DriftStatsQuerySerializer], responses={200: dict})
+    @action(detail=False, methods=["get"])
+    def stats(self, request):
+        """Time-to-converge and time in drift, overall and per protocol, for a window (default: last 24 h)."""
+        query = DriftStatsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        until = query.validated_data.get("until") or timezone.now()
+        since = query.validated_data.get("since") or until - timedelta(hours=24)
+        return Response(selectors.drift_stats(since=since, until=until, device_uuid=query.validated_data.get("device")))

@@ -1,0 +1,21 @@
+import django_filters
+
+from sensors.choices import DeviceSensorProtocolChoices
+from sensorsync_project.api.filters import StrictBooleanFilter
+
+from .choices import DriftEpisodeCauseChoices
+from .models import DriftEpisode
+
+
+class DriftEpisodeFilterSet(django_filters.FilterSet):
+    device = django_filters.UUIDFilter(field_name="device__uuid")
+    open = StrictBooleanFilter(field_name="ended_at", lookup_expr="isnull")
+    cause = django_filters.ChoiceFilter(choices=DriftEpisodeCauseChoices.choices)
+    protocol = django_filters.ChoiceFilter(
+        field_name="sensors__protocol", choices=DeviceSensorProtocolChoices.choices, distinct=True
+    )
+    since = django_filters.IsoDateTimeFilter(field_name="started_at", lookup_expr="gte")
+
+    class Meta:
+        model = DriftEpisode
+        fields = ["device", "open", "cause", "protocol", "since"]

@@ -70,6 +70,8 @@ class DeviceViewSet(
 
     def update(self, request, uuid=None, partial=False):
         fields = body_fields(request.data, DEVICE_FIELDS, required=() if partial else ("name",))
+        if not partial:  # PUT replaces: what it leaves out takes the default a new device would have
+            fields = {"description": "", "is_active": True} | fields
         services.device_update(uuid=uuid, user=request.user, **fields)
         return Response(DeviceSerializer(selectors.device_get(uuid=uuid)).data)
 

@@ -1,0 +1,1 @@
+from tests.api.fixtures import sensor_device  # noqa: F401 (a fixture)

@@ -1,0 +1,103 @@
+"""List endpoints answer in a fixed number of queries, whatever the number of rows (no N+1).
+
+Each count is asserted exactly, on a small and on a large data set: an N+1 would show as the count growing.
+The client is force-authenticated as a superuser, so authentication and permission checks add no queries.
+"""
+
+import pytest
+
+from devices.services import target_state_update
+from tests.api.fixtures import report_running
+from tests.api.helpers import devices_url, fleet_sensors_url, sensors_url
+from tests.factories import DeviceFactory, SensorPayloadFactory
+
+pytestmark = pytest.mark.django_db
+
+SIZES = {"small": (3, 2), "large": (30, 20)}  # devices, sensors per device
+
+
+def _fleet(devices: int, sensors: int, user) -> list:
+    """Sensors are written through the real write path, one target-state write per device (all of a device's
+    sensors in one version); every other device has reported, so rows of every kind and current states exist."""
+    created = []
+    for n in range(devices):
+        device = DeviceFactory(name=f"dev-{n:03}")
+        config = {
+            "protocolAdapterDevices": [
+                SensorPayloadFactory(name=f"s-{i:03}", protocol=("modbus", "can", "opcua", "mqtt")[i % 4])
+                for i in range(sensors)
+            ]
+        }
+        target_state_update(uuid=device.uuid, user=user, config=config)
+        if n % 2:
+            report_running(device)
+        created.append(device)
+    return created
+
+
+# COUNT(*) + the page (devices joined with their target and current state).
+DEVICE_LIST_QUERIES = 2
+# The device exists? + COUNT(*) + the page (device uuid joined in).
+DEVICE_SENSOR_LIST_QUERIES = 3
+# The page only: cursor pagination needs no COUNT(*).
+FLEET_SENSOR_LIST_QUERIES = 1
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_device_list(admin_client, superuser, django_assert_num_queries, size):
+    devices, sensors = SIZES[size]
+    _fleet(devices, sensors, superuser)
+
+    with django_assert_num_queries(DEVICE_LIST_QUERIES):
+        response = admin_client.get(devices_url(), {"limit": 100})
+
+    body = response.json()
+    assert body["count"] == devices
+    assert len(body["results"]) == devices
+    assert {d["targetVersion"] for d in body["results"]} == {2}
+    assert [d["reportedVersion"] for d in body["results"]][:2] == [None, 2]
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_one_devices_sensor_list(admin_client, superuser, django_assert_num_queries, size):
+    devices, sensors = SIZES[size]
+    fleet = _fleet(devices, sensors, superuser)
+    reported = fleet[1]
+
+    with django_assert_num_queries(DEVICE_SENSOR_LIST_QUERIES):
+        response = admin_client.get(sensors_url(reported.uuid), {"limit": 500})
+
+    body = response.json()
+    assert body["count"] == sensors
+    assert len(body["results"]) == sensors
+    assert {r["deviceUuid"] for r in body["results"]} == {str(reported.uuid)}
+    assert {r["deploymentStatus"] for r in body["results"]} == {"deployed"}
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_fleet_sensor_list(admin_client, superuser, django_assert_num_queries, size):
+    devices, sensors = SIZES[size]
+    fleet = _fleet(devices, sensors, superuser)
+
+    with django_assert_num_queries(FLEET_SENSOR_LIST_QUERIES):
+        response = admin_client.get(fleet_sensors_url(), {"limit": 1000})
+
+    rows = response.json()["results"]
+    assert len(rows) == devices * sensors
+    assert {r["deviceUuid"] for r in rows} == {str(d.uuid) for d in fleet}
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_filtered_fleet_sensor_list(admin_client, superuser, django_assert_num_queries, size):
+    devices, sensors = SIZES[size]
+    _fleet(devices, sensors, superuser)
+
+    with django_assert_num_queries(FLEET_SENSOR_LIST_QUERIES):
+        response = admin_client.get(
+            fleet_sensors_url(), {"limit": 1000, "protocol": "modbus", "deploymentStatus": "pending"}
+        )
+
+    rows = response.json()["results"]
+    # devices 0, 2, 4, ... never reported: their modbus sensors (every fourth) are pending
+    assert len(rows) == ((devices + 1) // 2) * ((sensors + 3) // 4)
+    assert {(r["protocol"], r["deploymentStatus"]) for r in rows} == {("modbus", "pending")}

@@ -14,8 +14,15 @@ from .models import Device
 
 
 def device_lock(*, uuid) -> Device:
-    """The device with its target and current state, its row locked until the transaction ends."""
-    return Device.objects.select_for_update(of=("self",)).select_related("target_state", "current_state").get(uuid=uuid)
+    """The device with its target and current state, its row locked until the transaction ends.
+
+    Two statements on purpose: under READ COMMITTED, a ``SELECT ... FOR UPDATE`` that waited for another writer
+    re-reads only the locked row; rows joined into it would still be the ones from before the wait (an old target
+    version, a current state that did not exist yet). Reading the states after the lock is taken sees what the
+    previous writer committed.
+    """
+    pk = Device.objects.select_for_update().filter(uuid=uuid).values_list("pk", flat=True).get()
+    return Device.objects.select_related("target_state", "current_state").get(pk=pk)
 
 
 def device_events(device: Device) -> contextlib.AbstractContextManager[EventRecorder]:

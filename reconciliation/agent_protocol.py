@@ -8,7 +8,7 @@ import hashlib
 import uuid as uuid_lib
 import zlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
 
 import orjson
@@ -18,6 +18,7 @@ from django.utils.dateparse import parse_datetime
 from sensors.validation import is_int, reported_sensor_parse
 
 TEXT_FIELD_MAX = 255
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ProtocolError(Exception):
@@ -50,16 +51,24 @@ def body_inflate(raw: bytes, content_encoding: str, *, limit: int) -> bytes:
         return raw
     if encoding != "gzip":
         raise ProtocolError(415, "unsupported_encoding", f"Content-Encoding '{encoding}' is not supported; use gzip.")
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        body = inflater.decompress(raw, limit + 1)
-    except zlib.error as exc:
-        raise ProtocolError(400, "malformed_request", f"The gzip body could not be decompressed: {exc}.") from exc
-    if len(body) > limit or inflater.unconsumed_tail:
-        raise ProtocolError(413, "payload_too_large", f"The report decompresses to more than {limit} bytes.")
-    if not inflater.eof:
-        raise ProtocolError(400, "malformed_request", "The gzip body is truncated.")
-    return body
+    # A gzip stream may hold several members back to back; each inflates under the one shared limit.
+    parts: list[bytes] = []
+    size, rest = 0, raw
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            part = inflater.decompress(rest, limit - size + 1)
+        except zlib.error as exc:
+            raise ProtocolError(400, "malformed_request", f"The gzip body could not be decompressed: {exc}.") from exc
+        size += len(part)
+        if size > limit or inflater.unconsumed_tail:
+            raise ProtocolError(413, "payload_too_large", f"The report decompresses to more than {limit} bytes.")
+        if not inflater.eof:
+            raise ProtocolError(400, "malformed_request", "The gzip body is truncated.")
+        parts.append(part)
+        rest = inflater.unused_data
+        if not rest.strip(b"\0"):
+            return b"".join(parts)
 
 
 def json_parse(body: bytes):
@@ -145,6 +154,8 @@ def report_parse(data, *, prefix: str = "") -> Report:
     local_ip = data.get("local_ip")
     if local_ip is not None:
         try:
+            if not isinstance(local_ip, str):  # ip_address(123) would read an integer as 0.0.0.123
+                raise TypeError
             local_ip = str(ip_address(local_ip))
         except (ValueError, TypeError):
             errors[f"{prefix}local_ip"] = ["Must be an IPv4 or IPv6 address."]
@@ -166,7 +177,7 @@ def report_parse(data, *, prefix: str = "") -> Report:
         if parsed is None or parsed.tzinfo is None:
             errors[f"{prefix}reported_at"] = ["Must be an ISO 8601 timestamp with a time zone."]
         else:
-            order = int((parsed - datetime(1970, 1, 1, tzinfo=parsed.tzinfo)).total_seconds() * 1_000_000)
+            order = (parsed - EPOCH) // timedelta(microseconds=1)
 
     if errors:
         raise ValidationError(errors)

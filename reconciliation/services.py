@@ -30,6 +30,7 @@ from .models import DriftEpisode, DriftEpisodeSensor
 logger = logging.getLogger("sensorsync.reconciliation")
 
 ROW_FIELDS = tuple(SensorRow.__dataclass_fields__)
+UNRECONCILED_DIGEST = ""  # a stored report whose reconciliation failed: no report's digest equals it
 UPSERT_UPDATE_FIELDS = [f for f in ROW_FIELDS if f != "name"] + ["updated_by", "updated_at"]
 
 
@@ -224,6 +225,9 @@ def current_state_reconcile(*, current: DeviceCurrentState, actor: str) -> Recon
     except Exception as exc:
         error_id = uuid.uuid4().hex
         logger.exception("reconciliation failed device=%s error_id=%s", device.uuid, error_id)
+        # Forget the digest, so the agent's next report (even an identical one) is applied and repairs the rows.
+        DeviceCurrentState.objects.filter(pk=current.pk).update(digest=UNRECONCILED_DIGEST)
+        current.digest = UNRECONCILED_DIGEST
         with event_recording(str(device.uuid)) as recorder:
             recorder.record(
                 EventTypeChoices.DEVICE_RECONCILE_FAILED,

@@ -1,9 +1,11 @@
 """Devices in the admin. Every write is a call to ``devices.services``; the page never saves a model itself."""
 
+import contextlib
 import json
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.utils import display_for_value
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Count, OuterRef, Subquery, Value
@@ -18,9 +20,10 @@ from sensorsync_project.exceptions import PreconditionFailed, SensorNotFound
 
 from .forms import DeviceAdminForm
 from .models import Device, DeviceTargetStateVersion
-from .services import device_create, device_delete, device_key_rotate, device_update
+from .services import DeviceWithKey, device_create, device_delete, device_key_rotate, device_update
 
 TARGET_HISTORY_SHOWN = 20
+EMPTY_VALUE_DISPLAY = "-"
 EDITABLE_FIELDS = ("name", "description", "is_active")
 READ_ONLY_FIELDSETS = (
     ("Identity", {"fields": ("uuid", "created_at", "updated_at")}),
@@ -102,9 +105,14 @@ class ServiceAdminMixin:
         obj._state.adding = False
 
 
+def shown_value(value) -> str:
+    """A value as the admin's lists show it (read-only methods get no formatting of their own)."""
+    return display_for_value(value, EMPTY_VALUE_DISPLAY)
+
+
 def pretty_json(value) -> str:
     if value is None:
-        return "-"
+        return EMPTY_VALUE_DISPLAY
     return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False, cls=DjangoJSONEncoder))
 
 
@@ -203,37 +211,39 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         values = {field: form.cleaned_data[field] for field in EDITABLE_FIELDS}
+        created = None
         try:
             if change:
-                self.adopt(obj, device_update(uuid=obj.uuid, user=request.user, **values))
-                return
-            created = device_create(**values, user=request.user)
+                saved = device_update(uuid=obj.uuid, user=request.user, **values)
+            else:
+                created = device_create(**values, user=request.user)
+                saved = created.device
         except SERVICE_REJECTIONS as exc:
             raise ServiceRejected(exc) from exc
-        self.adopt(obj, created.device)
-        self.message_key(request, created.device, created.api_key, "created")
+        self.adopt(obj, saved)
+        if created is not None:
+            self.message_key(request, created)
 
     def delete_model(self, request, obj):
-        device_delete(uuid=obj.uuid, user=request.user)
+        # Already deleted by someone else meanwhile: that is the outcome asked for.
+        with contextlib.suppress(Device.DoesNotExist):
+            device_delete(uuid=obj.uuid, user=request.user)
 
     def delete_queryset(self, request, queryset):
         # Django's "delete selected" action calls this: one service call per device, never a bulk DELETE.
-        for uuid in queryset.values_list("uuid", flat=True):
-            try:
-                device_delete(uuid=uuid, user=request.user)
-            except Device.DoesNotExist:
-                continue  # deleted by someone else meanwhile: the outcome asked for
+        for device in queryset:
+            self.delete_model(request, device)
 
-    def message_key(self, request, device: Device, api_key: str, what: str) -> None:
+    def message_key(self, request, created: DeviceWithKey) -> None:
+        """The only time a key is shown: it is not stored anywhere but as a digest, so it cannot be shown again."""
         self.message_user(
             request,
             format_html(
-                "The API key of “{}” ({}) was {}: <code>{}</code> It is shown only this once and stored only as a "
-                "digest: configure the device's agent with it now.",
-                device.name,
-                device.uuid,
-                what,
-                api_key,
+                "New API key of “{}” ({}): <code>{}</code> &mdash; shown only this once (only its digest is "
+                "kept): configure the device's agent with it now.",
+                created.device.name,
+                created.device.uuid,
+                created.api_key,
             ),
             messages.SUCCESS,
         )
@@ -255,8 +265,7 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
                 },
             )
         for uuid in queryset.values_list("uuid", flat=True):
-            rotated = device_key_rotate(uuid=uuid, user=request.user)
-            self.message_key(request, rotated.device, rotated.api_key, "rotated")
+            self.message_key(request, device_key_rotate(uuid=uuid, user=request.user))
         return None
 
     # --- columns and read-only fields ---
@@ -282,7 +291,7 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Target updated at")
     def target_updated_at(self, obj: Device):
-        return obj.target_state.updated_at
+        return shown_value(obj.target_state.updated_at)
 
     @admin.display(description="Target updated by")
     def target_updated_by(self, obj: Device):
@@ -290,13 +299,13 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Last deployed at")
     def target_last_deployed_at(self, obj: Device):
-        return obj.target_state.last_deployed_at
+        return shown_value(obj.target_state.last_deployed_at)
 
     @admin.display(description="Config")
     def target_config(self, obj: Device):
         return pretty_json(obj.target_state.config)
 
-    @admin.display(description="")
+    @admin.display(description="Sensors")
     def add_sensor(self, obj: Device):
         url = reverse("admin:sensors_devicesensor_add") + "?" + urlencode({"device": obj.pk})
         return format_html('<a class="addlink" href="{}">Add a sensor to this device</a>', url)
@@ -304,7 +313,7 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
     @admin.display(description="Reported at")
     def reported_at(self, obj: Device):
         current = obj.current_state_or_none()
-        return current.reported_at if current else None
+        return shown_value(current.reported_at if current else None)
 
     @admin.display(description="Config")
     def current_config(self, obj: Device):
@@ -327,7 +336,7 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
             (
                 (
                     version.version,
-                    version.created_at,
+                    shown_value(version.created_at),
                     version.created_by or "-",
                     version.source,
                     json.dumps(version.change, ensure_ascii=False),

@@ -4,6 +4,8 @@
 import contextlib
 
 from django.contrib import admin
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 
 from devices.admin import SERVICE_REJECTIONS, ServiceAdminMixin, ServiceRejected, pretty_json
 from sensorsync_project.exceptions import SensorNotFound
@@ -143,6 +145,13 @@ class DeviceSensorAdmin(ServiceAdminMixin, admin.ModelAdmin):
             raise ServiceRejected(exc) from exc
         # A rename can make it another row (the old name's row stays while the agent still runs it).
         self.adopt(obj, row)
+
+    def response_change(self, request, obj):
+        if "_continue" in request.POST and str(obj.pk) != request.resolver_match.kwargs.get("object_id"):
+            # Renamed into another row: continue on that row's page, not on the old one (which may be gone).
+            super().response_change(request, obj)  # its success message
+            return HttpResponseRedirect(reverse("admin:sensors_devicesensor_change", args=[obj.pk]))
+        return super().response_change(request, obj)
 
     def delete_model(self, request, obj):
         # Already removed from the target by someone else meanwhile: that is the outcome asked for.

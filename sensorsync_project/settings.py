@@ -76,6 +76,8 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's backend with SQLite's real bound-parameter limit (see sensorsync_project/sqlite3/base.py).
+    DATABASES["default"]["ENGINE"] = "sensorsync_project.sqlite3"
     # IMMEDIATE takes the write lock at BEGIN, so two writers queue instead of failing with
     # "database is locked" when a read transaction tries to upgrade to a write.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"transaction_mode": "IMMEDIATE", "timeout": 20})
@@ -98,6 +100,8 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 LOGIN_URL = "admin:login"
+# Messages live in the session, not a cookie: the admin shows a new device key once through a message.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate challenge makes anonymous requests a 401 (session auth alone gives 403).

@@ -15,6 +15,7 @@ from .choices import EventSourceChoices
 @dataclass(frozen=True)
 class AuditContext:
     source: str = EventSourceChoices.SYSTEM
+    actor: str = ""  # who acts when no user does (a command: "command:reconcile")
     request_id: str = ""
     client_ip: str | None = None
     correlation_id: uuid.UUID = field(default_factory=uuid.uuid4)
@@ -52,7 +53,7 @@ def audit_context(**values) -> Iterator[AuditContext]:
 
 
 def actor_label(user) -> str:
-    """How an actor is named in events and audit columns: the username, or a fixed label for machines."""
+    """How an actor is named in events and audit columns: the username, else the context's actor, else system."""
     if user is None or not getattr(user, "is_authenticated", False):
-        return "system"
+        return current_context().actor or "system"
     return user.get_username()

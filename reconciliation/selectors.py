@@ -17,6 +17,8 @@ def drift_explain(*, device: Device) -> dict:
     fetched, applied = device.last_fetched_version, current.version if current else None
     if applied == target.version and not target.needs_deployment:
         stage, reason = "in_sync", "The agent runs target version {t} exactly."
+    elif applied is not None and applied >= target.version:
+        stage, reason = "sensors_failed", "The agent applied version {a}, but some sensors do not run as desired."
     elif fetched is None:
         stage, reason = "never_fetched", "The agent has never fetched its target state."
     elif fetched < target.version:
@@ -26,10 +28,8 @@ def drift_explain(*, device: Device) -> dict:
         )
     elif current is None:
         stage, reason = "never_reported", "The agent fetched version {f} but has never reported what it runs."
-    elif applied < target.version:
-        stage, reason = "not_applied", "The agent fetched version {f} but still reports running version {a}."
     else:
-        stage, reason = "sensors_failed", "The agent applied version {a}, but some sensors do not run as desired."
+        stage, reason = "not_applied", "The agent fetched version {f} but still reports running version {a}."
     return {
         "deviceUuid": str(device.uuid),
         "inSync": stage == "in_sync",
@@ -61,6 +61,11 @@ def drifting_sensors(*, device: Device) -> QuerySet[DeviceSensor]:
     return DeviceSensor.objects.filter(device=device).exclude(deployment_status=Status.DEPLOYED).order_by("name")
 
 
+def _plain(value):
+    """Choices members print as their value ('pending'), not as an enum."""
+    return str(value) if isinstance(value, str) else value
+
+
 def read_model_diff(*, device: Device) -> list[str]:
     """How the live rows differ from what reconciliation would make of the stored target and current state.
 
@@ -81,7 +86,7 @@ def read_model_diff(*, device: Device) -> list[str]:
         for field in row.__dataclass_fields__:
             want, have = getattr(row, field), getattr(actual, field)
             if want != have and field not in ("status_changed_at", "last_deployed_at"):
-                differences.append(f"{device.uuid} {name}: {field} is {have!r}, expected {want!r}")
+                differences.append(f"{device.uuid} {name}: {field} is {_plain(have)!r}, expected {_plain(want)!r}")
     return differences
 
 

@@ -20,8 +20,9 @@ class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Django's option ordering, with the epilog's examples kept as written."""
 
 
-def _device_pages(queryset, size: int = CHUNK_SIZE):
+def _device_pages(queryset, size: int | None = None):
     """Every device of ``queryset`` in primary-key order, ``size`` rows per SELECT (keyset pagination)."""
+    size = size or CHUNK_SIZE
     queryset = queryset.order_by("pk")
     last_pk = None
     while True:

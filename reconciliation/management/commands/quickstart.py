@@ -1,3 +1,4 @@
+import logging
 import secrets
 
 from django.conf import settings
@@ -24,7 +25,14 @@ class Command(BaseCommand):
         user.set_password(password)
         user.save()
 
-        call_command("seed_demo", stdout=self.stdout, stderr=self.stderr)
+        # One log line per reconciliation is right for a server, noise in a quick start's console.
+        reconciliation_log = logging.getLogger("sensorsync.reconciliation")
+        level = reconciliation_log.level
+        reconciliation_log.setLevel(logging.WARNING)
+        try:
+            call_command("seed_demo", user=LOGIN, stdout=self.stdout, stderr=self.stderr)
+        finally:
+            reconciliation_log.setLevel(level)
 
         line = "=" * 72
         self.stdout.write(

@@ -57,10 +57,11 @@ def _device_uuid(value) -> uuid.UUID:
         raise CommandError(f"'{value}' is not a device uuid.") from None
 
 
-def _device_pages(queryset, size: int = CHUNK_SIZE):
+def _device_pages(queryset, size: int | None = None):
     """Every device of ``queryset`` in primary-key order, ``size`` rows per SELECT (keyset pagination).
 
     No cursor stays open across the per-device transactions, and memory stays flat on a fleet of any size."""
+    size = size or CHUNK_SIZE
     queryset = queryset.order_by("pk")
     last_pk = None
     while True:

@@ -55,6 +55,7 @@ class FleetCollector:
             sensors.add_metric([row["deployment_status"], row["protocol"]], row["n"])
         yield sensors
 
+
 # Every series exists from the start, so a dashboard sees 0 rather than no data.
 for _outcome in ("applied", "unchanged", "stale", "rejected"):
     REPORTS.labels(_outcome)

@@ -1,0 +1,186 @@
+"""The agent endpoints in the OpenAPI schema.
+
+They are plain Django views (the fleet's hot paths, kept off DRF), which drf-spectacular cannot introspect, so
+their contract is written here once and added to the generated schema by a postprocessing hook.
+"""
+
+from sensors.choices import DeviceSensorDeploymentStatusChoices, DeviceSensorProtocolChoices
+
+ERROR = {"$ref": "#/components/schemas/AgentError"}
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": ERROR}}}
+
+
+COMPONENTS = {
+    "AgentError": {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string"},
+            "message": {"type": "string"},
+            "fields": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+        },
+    },
+    "AgentSensor": {
+        "type": "object",
+        "required": ["name", "protocol"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "name": {"type": "string", "minLength": 1, "maxLength": 255},
+            "protocol": {"type": "string", "enum": DeviceSensorProtocolChoices.values},
+            "enabled": {"type": "boolean"},
+            "pollInterval": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+            "connection": {"type": "object"},
+            "dataPoints": {"type": "array", "items": {"type": "object"}},
+            "metadata": {"type": "object"},
+        },
+    },
+    "AgentTargetState": {
+        "type": "object",
+        "description": 'Keyed by the device uuid: {"<uuid>": {"apps": {}, "config": {}, "version": 43}}',
+        "additionalProperties": {
+            "type": "object",
+            "required": ["apps", "config", "version"],
+            "properties": {
+                "apps": {"type": "object"},
+                "config": {
+                    "type": "object",
+                    "properties": {
+                        "protocolAdapterDevices": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/AgentSensor"},
+                        }
+                    },
+                },
+                "version": {"type": "integer", "minimum": 1},
+            },
+        },
+    },
+    "AgentReport": {
+        "type": "object",
+        "required": ["version"],
+        "properties": {
+            "version": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+            "config": {
+                "type": "object",
+                "properties": {
+                    "protocolAdapterDevices": {"type": "array", "items": {"$ref": "#/components/schemas/AgentSensor"}}
+                },
+            },
+            "apps": {"type": "object"},
+            "os_version": {"type": "string", "maxLength": 255},
+            "agent_version": {"type": "string", "maxLength": 255},
+            "local_ip": {"type": "string", "description": "An IPv4 or IPv6 address."},
+            "uptime": {"type": "integer", "minimum": 0},
+            "seq": {"type": "integer", "minimum": 0, "description": "Increasing per report; older ones are stale."},
+            "reported_at": {"type": "string", "format": "date-time"},
+            "sensor_health": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {"healthy": {"type": "boolean"}, "lastError": {"type": "string"}},
+                },
+            },
+        },
+    },
+    "AgentReportBody": {
+        "type": "object",
+        "description": "Keyed by the authenticated device's uuid.",
+        "minProperties": 1,
+        "additionalProperties": {"$ref": "#/components/schemas/AgentReport"},
+    },
+    "AgentVerdict": {
+        "type": "object",
+        "additionalProperties": {
+            "type": "object",
+            "required": ["outcome", "targetVersion", "reportedVersion", "appliedVersion", "inSync", "sensors"],
+            "properties": {
+                "outcome": {"type": "string", "enum": ["applied", "unchanged", "stale"]},
+                "targetVersion": {"type": "integer"},
+                "reportedVersion": {"type": "integer"},
+                "appliedVersion": {"type": "integer", "nullable": True},
+                "inSync": {"type": "boolean"},
+                "reconciliation": {"type": "string"},
+                "sensors": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "properties": {
+                            "status": {"type": "string", "enum": DeviceSensorDeploymentStatusChoices.values},
+                            "running": {"type": "boolean"},
+                            "error": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+SECURITY = [{"deviceKey": []}, {"deviceBearer": []}]
+
+PATHS = {
+    "/api/v1/device/{uuid}/state": {
+        "get": {
+            "operationId": "agent_target_state_fetch",
+            "summary": "The agent polls its target state",
+            "tags": ["agent"],
+            "security": SECURITY,
+            "parameters": [
+                {"name": "uuid", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}},
+                {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": {
+                    "description": "The target state, with a strong ETag",
+                    "headers": {"ETag": {"schema": {"type": "string"}}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AgentTargetState"}}},
+                },
+                "304": {"description": "The agent already has this version"},
+                "401": _error("Missing or unknown device key"),
+                "403": _error("Another device's key, or an inactive device"),
+                "404": _error("Not a device uuid"),
+                "429": _error("Too many requests for this device"),
+            },
+        }
+    },
+    "/api/v1/device/state": {
+        "patch": {
+            "operationId": "agent_state_report",
+            "summary": "The agent reports what actually runs",
+            "tags": ["agent"],
+            "security": SECURITY,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AgentReportBody"}}},
+            },
+            "responses": {
+                "200": {
+                    "description": "The server's verdict on the report",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AgentVerdict"}}},
+                },
+                "400": _error("Malformed or invalid report; nothing was written"),
+                "401": _error("Missing or unknown device key"),
+                "403": _error("The body names another device, or the device is inactive"),
+                "413": _error("The body (decompressed) is larger than the limit"),
+                "415": _error("Unsupported Content-Type or Content-Encoding"),
+                "429": _error("Too many requests for this device"),
+            },
+        }
+    },
+}
+
+
+def add_agent_endpoints(result, generator, request, public):
+    result.setdefault("paths", {}).update(PATHS)
+    components = result.setdefault("components", {})
+    components.setdefault("schemas", {}).update(COMPONENTS)
+    components.setdefault("securitySchemes", {}).update(
+        {
+            "deviceKey": {"type": "apiKey", "in": "header", "name": "X-Device-API-Key"},
+            "deviceBearer": {"type": "http", "scheme": "bearer"},
+        }
+    )
+    return result

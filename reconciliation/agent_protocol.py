@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.utils.dateparse import parse_datetime
 
 from sensors.validation import is_int, reported_sensor_parse
+from sensorsync_project.strict_json import JSONBodyError, strict_json_loads
 
 TEXT_FIELD_MAX = 255
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -73,9 +74,9 @@ def body_inflate(raw: bytes, content_encoding: str, *, limit: int) -> bytes:
 
 def json_parse(body: bytes):
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(400, "malformed_json", f"The body is not valid UTF-8 JSON: {exc}.") from exc
+        return strict_json_loads(body)
+    except JSONBodyError as exc:
+        raise ProtocolError(400, "malformed_json", str(exc)) from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,12 +25,15 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class ProtocolError(Exception):
     """A request the agent protocol refuses; ``status`` and ``code`` become the JSON error answer."""
 
-    def __init__(self, status: int, code: str, message: str, fields: dict | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, fields: dict | None = None, headers: dict | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.fields = fields
+        self.headers = headers or {}
 
 
 def api_key_from(headers) -> str | None:

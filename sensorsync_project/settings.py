@@ -47,6 +47,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "sensorsync_project.ratelimit.AdminLoginThrottleMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -75,6 +76,10 @@ if "DATABASE_URL" not in env:
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A slow or stuck database must not hold a worker forever; lock waits count towards it too.
+    STATEMENT_TIMEOUT_MS = env.int("DJANGO_DB_STATEMENT_TIMEOUT_MS", default=10_000)
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Django's backend with SQLite's real bound-parameter limit (see sensorsync_project/sqlite3/base.py).
     DATABASES["default"]["ENGINE"] = "sensorsync_project.sqlite3"
@@ -140,6 +145,29 @@ SPECTACULAR_SETTINGS = {
 
 # Agent protocol limits.
 SENSORSYNC_MAX_REPORT_BYTES = env.int("SENSORSYNC_MAX_REPORT_BYTES", default=1024 * 1024)
+# Rate limits, "COUNT/SECONDS" ("off" disables). An agent polls every 60 s and reports every 10 s (7 a minute);
+# the budget leaves room for flushing a queue of offline reports without letting one device flood the server.
+SENSORSYNC_AGENT_RATE_LIMIT = env.str("SENSORSYNC_AGENT_RATE_LIMIT", default="600/60")
+SENSORSYNC_ADMIN_LOGIN_RATE_LIMIT = env.str("SENSORSYNC_ADMIN_LOGIN_RATE_LIMIT", default="5/300")
+# Shared counters for several server processes, e.g. redis://127.0.0.1:6379/0; unset: per process.
+SENSORSYNC_RATE_LIMIT_REDIS_URL = env.str("SENSORSYNC_RATE_LIMIT_REDIS_URL", default="")
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "default"},
+    "ratelimit": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ratelimit"},
+}
+
+# Production behind TLS: set these from the environment (see .env.example); manage.py check --deploy passes.
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=False)
+if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The agent's /healthz probe must not be redirected to HTTPS by a load balancer's plain-HTTP check.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
 LOGGING = {
     "version": 1,

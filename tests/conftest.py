@@ -1,5 +1,6 @@
 import pytest
 from django.conf import settings
+from django.core.cache import caches
 from rest_framework.test import APIClient
 
 from sensors.services import sensor_create
@@ -16,6 +17,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    """Rate-limit counters live in process memory; one test's requests must not spend the next one's budget."""
+    caches["ratelimit"].clear()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from reconciliation.agent_protocol import ProtocolError, api_key_from, body_infl
 from reconciliation.metrics import POLLS, REPORTS
 from sensors.models import DeviceSensor
 from sensorsync_project.api.errors import error_response
+from sensorsync_project.ratelimit import rate_limit_hit, rate_parse
 
 logger = logging.getLogger("sensorsync.agent")
 
@@ -45,7 +46,7 @@ def agent_endpoint(*methods: str, count_rejected: bool = False):
                 if count_rejected:
                     REPORTS.labels("rejected").inc()
                 headers = {"WWW_Authenticate": 'Bearer realm="device"'} if exc.status == 401 else {}
-                return error_response(exc.status, exc.code, exc.message, exc.fields, **headers)
+                return error_response(exc.status, exc.code, exc.message, exc.fields, **headers, **exc.headers)
             except Device.DoesNotExist:
                 # Deleted between authentication and the write: its key no longer belongs to any device.
                 return error_response(401, "not_authenticated", "Unknown device key.")
@@ -76,6 +77,15 @@ def device_authenticate(request, *, uuid=None) -> Device:
         raise ProtocolError(403, "permission_denied", "This key belongs to another device.")
     if not device.is_active:
         raise ProtocolError(403, "device_inactive", "This device is deactivated.")
+    rate = rate_parse(settings.SENSORSYNC_AGENT_RATE_LIMIT)
+    retry_after = rate_limit_hit(f"agent:{device.uuid}", rate)
+    if retry_after is not None:
+        raise ProtocolError(
+            429,
+            "rate_limited",
+            f"This device sent more than {rate}; retry in {retry_after} s.",
+            headers={"Retry_After": str(retry_after)},
+        )
     return device
 
 

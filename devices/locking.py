@@ -5,24 +5,63 @@ Kept apart from ``devices.services`` so that reconciliation (which ``devices.ser
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any, NamedTuple
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from events.services import EventRecorder, event_recording
 
 from .models import Device
 
 
+class LockedRow(NamedTuple):
+    pk: int
+    revision: int
+    last_report_order: int | None
+
+
+def device_row_lock(*, where: str, value, values: dict[str, Any] | None = None, report_order: int | None = None):
+    """Lock a device row by writing it, in one statement: ``revision + 1`` and ``values``; None if no such device.
+
+    ``UPDATE ... RETURNING`` takes the row lock and, if it had to wait for another writer, sees that writer's
+    committed row, so the returned revision tells whether anything changed since the caller last read the device.
+    ``report_order`` raises ``last_report_order`` to it unless a newer one is already stored.
+    """
+    qn = connection.ops.quote_name
+    revision = qn(Device._meta.get_field("revision").column)
+    order = qn(Device._meta.get_field("last_report_order").column)
+    assignments = [f"{revision} = {revision} + 1"]
+    params: list[Any] = []
+    for name, new in (values or {}).items():
+        field = Device._meta.get_field(name)
+        assignments.append(f"{qn(field.column)} = %s")
+        params.append(field.get_db_prep_save(new, connection))
+    if report_order is not None:
+        assignments.append(f"{order} = CASE WHEN {order} IS NULL OR {order} < %s THEN %s ELSE {order} END")
+        params += [report_order, report_order]
+    where_field = Device._meta.get_field(where)
+    params.append(where_field.get_db_prep_value(where_field.to_python(value), connection))
+    sql = (
+        f"UPDATE {qn(Device._meta.db_table)} SET {', '.join(assignments)} "
+        f"WHERE {qn(where_field.column)} = %s RETURNING {qn('id')}, {revision}, {order}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return LockedRow(*row) if row else None
+
+
 def device_lock(*, uuid) -> Device:
     """The device with its target and current state, its row locked until the transaction ends.
 
-    Two statements on purpose: under READ COMMITTED, a ``SELECT ... FOR UPDATE`` that waited for another writer
-    re-reads only the locked row; rows joined into it would still be the ones from before the wait (an old target
-    version, a current state that did not exist yet). Reading the states after the lock is taken sees what the
-    previous writer committed.
+    The lock and the read are two statements on purpose: under READ COMMITTED, a statement that waited for
+    another writer re-reads only the locked row; rows joined into it would still be the ones from before the wait
+    (an old target version, a current state that did not exist yet). Reading after the lock sees them committed.
     """
-    pk = Device.objects.select_for_update().filter(uuid=uuid).values_list("pk", flat=True).get()
-    return Device.objects.select_related("target_state", "current_state").get(pk=pk)
+    locked = device_row_lock(where="uuid", value=uuid)
+    if locked is None:
+        raise Device.DoesNotExist(f"No device with uuid {uuid}.")
+    return Device.objects.select_related("target_state", "current_state").get(pk=locked.pk)
 
 
 def device_events(device: Device) -> contextlib.AbstractContextManager[EventRecorder]:
@@ -32,8 +71,8 @@ def device_events(device: Device) -> contextlib.AbstractContextManager[EventReco
 
 @contextlib.contextmanager
 def device_write(*, uuid) -> Iterator[Device]:
-    """One unit of work on a device: a transaction, the device row locked, and one event scope that is flushed
-    (gapless sequences, one INSERT) when the block ends without an exception."""
+    """One unit of work on a device: a transaction, the device row locked (and its revision bumped), and one event
+    scope that is flushed (gapless sequences, one INSERT) when the block ends without an exception."""
     with transaction.atomic():
         device = device_lock(uuid=uuid)
         with device_events(device):

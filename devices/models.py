@@ -29,6 +29,9 @@ class Device(models.Model):
     last_fetched_at = models.DateTimeField(null=True, blank=True)
     # The newest report order seen (the agent's ``seq``, else its ``reported_at``): older reports are stale.
     last_report_order = models.BigIntegerField(null=True, blank=True, editable=False)
+    # Bumped by every unit of work that writes the device, its states or its sensors (devices.locking): a report
+    # that finds it one higher after taking the lock knows the states it read before are still current.
+    revision = models.PositiveBigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -60,6 +63,12 @@ class DeviceTargetState(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     last_deployed_at = models.DateTimeField(null=True, blank=True)
+    # Each sensor row's {status, running, error}, kept by reconciliation: the verdict an unchanged report gets
+    # without reading the rows.
+    sensor_statuses = models.JSONField(default=dict, encoder=DjangoJSONEncoder, editable=False)
+    # The open drift episode while the device drifts: {"episode": id, "sensors": {name: {"protocol",
+    # "first_status"}}}, else {}. Kept here because every drift transition rewrites this row anyway.
+    drift = models.JSONField(default=dict, encoder=DjangoJSONEncoder, editable=False)
 
     class Meta:
         constraints = [models.CheckConstraint(condition=models.Q(version__gte=1), name="target_version_positive")]

@@ -21,9 +21,38 @@ def target_versions(*, device_uuid) -> QuerySet[DeviceTargetStateVersion]:
 
 
 def device_for_key(*, api_key: str) -> Device | None:
-    """The device an agent key belongs to, with both states joined: the one query of the agent's hot paths."""
+    """The device an agent key belongs to, with both states (for tools; the endpoints use the two below)."""
     return (
         Device.objects.select_related("target_state", "current_state")
+        .filter(api_key_digest=key_digest(api_key))
+        .first()
+    )
+
+
+def device_for_poll(*, api_key: str, with_content: bool) -> Device | None:
+    """The device an agent key belongs to, with its target state: the one query of a poll.
+
+    A poll that sends If-None-Match is almost always answered 304 from the version alone, so it leaves the target's
+    config and apps out (decoding them is most of the cost) and a 200 loads them; a poll without it is a 200."""
+    queryset = Device.objects.select_related("target_state").defer(
+        "target_state__sensor_statuses", "target_state__drift"
+    )
+    if not with_content:
+        queryset = queryset.defer("target_state__config", "target_state__apps")
+    return queryset.filter(api_key_digest=key_digest(api_key)).first()
+
+
+def device_for_report(*, api_key: str) -> Device | None:
+    """The device an agent key belongs to, with what a report needs: the target (config for reconciliation,
+    cached sensor statuses for the verdict) and the stored report's version and digest, in one query."""
+    return (
+        Device.objects.select_related("target_state", "current_state")
+        .defer(
+            "target_state__apps",
+            "current_state__config",
+            "current_state__apps",
+            "current_state__sensor_health",
+        )
         .filter(api_key_digest=key_digest(api_key))
         .first()
     )

@@ -1,16 +1,17 @@
 """Appending to the event log.
 
 Writers record events inside ``event_recording(aggregate_id)``; the outermost scope for an aggregate flushes
-them in one ``SELECT MAX(sequence)`` and one ``INSERT``. The caller must hold the aggregate's lock (the device
-row, ``select_for_update``) for the whole scope: that is what keeps per-aggregate sequences gapless under
-concurrent writers. The unique constraint on (aggregate, sequence) is the backstop if a caller forgets.
+them in one ``INSERT`` that numbers them after the aggregate's last sequence. The caller must hold the
+aggregate's lock (the device row, ``devices.locking``) for the whole scope: that is what keeps per-aggregate
+sequences gapless under concurrent writers. The unique constraint on (aggregate, sequence) is the backstop.
 """
 
 import contextlib
 import contextvars
 from collections.abc import Iterator
 
-from django.db.models import Max
+from django.db.models import Max, Subquery, Value
+from django.db.models.functions import Coalesce
 
 from .context import current_context
 from .models import Event
@@ -42,18 +43,24 @@ class EventRecorder:
         )
 
     def flush(self) -> list[Event]:
+        """One INSERT; each event's sequence is the aggregate's current maximum plus its offset, computed by the
+        database in the same statement (safe because the caller holds the aggregate's lock)."""
         if not self.pending:
             return []
         events, self.pending = self.pending, []
-        last = (
-            Event.objects.filter(aggregate_type=self.aggregate_type, aggregate_id=self.aggregate_id).aggregate(
-                last=Max("sequence")
-            )["last"]
-            or 0
+        last = Coalesce(
+            Subquery(
+                Event.objects.filter(aggregate_type=self.aggregate_type, aggregate_id=self.aggregate_id)
+                .values("aggregate_id")
+                .annotate(last=Max("sequence"))
+                .values("last")
+            ),
+            Value(0),
         )
         for offset, event in enumerate(events, start=1):
-            event.sequence = last + offset
-        return Event.objects.bulk_create(events)
+            event.sequence = last + Value(offset)
+        Event.objects.bulk_create(events)
+        return events  # their ``sequence`` was assigned by the database; read events back to see it
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ class DriftEpisodeFilterSet(django_filters.FilterSet):
     open = StrictBooleanFilter(field_name="ended_at", lookup_expr="isnull")
     cause = django_filters.ChoiceFilter(choices=DriftEpisodeCauseChoices.choices)
     protocol = django_filters.ChoiceFilter(
-        field_name="sensors__protocol", choices=DeviceSensorProtocolChoices.choices, distinct=True
+        field_name="protocols", lookup_expr="has_key", choices=DeviceSensorProtocolChoices.choices
     )
     since = django_filters.IsoDateTimeFilter(field_name="started_at", lookup_expr="gte")
 

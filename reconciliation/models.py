@@ -3,7 +3,6 @@ from django.db import models
 from django.utils import timezone
 
 from devices.models import Device
-from sensors.choices import DeviceSensorProtocolChoices
 
 from .choices import DriftEpisodeCauseChoices
 
@@ -11,7 +10,9 @@ from .choices import DriftEpisodeCauseChoices
 class DriftEpisode(models.Model):
     """One stretch of time a device was not converged, from the first drift to ``device.in_sync``.
 
-    Opened and updated only on drift transitions (the same moments as the drift events), never per report.
+    Written twice: inserted when drift starts and updated when it ends. While it is open, the sensors that drift
+    are gathered on the device's target state (``DeviceTargetState.drift``), which every drift transition rewrites
+    anyway, so a report that changes the drifting set costs no extra statement.
     """
 
     device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="drift_episodes")
@@ -21,8 +22,13 @@ class DriftEpisode(models.Model):
     start_target_version = models.PositiveIntegerField()
     start_reported_version = models.PositiveIntegerField(null=True, blank=True)
     end_target_version = models.PositiveIntegerField(null=True, blank=True)
-    # The drifting set as last seen (kept when the episode ends): [{"name", "protocol", "status", "error"}].
+    # The drifting set when the episode started, then (once it ended) just before it ended:
+    # [{"name", "protocol", "status", "error"}].
     drifting_sensors = models.JSONField(default=list, encoder=DjangoJSONEncoder)
+    # Every sensor that drifted during the episode: [{"name", "protocol", "first_status"}] (complete once ended).
+    sensors = models.JSONField(default=list, encoder=DjangoJSONEncoder)
+    # {protocol: number of sensors}: "which episodes involved modbus" is ``protocols__has_key="modbus"``.
+    protocols = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
 
     class Meta:
         ordering = ["-started_at", "-id"]
@@ -46,19 +52,3 @@ class DriftEpisode(models.Model):
     @property
     def duration(self):
         return (self.ended_at or timezone.now()) - self.started_at
-
-
-class DriftEpisodeSensor(models.Model):
-    """A sensor that drifted during an episode: what makes time-in-drift queryable per protocol."""
-
-    episode = models.ForeignKey(DriftEpisode, on_delete=models.CASCADE, related_name="sensors")
-    name = models.CharField(max_length=255)
-    protocol = models.CharField(max_length=16, choices=DeviceSensorProtocolChoices.choices)
-    first_status = models.CharField(max_length=16)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["episode", "name"], name="drift_episode_sensor_unique")]
-        indexes = [models.Index(fields=["protocol"], name="drift_sensor_protocol_idx")]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.protocol})"

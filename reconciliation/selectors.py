@@ -1,13 +1,16 @@
-from datetime import datetime
+import math
+from datetime import datetime, timedelta
 
-from django.db.models import Q, QuerySet
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from devices.models import Device
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
+from sensors.choices import DeviceSensorProtocolChoices
 from sensors.models import DeviceSensor
 
-from .models import DriftEpisode, DriftEpisodeSensor
+from .models import DriftEpisode
 
 
 def drift_explain(*, device: Device) -> dict:
@@ -91,7 +94,7 @@ def read_model_diff(*, device: Device) -> list[str]:
 
 
 def drift_episode_list() -> QuerySet[DriftEpisode]:
-    return DriftEpisode.objects.select_related("device").prefetch_related("sensors").order_by("-started_at", "-id")
+    return DriftEpisode.objects.select_related("device").order_by("-started_at", "-id")
 
 
 def _percentile(sorted_values: list[float], fraction: float) -> float | None:
@@ -123,26 +126,20 @@ def drift_stats(*, since: datetime, until: datetime | None = None, device_uuid=N
         episodes = episodes.filter(device__uuid=device_uuid)
     converge: list[float] = []
     in_drift = 0.0
-    by_protocol: dict[str, dict] = {}
-    rows = episodes.values_list("id", "started_at", "ended_at")
-    protocols: dict[int, set[str]] = {}
-    for episode_id, protocol in DriftEpisodeSensor.objects.filter(episode__in=episodes.values("id")).values_list(
-        "episode_id", "protocol"
-    ):
-        protocols.setdefault(episode_id, set()).add(protocol)
     open_count = 0
-    for episode_id, started, ended in rows:
-        clipped = (min(ended or until, until) - max(started, since)).total_seconds()
-        in_drift += max(clipped, 0.0)
+    by_protocol: dict[str, dict] = {}
+    for started, ended, protocols in episodes.values_list("started_at", "ended_at", "protocols").iterator():
+        clipped = max((min(ended or until, until) - max(started, since)).total_seconds(), 0.0)
+        in_drift += clipped
         if ended is None:
             open_count += 1
-        for protocol in protocols.get(episode_id, ()):
+        else:
+            converge.append((ended - started).total_seconds())
+        for protocol in protocols:
             entry = by_protocol.setdefault(protocol, {"converge": [], "inDriftSeconds": 0.0})
-            entry["inDriftSeconds"] += max(clipped, 0.0)
+            entry["inDriftSeconds"] += clipped
             if ended is not None:
                 entry["converge"].append((ended - started).total_seconds())
-        if ended is not None:
-            converge.append((ended - started).total_seconds())
     return {
         "since": since,
         "until": until,
@@ -154,3 +151,110 @@ def drift_stats(*, since: datetime, until: datetime | None = None, device_uuid=N
             for protocol, entry in sorted(by_protocol.items())
         },
     }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The fleet at a glance (the staff fleet page and the admin's device filter): a constant number of queries each.
+# --------------------------------------------------------------------------------------------------------------
+
+# Convergence states of a device. "offline" is about liveness, not convergence, so it overlaps the other three.
+FLEET_DEVICE_STATES = ("in_sync", "drifting", "offline", "never_reported")
+
+
+def offline_cutoff(*, now: datetime | None = None) -> datetime:
+    """Devices not seen since this moment are offline (``SENSORSYNC_OFFLINE_AFTER_SECONDS``)."""
+    return (now or timezone.now()) - timedelta(seconds=settings.SENSORSYNC_OFFLINE_AFTER_SECONDS)
+
+
+def device_state_q(state: str, *, now: datetime | None = None) -> Q:
+    """The devices in one fleet state, as a filter on ``Device``. The same definitions as the ``/metrics`` gauges:
+    a device that never reported is neither in sync nor drifting; one never seen at all is also offline."""
+    if state == "in_sync":
+        return Q(current_state__isnull=False, target_state__needs_deployment=False)
+    if state == "drifting":
+        return Q(current_state__isnull=False, target_state__needs_deployment=True)
+    if state == "never_reported":
+        return Q(current_state__isnull=True)
+    if state == "offline":
+        return Q(last_seen_at__isnull=True) | Q(last_seen_at__lt=offline_cutoff(now=now))
+    raise ValueError(f"Unknown device state {state!r}; expected one of {', '.join(FLEET_DEVICE_STATES)}.")
+
+
+def fleet_device_counts(*, now: datetime | None = None) -> dict[str, int]:
+    """How many devices are in each fleet state, and in all: one aggregate query."""
+    return Device.objects.aggregate(
+        total=Count("id"),
+        **{state: Count("id", filter=device_state_q(state, now=now)) for state in FLEET_DEVICE_STATES},
+    )
+
+
+def fleet_sensor_matrix() -> dict[str, dict[str, int]]:
+    """Sensor rows by protocol, then deployment status (every protocol and status present, zeros included)."""
+    matrix = {protocol: dict.fromkeys(Status.values, 0) for protocol in DeviceSensorProtocolChoices.values}
+    grouped = DeviceSensor.objects.values_list("protocol", "deployment_status").annotate(n=Count("id")).order_by()
+    for protocol, status, count in grouped:
+        matrix.setdefault(protocol, dict.fromkeys(Status.values, 0))[status] = count
+    return matrix
+
+
+def fleet_failing_errors(*, limit: int = 8) -> list[tuple[str, int]]:
+    """The most common errors of failed sensors, with how many sensors report each."""
+    return list(
+        DeviceSensor.objects.filter(deployment_status=Status.FAILED)
+        .values_list("deployment_error")
+        .annotate(n=Count("id"))
+        .order_by("-n", "deployment_error")[:limit]
+    )
+
+
+def drift_episodes_overlapping(*, since: datetime, until: datetime | None = None) -> QuerySet[DriftEpisode]:
+    """Episodes that overlap [since, until) (the same window as ``drift_stats``), newest first, with their device."""
+    until = until or timezone.now()
+    return (
+        DriftEpisode.objects.filter(started_at__lt=until)
+        .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=since))
+        .select_related("device")
+        .only(
+            "id",
+            "started_at",
+            "ended_at",
+            "cause",
+            "start_target_version",
+            "start_reported_version",
+            "end_target_version",
+            "drifting_sensors",
+            "device__id",
+            "device__name",
+            "device__uuid",
+        )
+        .order_by("-started_at", "-id")
+    )
+
+
+def time_to_converge_series(*, since: datetime, until: datetime | None = None) -> dict:
+    """Durations (seconds) of the episodes that ended in [since, until), and their p50 / p95 per hour of ending.
+
+    ``hours`` has one entry per hour slot from ``since`` (a slot with no episode has ``episodes`` 0 and no
+    percentiles), so a chart can show the gaps. One query.
+    """
+    until = until or timezone.now()
+    ended = DriftEpisode.objects.filter(ended_at__gte=since, ended_at__lt=until).values_list("started_at", "ended_at")
+    slots = max(1, math.ceil((until - since).total_seconds() / 3600))
+    per_hour: list[list[float]] = [[] for _ in range(slots)]
+    durations: list[float] = []
+    for started, ended_at in ended:
+        seconds = (ended_at - started).total_seconds()
+        durations.append(seconds)
+        per_hour[min(slots - 1, int((ended_at - since).total_seconds() // 3600))].append(seconds)
+    hours = []
+    for index, values in enumerate(per_hour):
+        values.sort()
+        hours.append(
+            {
+                "start": since + timedelta(hours=index),
+                "episodes": len(values),
+                "p50Seconds": _percentile(values, 0.5),
+                "p95Seconds": _percentile(values, 0.95),
+            }
+        )
+    return {"since": since, "until": until, "durations": sorted(durations), "hours": hours}

@@ -10,10 +10,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from django.db import models, transaction
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, models, transaction
 from django.utils import timezone
 
-from devices.locking import device_write
+from devices.locking import device_events, device_row_lock, device_write
 from devices.models import Device, DeviceCurrentState, DeviceTargetState
 from events.choices import EventTypeChoices
 from events.context import actor_label
@@ -25,7 +26,7 @@ from .agent_protocol import Report
 from .choices import DriftEpisodeCauseChoices
 from .decision import Decision, SensorRow, decide
 from .metrics import RECONCILE_SECONDS
-from .models import DriftEpisode, DriftEpisodeSensor
+from .models import DriftEpisode
 
 logger = logging.getLogger("sensorsync.reconciliation")
 
@@ -52,6 +53,14 @@ class ReconcileResult:
         return sum(1 for row in self.rows.values() if row.deployment_status == Status.FAILED)
 
 
+def sensor_statuses(rows: dict[str, SensorRow]) -> dict[str, dict]:
+    """What an agent's verdict says of each sensor (cached on the target state for unchanged reports)."""
+    return {
+        name: {"status": str(row.deployment_status), "running": row.running, "error": row.deployment_error}
+        for name, row in rows.items()
+    }
+
+
 def row_from_model(sensor: DeviceSensor) -> SensorRow:
     values = {name: getattr(sensor, name) for name in ROW_FIELDS}
     values["sensor_id"] = str(values["sensor_id"])
@@ -73,43 +82,63 @@ def decide_for_device(
     )
 
 
-def _drift_episode_track(*, device: Device, decision: Decision, cause: str, now) -> None:
-    """Open, update or close the device's drift episode; called only when the drift state changed."""
-    if decision.in_sync:
-        DriftEpisode.objects.filter(device=device, ended_at__isnull=True).update(
-            ended_at=now, end_target_version=decision.target_version
-        )
-        return
-    sensors = [
+def _drift_sensor(row: SensorRow) -> dict:
+    return {"protocol": str(row.protocol), "first_status": str(row.deployment_status)}
+
+
+def _drifting_list(rows: dict[str, SensorRow], names) -> list[dict]:
+    return [
         {
             "name": n,
-            "protocol": decision.rows[n].protocol,
-            "status": decision.rows[n].deployment_status,
-            "error": decision.rows[n].deployment_error,
+            "protocol": str(rows[n].protocol),
+            "status": str(rows[n].deployment_status),
+            "error": rows[n].deployment_error,
         }
-        for n in decision.drifting
+        for n in names
     ]
-    episode = DriftEpisode.objects.filter(device=device, ended_at__isnull=True).first()
-    if episode is None:
+
+
+def _drift_episode_track(
+    *, device: Device, target: DeviceTargetState, decision: Decision, existing: dict[str, SensorRow], cause: str, now
+) -> dict:
+    """The target's new ``drift`` value, writing the episode row only when drift starts (INSERT) or ends
+    (UPDATE); called only when the drift state changed."""
+    drift = target.drift or {}
+    sensors = dict(drift.get("sensors", {}))
+    if decision.in_sync:
+        if "episode" in drift:
+            gathered = [{"name": name, **entry} for name, entry in sorted(sensors.items())]
+            protocols: dict[str, int] = {}
+            for entry in gathered:
+                protocols[entry["protocol"]] = protocols.get(entry["protocol"], 0) + 1
+            last = sorted(name for name, row in existing.items() if row.deployment_status != "deployed")
+            DriftEpisode.objects.filter(pk=drift["episode"]).update(
+                ended_at=now,
+                end_target_version=decision.target_version,
+                sensors=gathered,
+                protocols=protocols,
+                drifting_sensors=_drifting_list(existing, last),
+            )
+        return {}
+    for name in decision.drifting:
+        sensors.setdefault(name, _drift_sensor(decision.rows[name]))
+    if "episode" not in drift:
+        initial = [{"name": name, **entry} for name, entry in sorted(sensors.items())]
+        protocols = {}
+        for entry in initial:
+            protocols[entry["protocol"]] = protocols.get(entry["protocol"], 0) + 1
         episode = DriftEpisode.objects.create(
             device=device,
             started_at=now,
             cause=cause,
             start_target_version=decision.target_version,
             start_reported_version=decision.reported_version,
-            drifting_sensors=sensors,
+            drifting_sensors=_drifting_list(decision.rows, decision.drifting),
+            sensors=initial,
+            protocols=protocols,
         )
-    else:
-        episode.drifting_sensors = sensors
-        episode.save(update_fields=["drifting_sensors"])
-    if sensors:
-        DriftEpisodeSensor.objects.bulk_create(
-            [
-                DriftEpisodeSensor(episode=episode, name=s["name"], protocol=s["protocol"], first_status=s["status"])
-                for s in sensors
-            ],
-            ignore_conflicts=True,
-        )
+        return {"episode": episode.pk, "sensors": sensors}
+    return {"episode": drift["episode"], "sensors": sensors}
 
 
 def device_reconcile(
@@ -164,13 +193,20 @@ def device_reconcile(
         target_changes["needs_deployment"] = needs_deployment
         if decision.in_sync:
             target_changes["last_deployed_at"] = now
+    statuses = sensor_statuses(decision.rows)
+    if statuses != target.sensor_statuses:
+        target_changes["sensor_statuses"] = statuses
+    if decision.drift_changed:
+        drift = _drift_episode_track(
+            device=device, target=target, decision=decision, existing=existing, cause=cause, now=now
+        )
+        if drift != target.drift:
+            target_changes["drift"] = drift
     if target_changes:
         DeviceTargetState.objects.filter(pk=target.pk).update(**target_changes)
         for name, value in target_changes.items():
             setattr(target, name, value)
 
-    if decision.drift_changed:
-        _drift_episode_track(device=device, decision=decision, cause=cause, now=now)
     with event_recording(str(device.uuid)) as recorder:
         for event_type, data in decision.events:
             recorder.record(event_type, data, actor=actor)
@@ -206,35 +242,19 @@ def device_reconcile(
     return result
 
 
-def current_state_reconcile(*, current: DeviceCurrentState, actor: str) -> ReconcileResult | None:
-    """Reconcile after a report is stored; never lets a reconciliation failure lose the report.
+def current_state_reconcile(*, current: DeviceCurrentState, actor: str) -> ReconcileResult:
+    """Reconcile after a report is stored (the post_save handler); the caller holds the device lock.
 
-    Runs in a savepoint: on an exception the sensor rows stay exactly as they were, the failure is logged and
-    recorded as ``device.reconcile_failed``, and a later report or ``manage.py reconcile`` repairs it.
+    Exceptions propagate: ``state_report_apply`` then stores the report without reconciling (see there).
     """
     device = current.device
-    try:
-        with transaction.atomic():
-            return device_reconcile(
-                device=device,
-                target=device.target_state,
-                current=current,
-                actor=actor,
-                cause=DriftEpisodeCauseChoices.AGENT_REPORT,
-            )
-    except Exception as exc:
-        error_id = uuid.uuid4().hex
-        logger.exception("reconciliation failed device=%s error_id=%s", device.uuid, error_id)
-        # Forget the digest, so the agent's next report (even an identical one) is applied and repairs the rows.
-        DeviceCurrentState.objects.filter(pk=current.pk).update(digest=UNRECONCILED_DIGEST)
-        current.digest = UNRECONCILED_DIGEST
-        with event_recording(str(device.uuid)) as recorder:
-            recorder.record(
-                EventTypeChoices.DEVICE_RECONCILE_FAILED,
-                {"reported_version": current.version, "error": type(exc).__name__, "error_id": error_id},
-                actor=actor,
-            )
-        return None
+    return device_reconcile(
+        device=device,
+        target=device.target_state,
+        current=current,
+        actor=actor,
+        cause=DriftEpisodeCauseChoices.AGENT_REPORT,
+    )
 
 
 # The agent's side of the loop ---------------------------------------------------------------------------------
@@ -257,22 +277,36 @@ class ReportVerdict:
     reconciliation_failed: bool = False
 
 
+def _liveness_due(device: Device, now) -> bool:
+    interval = settings.SENSORSYNC_LIVENESS_WRITE_SECONDS
+    return device.last_seen_at is None or (now - device.last_seen_at).total_seconds() >= interval
+
+
 def _liveness_touch(device: Device, *, now, report: Report | None = None, fetched_version: int | None = None) -> None:
-    changes = {"last_seen_at": now}
-    if report is not None:
-        changes["uptime"] = report.uptime if report.uptime is not None else device.uptime
-        if report.order is not None and (device.last_report_order is None or report.order > device.last_report_order):
-            changes["last_report_order"] = report.order
-    if fetched_version is not None:
-        changes["last_fetched_version"] = fetched_version
-        changes["last_fetched_at"] = now
-    Device.objects.filter(pk=device.pk).update(**changes)
-    for name, value in changes.items():
-        setattr(device, name, value)
+    """Refresh liveness without a transaction. Coalesced: a device seen less than SENSORSYNC_LIVENESS_WRITE_SECONDS
+    ago is not written again unless it fetched a version it did not have (PERF_NOTES item 6)."""
+    changes = {}
+    if fetched_version is not None and fetched_version != device.last_fetched_version:
+        changes.update(last_fetched_version=fetched_version, last_fetched_at=now)
+    if changes or _liveness_due(device, now):
+        changes["last_seen_at"] = now
+        if fetched_version is not None:
+            changes.update(last_fetched_version=fetched_version, last_fetched_at=now)
+        if report is not None:
+            if report.uptime is not None:
+                changes["uptime"] = report.uptime
+            if report.order is not None and (
+                device.last_report_order is None or report.order > device.last_report_order
+            ):
+                changes["last_report_order"] = report.order
+    if changes:
+        Device.objects.filter(pk=device.pk).update(**changes)
+        for name, value in changes.items():
+            setattr(device, name, value)
 
 
-def _is_stale(device: Device, report: Report) -> bool:
-    return report.order is not None and device.last_report_order is not None and report.order < device.last_report_order
+def _is_stale(report: Report, last_order: int | None) -> bool:
+    return report.order is not None and last_order is not None and report.order < last_order
 
 
 def target_state_fetched(*, device: Device) -> None:
@@ -280,66 +314,128 @@ def target_state_fetched(*, device: Device) -> None:
     _liveness_touch(device, now=timezone.now(), fetched_version=device.target_state.version)
 
 
+def _report_device_values(report: Report, now) -> dict:
+    values = {"last_seen_at": now}
+    for name, value in (
+        ("os_version", report.os_version),
+        ("agent_version", report.agent_version),
+        ("ip_address", report.local_ip),
+        ("uptime", report.uptime),
+    ):
+        if value is not None:
+            values[name] = value
+    return values
+
+
+def _report_lock(device: Device, report: Report, now) -> tuple[Device, int | None]:
+    """Lock the device by writing its liveness and system info; re-read its states only if another writer
+    committed since ``device`` was read."""
+    values = _report_device_values(report, now)
+    locked = device_row_lock(where="id", value=device.pk, values=values, report_order=report.order)
+    if locked is None:
+        raise Device.DoesNotExist(f"Device {device.uuid} was deleted.")
+    if locked.revision != device.revision + 1:
+        device = Device.objects.select_related("target_state", "current_state").get(pk=device.pk)
+    else:
+        for name, value in values.items():
+            setattr(device, name, value)
+        device.revision = locked.revision
+        device.last_report_order = locked.last_report_order
+    return device, locked.last_report_order
+
+
+def _current_state_store(device: Device, report: Report, now, *, reconcile: bool) -> DeviceCurrentState:
+    """Store the report as the device's current state; saving fires reconciliation unless ``reconcile`` is
+    False (the fallback after a failed reconciliation writes through the queryset, which sends no signal)."""
+    current = device.current_state_or_none()
+    created = current is None
+    if created:
+        current = DeviceCurrentState(device=device)
+    fields = {
+        "config": report.config,
+        "apps": report.apps,
+        "version": report.version,
+        "seq": report.order,
+        "sensor_health": report.sensor_health,
+        "reported_at": now,
+        "digest": report.digest if reconcile else UNRECONCILED_DIGEST,
+    }
+    for name, value in fields.items():
+        setattr(current, name, value)
+    device.current_state = current
+    if reconcile:
+        current.save(force_insert=created, update_fields=None if created else list(fields))
+    elif created:
+        DeviceCurrentState.objects.bulk_create([current])
+    else:
+        DeviceCurrentState.objects.filter(pk=current.pk).update(**fields)
+    return current
+
+
+def _report_event(recorder, device: Device, report: Report, previous: DeviceCurrentState | None) -> None:
+    recorder.record(
+        EventTypeChoices.CURRENT_STATE_REPORTED,
+        {
+            "version": report.version,
+            "previous_version": previous.version if previous else None,
+            "running_sensors": [s["name"] for s in report.sensors],
+            "digest": report.digest,
+        },
+        actor=f"agent:{device.uuid}",
+    )
+
+
 def state_report_apply(*, device: Device, report: Report) -> ReportVerdict:
     """Store an agent's report and reconcile the read model from it.
 
-    ``device`` comes from authentication (not locked). An identical repeat of the stored report and a report
-    older than the newest one seen only refresh liveness; both are decided first without a transaction, then
-    again under the device row lock, because a concurrent report may have won in between.
+    ``device`` comes from authentication (``devices.selectors.device_for_report``), read without a lock. A report
+    older than the newest one seen, and an identical repeat of the stored one, only refresh liveness; both are
+    decided first without a transaction, then again under the device row lock, because a concurrent report may
+    have won in between.
+
+    If reconciliation raises, the whole transaction is rolled back (the sensor rows stay exactly as they were)
+    and the report is stored again without reconciling, with a ``device.reconcile_failed`` event and a digest no
+    report matches, so the agent's next report, or ``manage.py reconcile``, repairs the rows.
     """
     now = timezone.now()
     current = device.current_state_or_none()
-    if _is_stale(device, report):
+    if _is_stale(report, device.last_report_order):
         _liveness_touch(device, now=now, report=report)
         return ReportVerdict(ReportOutcome.STALE, device, report.version)
     if current is not None and current.digest == report.digest:
         _liveness_touch(device, now=now, report=report)
         return ReportVerdict(ReportOutcome.UNCHANGED, device, report.version)
 
-    actor = f"agent:{device.uuid}"
-    with device_write(uuid=device.uuid) as device, event_recording(str(device.uuid)) as recorder:
-        current = device.current_state_or_none()
-        if _is_stale(device, report) or (current is not None and current.digest == report.digest):
-            outcome = ReportOutcome.STALE if _is_stale(device, report) else ReportOutcome.UNCHANGED
-            _liveness_touch(device, now=now, report=report)
-            return ReportVerdict(outcome, device, report.version)
-        recorder.record(
-            EventTypeChoices.CURRENT_STATE_REPORTED,
-            {
-                "version": report.version,
-                "previous_version": current.version if current else None,
-                "running_sensors": [s["name"] for s in report.sensors],
-                "digest": report.digest,
-            },
-            actor=actor,
-        )
-        created = current is None
-        if created:
-            current = DeviceCurrentState(device=device)
-        current.config = report.config
-        current.apps = report.apps
-        current.version = report.version
-        current.seq = report.order
-        current.sensor_health = report.sensor_health
-        current.reported_at = now
-        current.digest = report.digest
-        current.save(force_insert=created)  # post_save reconciles (reconciliation.handlers)
-        device.current_state = current
-
-        device.last_seen_at = now
-        device.os_version = report.os_version if report.os_version is not None else device.os_version
-        device.agent_version = report.agent_version if report.agent_version is not None else device.agent_version
-        device.ip_address = report.local_ip if report.local_ip is not None else device.ip_address
-        device.uptime = report.uptime if report.uptime is not None else device.uptime
-        if report.order is not None:
-            device.last_report_order = report.order
-        device.save(
-            update_fields=["last_seen_at", "os_version", "agent_version", "ip_address", "uptime", "last_report_order"]
-        )
-        result = getattr(current, "reconciliation", None)
-        return ReportVerdict(
-            ReportOutcome.APPLIED, device, report.version, result=result, reconciliation_failed=result is None
-        )
+    try:
+        with transaction.atomic():
+            locked, last_order = _report_lock(device, report, now)
+            previous = locked.current_state_or_none()
+            if _is_stale(report, last_order):
+                return ReportVerdict(ReportOutcome.STALE, locked, report.version)
+            if previous is not None and previous.digest == report.digest:
+                return ReportVerdict(ReportOutcome.UNCHANGED, locked, report.version)
+            with event_recording(str(locked.uuid)) as recorder:
+                _report_event(recorder, locked, report, previous)
+                current = _current_state_store(locked, report, now, reconcile=True)
+            return ReportVerdict(ReportOutcome.APPLIED, locked, report.version, result=current.reconciliation)
+    except (OperationalError, InterfaceError, Device.DoesNotExist):
+        raise  # the database went away or the device did: nothing was written, the agent retries
+    except Exception as exc:
+        error_id = uuid.uuid4().hex
+        logger.exception("reconciliation failed device=%s error_id=%s", device.uuid, error_id)
+        with device_write(uuid=device.uuid) as locked, device_events(locked) as recorder:
+            _report_event(recorder, locked, report, locked.current_state_or_none())
+            _current_state_store(locked, report, now, reconcile=False)
+            values = _report_device_values(report, now)
+            if not _is_stale(report, locked.last_report_order) and report.order is not None:
+                values["last_report_order"] = report.order
+            Device.objects.filter(pk=locked.pk).update(**values)
+            recorder.record(
+                EventTypeChoices.DEVICE_RECONCILE_FAILED,
+                {"reported_version": report.version, "error": type(exc).__name__, "error_id": error_id},
+                actor=f"agent:{locked.uuid}",
+            )
+        return ReportVerdict(ReportOutcome.APPLIED, locked, report.version, reconciliation_failed=True)
 
 
 def device_reconcile_now(*, uuid, user) -> ReconcileResult:

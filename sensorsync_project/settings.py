@@ -103,6 +103,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The project's own static files (the admin's JSON editor and badges, the fleet page): vendored, no CDN.
+STATICFILES_DIRS = [BASE_DIR / "static"]
 
 LOGIN_URL = "admin:login"
 # Messages live in the session, not a cookie: the admin shows a new device key once through a message.
@@ -145,6 +147,11 @@ SPECTACULAR_SETTINGS = {
 
 # Agent protocol limits.
 SENSORSYNC_MAX_REPORT_BYTES = env.int("SENSORSYNC_MAX_REPORT_BYTES", default=1024 * 1024)
+# A device not seen (no poll, no report) for this long is shown as offline in the admin and on the fleet page.
+SENSORSYNC_OFFLINE_AFTER_SECONDS = env.int("SENSORSYNC_OFFLINE_AFTER_SECONDS", default=300)
+# Liveness (last_seen_at) is written at most this often per device: agents report every 10 s and poll every
+# 60 s, and rewriting the device row on every request would double the cost of the no-op paths.
+SENSORSYNC_LIVENESS_WRITE_SECONDS = env.int("SENSORSYNC_LIVENESS_WRITE_SECONDS", default=30)
 # Rate limits, "COUNT/SECONDS" ("off" disables). An agent polls every 60 s and reports every 10 s (7 a minute);
 # the budget leaves room for flushing a queue of offline reports without letting one device flood the server.
 SENSORSYNC_AGENT_RATE_LIMIT = env.str("SENSORSYNC_AGENT_RATE_LIMIT", default="600/60")

@@ -2,6 +2,7 @@
 
 import functools
 import logging
+from functools import partial
 
 import orjson
 from django.conf import settings
@@ -11,11 +12,10 @@ from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from devices.models import Device
-from devices.selectors import device_for_key
+from devices.selectors import device_for_poll, device_for_report
 from reconciliation import services
 from reconciliation.agent_protocol import ProtocolError, api_key_from, body_inflate, json_parse, reports_parse
 from reconciliation.metrics import POLLS, REPORTS
-from sensors.models import DeviceSensor
 from sensorsync_project.api.errors import error_response
 from sensorsync_project.ratelimit import rate_limit_hit, rate_parse
 
@@ -63,14 +63,16 @@ def agent_endpoint(*methods: str, count_rejected: bool = False):
     return decorate
 
 
-def device_authenticate(request, *, uuid=None) -> Device:
-    """401 for a missing or unknown key, 403 for another device's URL or an inactive device."""
+def device_authenticate(request, *, select, uuid=None) -> Device:
+    """401 for a missing or unknown key, 403 for another device's URL or an inactive device, 429 over budget.
+
+    ``select`` is the selector that loads what the endpoint needs in the same query (poll or report)."""
     api_key = api_key_from(request.headers)
     if not api_key:
         raise ProtocolError(
             401, "not_authenticated", "Send the device key in X-Device-API-Key or Authorization: Bearer."
         )
-    device = device_for_key(api_key=api_key)
+    device = select(api_key=api_key)
     if device is None:
         raise ProtocolError(401, "not_authenticated", "Unknown device key.")
     if uuid is not None and device.uuid != uuid:
@@ -97,43 +99,40 @@ def _etag_matches(header: str, etag: str) -> bool:
 @agent_endpoint("GET", "HEAD")
 def device_state(request, uuid):
     """GET /api/v1/device/<uuid>/state: the target state, 304 when the agent already has it."""
-    device = device_authenticate(request, uuid=uuid)
+    if_none_match = request.headers.get("If-None-Match", "")
+    device = device_authenticate(request, select=partial(device_for_poll, with_content=not if_none_match), uuid=uuid)
     target = device.target_state
-    services.target_state_fetched(device=device)
-    etag = target.etag
-    if _etag_matches(request.headers.get("If-None-Match", ""), etag):
+    if _etag_matches(if_none_match, target.etag):
+        services.target_state_fetched(device=device)
         POLLS.labels("304").inc()
         response = HttpResponse(status=304)
-        response["ETag"] = etag
+        response["ETag"] = target.etag
         return response
+    if if_none_match:  # the lean read left the content out; version with it, in case it just changed
+        target.refresh_from_db(fields=["config", "apps", "version"])
+    services.target_state_fetched(device=device)
     POLLS.labels("200").inc()
     body = {str(device.uuid): {"apps": target.apps, "config": target.config, "version": target.version}}
-    return _json(body, ETag=etag, Cache_Control="no-cache")
+    return _json(body, ETag=target.etag, Cache_Control="no-cache")
 
 
 def _verdict_body(verdict: services.ReportVerdict) -> dict:
+    """Built from what the request already holds: the reconciliation result, or the statuses the last
+    reconciliation cached on the target state (an unchanged or stale report reads no rows)."""
     device = verdict.device
     target = device.target_state
     current = device.current_state_or_none()
     if verdict.result is not None:
-        rows = [(n, r.deployment_status, r.running, r.deployment_error) for n, r in verdict.result.rows.items()]
-        in_sync = verdict.result.in_sync
+        in_sync, sensors = verdict.result.in_sync, services.sensor_statuses(verdict.result.rows)
     else:
-        rows = list(
-            DeviceSensor.objects.filter(device=device)
-            .order_by("name")
-            .values_list("name", "deployment_status", "running", "deployment_error")
-        )
-        in_sync = not target.needs_deployment
+        in_sync, sensors = not target.needs_deployment, target.sensor_statuses
     body = {
         "outcome": verdict.outcome,
         "targetVersion": target.version,
         "reportedVersion": verdict.report_version,
         "appliedVersion": current.version if current else None,
         "inSync": in_sync,
-        "sensors": {
-            name: {"status": status, "running": running, "error": error} for name, status, running, error in rows
-        },
+        "sensors": sensors,
     }
     if verdict.reconciliation_failed:
         body["reconciliation"] = "failed: the report was stored; the sensor table will be repaired on a later report"
@@ -143,7 +142,7 @@ def _verdict_body(verdict: services.ReportVerdict) -> dict:
 @agent_endpoint("PATCH", count_rejected=True)
 def device_state_report(request):
     """PATCH /api/v1/device/state: the agent reports what actually runs."""
-    device = device_authenticate(request)
+    device = device_authenticate(request, select=device_for_report)
     content_type = request.content_type or ""
     if content_type not in ("application/json", ""):
         raise ProtocolError(415, "unsupported_media_type", f"Content-Type '{content_type}' is not accepted; send JSON.")

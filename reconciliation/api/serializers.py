@@ -64,7 +64,9 @@ class DriftEpisodeSerializer(serializers.ModelSerializer):
     startReportedVersion = serializers.IntegerField(source="start_reported_version")
     endTargetVersion = serializers.IntegerField(source="end_target_version")
     driftingSensors = serializers.JSONField(source="drifting_sensors")
-    sensorsThatDrifted = serializers.SerializerMethodField()
+    sensorsThatDrifted = serializers.JSONField(
+        source="sensors", help_text="Every sensor that drifted during the episode (complete once it ended)."
+    )
 
     class Meta:
         model = DriftEpisode
@@ -86,9 +88,6 @@ class DriftEpisodeSerializer(serializers.ModelSerializer):
 
     def get_durationSeconds(self, episode) -> float:  # noqa: N802
         return episode.duration.total_seconds()
-
-    def get_sensorsThatDrifted(self, episode) -> list[dict]:  # noqa: N802
-        return [{"name": s.name, "protocol": s.protocol, "firstStatus": s.first_status} for s in episode.sensors.all()]
 
 
 class DriftStatsQuerySerializer(serializers.Serializer):

@@ -1,8 +1,18 @@
+from datetime import UTC, datetime
+
 from rest_framework import serializers
 
 from sensors.choices import DeviceSensorProtocolChoices
 from sensors.models import DeviceSensor
 from sensors.validation import POLL_INTERVAL_DEFAULT, POLL_INTERVAL_MAX, POLL_INTERVAL_MIN
+
+
+def _iso(value: datetime | None) -> str | None:
+    """As DRF renders a UTC datetime: ISO 8601 with 'Z'."""
+    if value is None:
+        return None
+    text = value.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 class DeviceSensorSerializer(serializers.ModelSerializer):
@@ -51,6 +61,34 @@ class DeviceSensorSerializer(serializers.ModelSerializer):
             "updatedBy",
         ]
         read_only_fields = fields
+
+    def to_representation(self, row: DeviceSensor) -> dict:
+        """The fields above, built directly: DRF's per-field machinery was half the cost of a 100-row fleet page.
+        The output is identical (tests compare it with the declared fields)."""
+        return {
+            "id": str(row.sensor_id),
+            "deviceUuid": str(row.device_uuid),
+            "name": row.name,
+            "protocol": row.protocol,
+            "enabled": row.enabled,
+            "pollInterval": row.poll_interval,
+            "connection": row.connection,
+            "dataPoints": row.data_points,
+            "metadata": row.metadata,
+            "configVersion": row.config_version,
+            "syncedToConfig": row.synced_to_config,
+            "deploymentStatus": row.deployment_status,
+            "running": row.running,
+            "lastDeployedAt": _iso(row.last_deployed_at),
+            "deploymentError": row.deployment_error,
+            "deploymentAttempts": row.deployment_attempts,
+            "statusChangedAt": _iso(row.status_changed_at),
+            "desired": row.desired,
+            "createdAt": _iso(row.created_at),
+            "updatedAt": _iso(row.updated_at),
+            "createdBy": row.created_by,
+            "updatedBy": row.updated_by,
+        }
 
 
 class DataPointSerializer(serializers.Serializer):

@@ -199,3 +199,13 @@ def test_a_report_with_the_same_seq_but_other_content_is_applied(agent, reported
     answer = verdict(report(agent, reported, 3, target_sensors(reported), health={}, seq=10), reported)
     assert answer["outcome"] == "applied"
     assert answer["inSync"] is True
+
+
+def test_a_rotated_key_lets_a_reprovisioned_agent_start_its_seq_over(admin_client, agent, device):
+    assert verdict(report(agent, device, 1, [], seq=500), device)["outcome"] == "applied"
+    assert verdict(report(agent, device, 1, [], seq=3, health={"x": {"healthy": True}}), device)["outcome"] == "stale"
+
+    rotated = admin_client.post(f"/api/v1/devices/{device.uuid}/rotate-key")
+    device.api_key = rotated.json()["apiKey"]
+
+    assert verdict(report(agent, device, 1, [], seq=3, health={"x": {"healthy": True}}), device)["outcome"] == "applied"

@@ -5,6 +5,7 @@ the agent report parser. Pure functions: plain data in, normalized plain data ou
 
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -48,21 +49,35 @@ def _check_data_points(value: Any, errors: dict, key: str) -> None:
             seen.add(name)
 
 
-def sensor_validate(data: Any, *, prefix: str = "", allow_id: bool = False) -> dict:
-    """Validate a complete sensor object from a staff write and return it normalized, defaults filled in.
+@dataclass(frozen=True)
+class _Rules:
+    """How strict a sensor parse is: staff writes define sensors; agent reports describe what already runs."""
 
-    ``allow_id`` accepts a client-supplied ``id`` (a full target-state document round-trips ids); elsewhere the
-    server assigns ids and the caller strips a matching one before calling.
-    """
-    if not isinstance(data, dict):
-        raise ValidationError({prefix.rstrip(".") or "sensor": ["Must be a JSON object."]})
-    errors: dict[str, list[str]] = {}
-    allowed = SENSOR_FIELDS if allow_id else SENSOR_FIELDS[1:]
-    for key in data:
-        if key not in allowed:
-            reason = "Assigned by the server; it cannot be set." if key == "id" else "Unknown field."
-            errors[f"{prefix}{key}"] = [reason]
+    name_charset: bool  # the SPEC's [A-Za-z0-9._-] (writes), or any 1-255 characters (reality)
+    poll_range: tuple[int, int]
+    poll_message: str
+    defining_fields_required: bool  # protocol and connection must be sent (writes); reports fall back to defaults
+    data_point_names: bool  # each data point an object with a unique name
 
+
+_WRITE = _Rules(
+    name_charset=True,
+    poll_range=(POLL_INTERVAL_MIN, POLL_INTERVAL_MAX),
+    poll_message=f"Must be an integer number of milliseconds from {POLL_INTERVAL_MIN} to {POLL_INTERVAL_MAX}.",
+    defining_fields_required=True,
+    data_point_names=True,
+)
+_REPORT = _Rules(
+    name_charset=False,
+    poll_range=(1, 2**31 - 1),
+    poll_message="Must be a positive integer number of milliseconds.",
+    defining_fields_required=False,
+    data_point_names=False,
+)
+
+
+def _sensor_parse(data: dict, *, prefix: str, rules: _Rules, errors: dict[str, list[str]]) -> dict:
+    """Check every field of a sensor object into ``errors`` and return it normalized, defaults filled in."""
     sensor_id = data.get("id")
     if sensor_id is not None:
         try:
@@ -70,13 +85,17 @@ def sensor_validate(data: Any, *, prefix: str = "", allow_id: bool = False) -> d
         except ValueError:
             errors[f"{prefix}id"] = ["Must be a UUID."]
 
-    if "name" not in data:
-        errors[f"{prefix}name"] = ["This field is required."]
-    else:
-        _check_name(data["name"], errors, f"{prefix}name")
+    name = data.get("name")
+    if rules.name_charset:
+        if "name" not in data:
+            errors[f"{prefix}name"] = ["This field is required."]
+        else:
+            _check_name(name, errors, f"{prefix}name")
+    elif not isinstance(name, str) or not 1 <= len(name) <= 255:
+        errors[f"{prefix}name"] = ["Required: a string of 1 to 255 characters."]
 
     protocol = data.get("protocol")
-    if "protocol" not in data:
+    if rules.defining_fields_required and "protocol" not in data:
         errors[f"{prefix}protocol"] = ["This field is required."]
     elif not isinstance(protocol, str) or protocol not in PROTOCOLS:
         errors[f"{prefix}protocol"] = [f"Must be one of: {', '.join(sorted(PROTOCOLS))}."]
@@ -86,72 +105,25 @@ def sensor_validate(data: Any, *, prefix: str = "", allow_id: bool = False) -> d
         errors[f"{prefix}enabled"] = ["Must be a boolean."]
 
     poll = data.get("pollInterval", POLL_INTERVAL_DEFAULT)
-    if not is_int(poll) or not POLL_INTERVAL_MIN <= poll <= POLL_INTERVAL_MAX:
-        errors[f"{prefix}pollInterval"] = [
-            f"Must be an integer number of milliseconds from {POLL_INTERVAL_MIN} to {POLL_INTERVAL_MAX}."
-        ]
+    if not is_int(poll) or not rules.poll_range[0] <= poll <= rules.poll_range[1]:
+        errors[f"{prefix}pollInterval"] = [rules.poll_message]
 
-    if "connection" not in data:
+    if rules.defining_fields_required and "connection" not in data:
         errors[f"{prefix}connection"] = ["This field is required."]
-    elif not isinstance(data["connection"], dict):
-        errors[f"{prefix}connection"] = ["Must be a JSON object."]
-
-    data_points = data.get("dataPoints", [])
-    _check_data_points(data_points, errors, f"{prefix}dataPoints")
-
-    metadata = data.get("metadata", {})
-    if not isinstance(metadata, dict):
-        errors[f"{prefix}metadata"] = ["Must be a JSON object."]
-
-    if errors:
-        raise ValidationError(errors)
-    return {
-        "id": sensor_id,
-        "name": data["name"],
-        "protocol": protocol,
-        "enabled": enabled,
-        "pollInterval": poll,
-        "connection": data["connection"],
-        "dataPoints": data_points,
-        "metadata": metadata,
-    }
-
-
-def reported_sensor_parse(data: Any, *, prefix: str) -> dict:
-    """Parse one sensor the agent reports as running. Reality is not refused for extra fields, but every field
-    the server stores must have the right type (the read model's constraints hold for reported rows too)."""
-    if not isinstance(data, dict):
-        raise ValidationError({prefix.rstrip("."): ["Must be a JSON object."]})
-    errors: dict[str, list[str]] = {}
-    name = data.get("name")
-    if not isinstance(name, str) or not 1 <= len(name) <= 255:
-        errors[f"{prefix}name"] = ["Required: a string of 1 to 255 characters."]
-    protocol = data.get("protocol")
-    if not isinstance(protocol, str) or protocol not in PROTOCOLS:
-        errors[f"{prefix}protocol"] = [f"Must be one of: {', '.join(sorted(PROTOCOLS))}."]
-    enabled = data.get("enabled", True)
-    if type(enabled) is not bool:
-        errors[f"{prefix}enabled"] = ["Must be a boolean."]
-    poll = data.get("pollInterval", POLL_INTERVAL_DEFAULT)
-    if not is_int(poll) or not 1 <= poll <= 2**31 - 1:
-        errors[f"{prefix}pollInterval"] = ["Must be a positive integer number of milliseconds."]
     connection = data.get("connection", {})
     if not isinstance(connection, dict):
         errors[f"{prefix}connection"] = ["Must be a JSON object."]
+
     data_points = data.get("dataPoints", [])
-    if not isinstance(data_points, list):
+    if rules.data_point_names:
+        _check_data_points(data_points, errors, f"{prefix}dataPoints")
+    elif not isinstance(data_points, list):
         errors[f"{prefix}dataPoints"] = ["Must be a list."]
+
     metadata = data.get("metadata", {})
     if not isinstance(metadata, dict):
         errors[f"{prefix}metadata"] = ["Must be a JSON object."]
-    sensor_id = data.get("id")
-    if sensor_id is not None:
-        try:
-            sensor_id = str(uuid.UUID(str(sensor_id)))
-        except ValueError:
-            errors[f"{prefix}id"] = ["Must be a UUID."]
-    if errors:
-        raise ValidationError(errors)
+
     return {
         "id": sensor_id,
         "name": name,
@@ -162,6 +134,38 @@ def reported_sensor_parse(data: Any, *, prefix: str) -> dict:
         "dataPoints": data_points,
         "metadata": metadata,
     }
+
+
+def sensor_validate(data: Any, *, prefix: str = "", allow_id: bool = False) -> dict:
+    """Validate a complete sensor object from a staff write and return it normalized, defaults filled in.
+
+    ``allow_id`` accepts a client-supplied ``id`` (a full target-state document round-trips ids); elsewhere the
+    server assigns ids and the caller strips a matching one before calling. Unknown fields are refused.
+    """
+    if not isinstance(data, dict):
+        raise ValidationError({prefix.rstrip(".") or "sensor": ["Must be a JSON object."]})
+    allowed = SENSOR_FIELDS if allow_id else SENSOR_FIELDS[1:]
+    errors: dict[str, list[str]] = {
+        f"{prefix}{key}": ["Assigned by the server; it cannot be set." if key == "id" else "Unknown field."]
+        for key in data
+        if key not in allowed
+    }
+    sensor = _sensor_parse(data, prefix=prefix, rules=_WRITE, errors=errors)
+    if errors:
+        raise ValidationError(errors)
+    return sensor
+
+
+def reported_sensor_parse(data: Any, *, prefix: str) -> dict:
+    """Parse one sensor the agent reports as running. Reality is not refused for extra fields, but every field
+    the server stores must have the right type (the read model's constraints hold for reported rows too)."""
+    if not isinstance(data, dict):
+        raise ValidationError({prefix.rstrip("."): ["Must be a JSON object."]})
+    errors: dict[str, list[str]] = {}
+    sensor = _sensor_parse(data, prefix=prefix, rules=_REPORT, errors=errors)
+    if errors:
+        raise ValidationError(errors)
+    return sensor
 
 
 def sensors_same(a: dict, b: dict) -> bool:

@@ -72,6 +72,8 @@ def test_counters_from_several_worker_processes_add_up(tmp_path):
         **os.environ,
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
         "DJANGO_SETTINGS_MODULE": "sensorsync_project.settings_test",
+        # Its own throwaway database: never the test database this session is using.
+        "DATABASE_URL": "sqlite://:memory:",
     }
     worker = (
         "import django; django.setup(); from reconciliation.metrics import REPORTS; REPORTS.labels('applied').inc({n})"

@@ -177,7 +177,10 @@ def report_parse(data, *, prefix: str = "") -> Report:
         else:
             order = seq
     elif data.get("reported_at") is not None:
-        parsed = parse_datetime(data["reported_at"]) if isinstance(data["reported_at"], str) else None
+        try:
+            parsed = parse_datetime(data["reported_at"]) if isinstance(data["reported_at"], str) else None
+        except ValueError:  # well formed but impossible, e.g. minute 60
+            parsed = None
         if parsed is None or parsed.tzinfo is None:
             errors[f"{prefix}reported_at"] = ["Must be an ISO 8601 timestamp with a time zone."]
         else:

@@ -10,8 +10,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+import orjson
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, models, transaction
+from django.db import InterfaceError, OperationalError, connection, models, transaction
 from django.utils import timezone
 
 from devices.locking import device_events, device_row_lock, device_write
@@ -51,6 +52,37 @@ class ReconcileResult:
     @property
     def failed(self) -> int:
         return sum(1 for row in self.rows.values() if row.deployment_status == Status.FAILED)
+
+
+def _upsert_sql(connection) -> str:
+    """INSERT ... SELECT FROM jsonb_to_recordset(%s) ON CONFLICT DO UPDATE, from the model's own fields."""
+    fields = [f for f in DeviceSensor._meta.concrete_fields if not f.primary_key]
+    qn = connection.ops.quote_name
+    columns = ", ".join(qn(f.column) for f in fields)
+    types = ", ".join(f"{qn(f.column)} {f.db_type(connection)}" for f in fields)
+    updates = ", ".join(f"{qn(f.column)} = EXCLUDED.{qn(f.column)}" for f in fields if f.name in UPSERT_UPDATE_FIELDS)
+    conflict = ", ".join(qn(DeviceSensor._meta.get_field(name).column) for name in ("device", "name"))
+    return (
+        f"INSERT INTO {qn(DeviceSensor._meta.db_table)} ({columns}) SELECT {columns} "
+        f"FROM jsonb_to_recordset(%s::jsonb) AS r({types}) ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+    )
+
+
+def sensor_rows_upsert(rows: list[DeviceSensor]) -> None:
+    """Insert or update a device's sensor rows in one statement.
+
+    On PostgreSQL all rows travel as one JSON parameter: measured on a 200-sensor report, Django's bulk_create
+    (its insert compiler, and psycopg escaping every JSON value into UNNEST arrays) was half the request's CPU.
+    """
+    if connection.vendor != "postgresql":
+        DeviceSensor.objects.bulk_create(
+            rows, update_conflicts=True, unique_fields=["device", "name"], update_fields=UPSERT_UPDATE_FIELDS
+        )
+        return
+    fields = [f for f in DeviceSensor._meta.concrete_fields if not f.primary_key]
+    payload = orjson.dumps([{f.column: getattr(row, f.attname) for f in fields} for row in rows]).decode()
+    with connection.cursor() as cursor:
+        cursor.execute(_upsert_sql(connection), [payload])
 
 
 def sensor_statuses(rows: dict[str, SensorRow]) -> dict[str, dict]:
@@ -178,12 +210,7 @@ def device_reconcile(
             )
         )
     if changed:
-        DeviceSensor.objects.bulk_create(
-            changed,
-            update_conflicts=True,
-            unique_fields=["device", "name"],
-            update_fields=UPSERT_UPDATE_FIELDS,
-        )
+        sensor_rows_upsert(changed)
     if decision.removed:
         DeviceSensor.objects.filter(device=device, name__in=decision.removed).delete()
 

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from devices.models import DeviceCurrentState, DeviceTargetState
-from sensors.models import DeviceSensor
+from reconciliation import services
 
 from .helpers import (
     add_sensor,
@@ -42,18 +42,18 @@ def _fail_upsert_before_writing(monkeypatch):
     def explode(*args, **kwargs):
         raise Boom("upsert refused")
 
-    monkeypatch.setattr(DeviceSensor.objects, "bulk_create", explode)
+    monkeypatch.setattr("reconciliation.services.sensor_rows_upsert", explode)
 
 
 def _fail_upsert_after_writing(monkeypatch):
-    """The upsert really writes the rows, then raises: only a savepoint can put the table back."""
-    real = DeviceSensor.objects.bulk_create
+    """The upsert really writes the rows, then raises: only a rollback can put the table back."""
+    real = services.sensor_rows_upsert
 
     def write_then_explode(*args, **kwargs):
         real(*args, **kwargs)
         raise Boom("failed after writing")
 
-    monkeypatch.setattr(DeviceSensor.objects, "bulk_create", write_then_explode)
+    monkeypatch.setattr("reconciliation.services.sensor_rows_upsert", write_then_explode)
 
 
 FAILURES = [_fail_decision, _fail_upsert_before_writing, _fail_upsert_after_writing]

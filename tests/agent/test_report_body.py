@@ -304,3 +304,11 @@ def test_a_multi_member_gzip_body_is_decompressed_whole(agent, device):
     response = send_raw(agent, body, key=device.api_key, encoding="gzip")
 
     assert verdict(response, device)["outcome"] == "applied"
+
+
+@pytest.mark.parametrize("value", ["2026-11-26T10:60:00Z", "2026-02-30T10:00:00Z", "2026-11-26T10:00:00", 17])
+def test_an_impossible_or_zoneless_reported_at_is_400_naming_it(agent, device, value):
+    response = report(agent, device, 1, [], reported_at=value)
+
+    assert response.status_code == 400, response.content
+    assert "reported_at" in response.json()["fields"]

@@ -1,34 +1,17 @@
 """``manage.py create_device``: register a device and show its agent API key, once (SPEC sections 4 and 8)."""
 
-import argparse
 import json
 
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, DjangoHelpFormatter
+from django.core.management.base import CommandError
 
 from devices.services import device_create
-from events.choices import EventSourceChoices
-from events.context import audit_context
+from sensorsync_project.commands import OperatorCommand, user_or_none
 
 KEY_NOTICE = "Store this key now; it cannot be shown again. (A lost key can only be replaced: rotate it.)"
 
 
-class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Django's option ordering, with the epilog's examples kept as written."""
-
-
-def _user_or_none(username: str | None):
-    """The existing, active user named by ``--user``; events and audit columns are attributed to them."""
-    if username is None:
-        return None
-    try:
-        return get_user_model().objects.get(username=username, is_active=True)
-    except get_user_model().DoesNotExist:
-        raise CommandError(f"No active user named '{username}'.") from None
-
-
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Register a new device and print its uuid and its agent API key (shown only this once)."
     epilog = """\
 The key is stored only as a digest: copy it into the agent's configuration now.
@@ -38,9 +21,6 @@ examples:
   manage.py create_device spare-gateway --inactive --json
 
 exit status: 0 created; 1 invalid input (nothing written); 2 usage error (from the shell)"""
-
-    def create_parser(self, prog_name, subcommand, **kwargs):
-        return super().create_parser(prog_name, subcommand, epilog=self.epilog, formatter_class=_HelpFormatter)
 
     def add_arguments(self, parser):
         parser.add_argument("name", help="the device's display name (1 to 255 characters)")
@@ -58,10 +38,9 @@ exit status: 0 created; 1 invalid input (nothing written); 2 usage error (from t
         )
 
     def handle(self, *args, **options):
-        user = _user_or_none(options["user"])
-        # A user is recorded as a foreign key by the service, so without --user the events name the actor "system";
-        # the source "command" still tells them apart from API and admin writes.
-        with audit_context(source=EventSourceChoices.COMMAND):
+        user = user_or_none(options["user"])
+        # The service records a user as a foreign key; without --user the events name the command as the actor.
+        with self.audit_context():
             try:
                 created = device_create(
                     name=options["name"],

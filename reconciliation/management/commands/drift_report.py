@@ -1,36 +1,18 @@
 """``manage.py drift_report``: which devices are not in sync, and why (SPEC sections 6 and 8). Read-only."""
 
-import argparse
 import json
 from datetime import datetime
 
-from django.core.management.base import BaseCommand, CommandError, DjangoHelpFormatter
+from django.core.management.base import CommandError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
 from devices.models import Device
 from devices.selectors import device_list
 from reconciliation.selectors import drift_explain
+from sensorsync_project.commands import CHUNK_SIZE, OperatorCommand, device_pages
 
-CHUNK_SIZE = 500
 FORMATS = ("table", "json")
-
-
-class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Django's option ordering, with the epilog's examples kept as written."""
-
-
-def _device_pages(queryset, size: int | None = None):
-    """Every device of ``queryset`` in primary-key order, ``size`` rows per SELECT (keyset pagination)."""
-    size = size or CHUNK_SIZE
-    queryset = queryset.order_by("pk")
-    last_pk = None
-    while True:
-        page = list((queryset if last_pk is None else queryset.filter(pk__gt=last_pk))[:size])
-        if not page:
-            return
-        yield from page
-        last_pk = page[-1].pk
 
 
 def _drift_record(device: Device) -> dict:
@@ -70,7 +52,7 @@ def _table(headers: list[str], rows: list[list[str]], *, indent: str = "") -> li
     ]
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "List the devices that are not in sync with their target state, why, and which sensors drift."
     epilog = """\
 A device is in sync when the agent reports the target version and every sensor row is deployed. For each
@@ -82,9 +64,6 @@ examples:
   manage.py drift_report --format json | jq '.[] | select(.stage == "sensors_failed") | .name'
 
 exit status: 0 report printed (drift is not an error); 1 bad option; 2 usage error (from the shell)"""
-
-    def create_parser(self, prog_name, subcommand, **kwargs):
-        return super().create_parser(prog_name, subcommand, epilog=self.epilog, formatter_class=_HelpFormatter)
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -100,7 +79,7 @@ exit status: 0 report printed (drift is not an error); 1 bad option; 2 usage err
             raise CommandError(f"Unknown format '{output_format}'; use one of: {', '.join(FORMATS)}.")
         drifting = device_list().filter(target_state__needs_deployment=True)
         records = sorted(
-            (_drift_record(device) for device in _device_pages(drifting)),
+            (_drift_record(device) for device in device_pages(drifting, CHUNK_SIZE)),
             key=lambda record: (record["name"], record["uuid"]),
         )
         if output_format == "json":

@@ -5,82 +5,30 @@ The read model is a function of (target state, last accepted report): rebuilding
 write (``read_model_diff``) and writes nothing, so it can run in CI or a cron job against production.
 """
 
-import argparse
-import uuid
-from dataclasses import dataclass
-
-from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, DjangoHelpFormatter
+from django.core.management.base import CommandError
 
 from devices.models import Device
 from devices.selectors import device_list
-from events.choices import EventSourceChoices
-from events.context import audit_context
 from reconciliation.selectors import read_model_diff
 from reconciliation.services import device_reconcile_now
+from sensorsync_project.commands import (
+    CHUNK_SIZE,
+    PROGRESS_EVERY_MIN,
+    OperatorCommand,
+    device_pages,
+    device_uuid,
+    user_or_none,
+)
 
-CHUNK_SIZE = 500
-PROGRESS_EVERY_MIN = 100
-
-
-class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Django's option ordering, with the epilog's examples kept as written."""
-
-
-@dataclass(frozen=True)
-class _CommandActor:
-    """Names the command as the actor where a service only labels its actor (``events.context.actor_label``).
-
-    ``device_reconcile_now`` stores no user foreign key, so events and the rows' ``updated_by`` can say
-    "command:rebuild_read_model" instead of "system"."""
-
-    label: str
-    is_authenticated: bool = True
-
-    def get_username(self) -> str:
-        return self.label
-
-
-def _actor(username: str | None, *, command: str):
-    if username is None:
-        return _CommandActor(f"command:{command}")
-    try:
-        return get_user_model().objects.get(username=username, is_active=True)
-    except get_user_model().DoesNotExist:
-        raise CommandError(f"No active user named '{username}'.") from None
-
-
-def _device_uuid(value) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise CommandError(f"'{value}' is not a device uuid.") from None
-
-
-def _device_pages(queryset, size: int | None = None):
-    """Every device of ``queryset`` in primary-key order, ``size`` rows per SELECT (keyset pagination).
-
-    No cursor stays open across the per-device transactions, and memory stays flat on a fleet of any size."""
-    size = size or CHUNK_SIZE
-    queryset = queryset.order_by("pk")
-    last_pk = None
-    while True:
-        page = list((queryset if last_pk is None else queryset.filter(pk__gt=last_pk))[:size])
-        if not page:
-            return
-        yield from page
-        last_pk = page[-1].pk
-
-
-def _plain(text: str) -> str:
-    return text
+# Passed on below rather than left as defaults, so each command (and its tests) sets its own page size and
+# progress threshold.
 
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Recompute the sensor read model from target and current state, or --check it without writing."
     epilog = """\
 Every DeviceSensor row is a function of its device's target state and last accepted report. Without --check,
@@ -94,9 +42,6 @@ examples:
 
 exit status: 0 rebuilt, or --check found no difference; 1 --check found differences, an unknown device, or a
 device that could not be rebuilt; 2 usage error (from the shell)"""
-
-    def create_parser(self, prog_name, subcommand, **kwargs):
-        return super().create_parser(prog_name, subcommand, epilog=self.epilog, formatter_class=_HelpFormatter)
 
     def add_arguments(self, parser):
         parser.add_argument("--device", metavar="UUID", help="only this device (default: every device)")
@@ -113,28 +58,25 @@ device that could not be rebuilt; 2 usage error (from the shell)"""
 
     def handle(self, *args, **options):
         if options["device"] is not None:
-            device_uuid = _device_uuid(options["device"])
-            if not Device.objects.filter(uuid=device_uuid).exists():
-                raise CommandError(f"No device with uuid {device_uuid}.")
-            only = {"uuid": device_uuid}
+            uuid = device_uuid(options["device"])
+            if not Device.objects.filter(uuid=uuid).exists():
+                raise CommandError(f"No device with uuid {uuid}.")
+            only = {"uuid": uuid}
         else:
             only = {}
         if options["check"]:
             self._check(only)
         else:
-            actor = _actor(options["user"], command="rebuild_read_model")
-            with audit_context(source=EventSourceChoices.COMMAND):
-                self._rebuild(only, actor=actor, verbosity=options["verbosity"])
-
-    def _progress(self, done: int, total: int, verb: str) -> None:
-        if total >= PROGRESS_EVERY_MIN and (done % max(PROGRESS_EVERY_MIN, total // 20) == 0 or done == total):
-            self.stderr.write(f"{verb} {done}/{total}", style_func=_plain)
+            # Without --user the audit context names the actor: events and rows say "command:rebuild_read_model".
+            user = user_or_none(options["user"])
+            with self.audit_context():
+                self._rebuild(only, user=user, verbosity=options["verbosity"])
 
     def _check(self, only: dict) -> None:
         devices = device_list().filter(**only)
-        total = devices.count()
+        progress = self.progress(total=devices.count(), verb="checked", minimum=PROGRESS_EVERY_MIN)
         checked = differing = differences = 0
-        for device in _device_pages(devices):
+        for device in device_pages(devices, CHUNK_SIZE):
             lines = read_model_diff(device=device)
             if lines:
                 differing += 1
@@ -142,7 +84,7 @@ device that could not be rebuilt; 2 usage error (from the shell)"""
                 for line in lines:
                     self.stdout.write(f"[{device.name}] {line}")
             checked += 1
-            self._progress(checked, total, "checked")
+            progress.update(checked)
         if differences:
             raise CommandError(
                 f"The read model differs from the projection: {_plural(differences, 'difference')} on "
@@ -155,34 +97,29 @@ device that could not be rebuilt; 2 usage error (from the shell)"""
             )
         )
 
-    def _rebuild(self, only: dict, *, actor, verbosity: int) -> None:
-        devices = Device.objects.filter(**only).only("pk", "uuid", "name")
-        total = devices.count()
-        done = repaired = out_of_sync = inserted = updated = removed = 0
-        errors: list[str] = []
-        for device in _device_pages(devices):
-            try:
-                result = device_reconcile_now(uuid=device.uuid, user=actor)
-            except Device.DoesNotExist:
-                pass  # deleted since the page was read: no rows left to rebuild
-            except Exception as exc:
-                # One broken device must not stop the rebuild of the others; the exit status reports it.
-                errors.append(f"{device.name} ({device.uuid}): {type(exc).__name__}: {exc}")
-                self.stderr.write(f"error: could not rebuild {errors[-1]}")
-            else:
-                changed = result.inserted + result.updated + result.removed
-                repaired += bool(changed)
-                out_of_sync += not result.in_sync
-                inserted += result.inserted
-                updated += result.updated
-                removed += result.removed
-                if (changed and verbosity >= 1) or verbosity >= 2:
-                    self.stdout.write(
-                        f"{'repaired' if changed else 'unchanged'} {device.name} ({device.uuid}): "
-                        f"inserted {result.inserted}, updated {result.updated}, removed {result.removed}"
-                    )
-            done += 1
-            self._progress(done, total, "rebuilt")
+    def _rebuild(self, only: dict, *, user, verbosity: int) -> None:
+        devices = self.each_device(
+            Device.objects.filter(**only).only("pk", "uuid", "name"),
+            lambda device: device_reconcile_now(uuid=device.uuid, user=user),
+            verb="rebuild",
+            done_verb="rebuilt",
+            size=CHUNK_SIZE,
+            progress_min=PROGRESS_EVERY_MIN,
+        )
+        repaired = out_of_sync = inserted = updated = removed = 0
+        for device, result in devices:
+            changed = result.inserted + result.updated + result.removed
+            repaired += bool(changed)
+            out_of_sync += not result.in_sync
+            inserted += result.inserted
+            updated += result.updated
+            removed += result.removed
+            if (changed and verbosity >= 1) or verbosity >= 2:
+                self.stdout.write(
+                    f"{'repaired' if changed else 'unchanged'} {device.name} ({device.uuid}): "
+                    f"inserted {result.inserted}, updated {result.updated}, removed {result.removed}"
+                )
+        done, errors = devices.done, devices.errors
         rebuilt = done - len(errors)
         self.stdout.write(
             f"Rebuilt the read model of {_plural(rebuilt, 'device')}: {repaired} repaired "

@@ -1,10 +1,11 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from devices.models import Device
 from devices.selectors import target_history_replay_diff
+from sensorsync_project.commands import OperatorCommand, device_uuid
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Rebuild every device's target versions from the event log alone and compare them with the stored "
         "history and the current target state. With --check, exit 1 if anything differs."
@@ -17,7 +18,7 @@ class Command(BaseCommand):
     def handle(self, *args, check: bool, device: str | None, **options):
         devices = Device.objects.select_related("target_state").order_by("id")
         if device:
-            devices = devices.filter(uuid=device)
+            devices = devices.filter(uuid=device_uuid(device))
             if not devices.exists():
                 raise CommandError(f"No device with uuid {device}.")
         total = devices.count()

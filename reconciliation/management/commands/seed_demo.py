@@ -5,24 +5,21 @@ Everything is written the way production writes it: staff changes through the se
 applied by ``state_report_apply``, so the demo rows are exactly what a real fleet would show.
 """
 
-import argparse
 from dataclasses import dataclass
 from uuid import UUID
 
 import orjson
-from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, DjangoHelpFormatter
+from django.core.management.base import CommandError
 from django.db import transaction
 
 from devices.selectors import device_get, device_list
 from devices.services import DeviceWithKey, device_create
-from events.choices import EventSourceChoices
-from events.context import audit_context
 from reconciliation.agent_protocol import json_parse, reports_parse
 from reconciliation.selectors import drift_explain
 from reconciliation.services import ReportOutcome, state_report_apply, target_state_fetched
 from sensors.selectors import sensor_list
 from sensors.services import sensor_create, sensor_delete, sensor_update
+from sensorsync_project.commands import OperatorCommand, user_or_none
 
 MAX_DEVICES = 1000
 MAX_SENSORS = 100
@@ -124,19 +121,6 @@ SENSOR_CATALOG = (
 )
 
 
-class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Django's option ordering, with the epilog's examples kept as written."""
-
-
-def _user_or_none(username: str | None):
-    if username is None:
-        return None
-    try:
-        return get_user_model().objects.get(username=username, is_active=True)
-    except get_user_model().DoesNotExist:
-        raise CommandError(f"No active user named '{username}'.") from None
-
-
 def _filled(value, **names):
     if isinstance(value, str):
         return value.format(**names)
@@ -201,7 +185,7 @@ class _DemoAgent:
             raise CommandError(f"The demo report for {device.name} was not applied ({verdict.outcome}).")
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Create demo devices whose sensors show every deployment status, for the quick start."
     epilog = f"""\
 Creates up to four named devices (then demo-device-5, ...), each with a mix of modbus, can, opcua and mqtt
@@ -221,9 +205,6 @@ examples:
 
 exit status: 0 seeded (or everything already there); 1 bad option or a write that failed; 2 usage error"""
 
-    def create_parser(self, prog_name, subcommand, **kwargs):
-        return super().create_parser(prog_name, subcommand, epilog=self.epilog, formatter_class=_HelpFormatter)
-
     def add_arguments(self, parser):
         parser.add_argument(
             "--devices", type=int, default=len(DEMO_DEVICES), metavar="N", help="how many devices (default: 4)"
@@ -239,10 +220,10 @@ exit status: 0 seeded (or everything already there); 1 bad option or a write tha
             raise CommandError(f"--devices must be a whole number from 1 to {MAX_DEVICES}.")
         if not (isinstance(sensors, int) and 1 <= sensors <= MAX_SENSORS):
             raise CommandError(f"--sensors must be a whole number from 1 to {MAX_SENSORS}.")
-        user = _user_or_none(options["user"])
+        user = user_or_none(options["user"])
 
         created = skipped = 0
-        with audit_context(source=EventSourceChoices.COMMAND):
+        with self.audit_context():
             for index in range(devices):
                 name, description, scenario = self._plan(index)
                 existing = device_list().filter(name=name).first()

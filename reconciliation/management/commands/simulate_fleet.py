@@ -5,21 +5,18 @@ wire protocol over HTTP to ``--url`` only, and the final picture is read back fr
 therefore use the same database as this command.
 """
 
-import argparse
 import random
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
 
-from django.core.management.base import BaseCommand, CommandError, DjangoHelpFormatter
+from django.core.management.base import CommandError
 from django.db import connection
 from django.db.models import Count
 
 from devices.models import Device
 from devices.services import device_create, device_key_rotate, target_state_update
-from events.choices import EventSourceChoices
-from events.context import audit_context
 from reconciliation.simulator import (
     Agent,
     AgentSettings,
@@ -37,6 +34,7 @@ from reconciliation.simulator import (
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
 from sensors.validation import NAME_RE
+from sensorsync_project.commands import OperatorCommand, command_audit_context
 
 MAX_DEVICES = 10_000
 MAX_SENSORS = 500  # a report of 500 sensors stays well under the server's 1 MiB cap
@@ -45,10 +43,6 @@ MIN_INTERVAL = 0.05
 MAX_DURATION = 7 * 86400
 CHUNK = 500  # ids per IN (...) clause: far below SQLite's variable limit
 PROBE_TIMEOUT = 5.0
-
-
-class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Django's option ordering, with the epilog's examples kept as written."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +159,7 @@ def fleet_setup(*, prefix: str, devices: int, sensors: int, progress=None) -> Fl
                 existing[name] = (pk, device_uuid)
 
     setup = FleetSetup(devices=[], duplicates=duplicates)
-    with audit_context(source=EventSourceChoices.COMMAND):
+    with command_audit_context("simulate_fleet"):
         for index, name in enumerate(names):
             if name in existing:
                 issued = device_key_rotate(uuid=existing[name][1], user=None)
@@ -229,7 +223,7 @@ def picture_summary(picture: dict) -> list[str]:
     return lines
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Simulate N device agents against a running SensorSync server: they poll their target state, deploy it "
         "(failing sensors at the given rate) and report what runs, over the real HTTP protocol."
@@ -246,9 +240,6 @@ examples:
 
 exit status: 0 no connection errors and no 5xx answers; 1 some, or invalid options, or the server unreachable
 or not sharing this database; 2 usage error (from the shell)"""
-
-    def create_parser(self, prog_name, subcommand, **kwargs):
-        return super().create_parser(prog_name, subcommand, epilog=self.epilog, formatter_class=_HelpFormatter)
 
     def add_arguments(self, parser):
         parser.add_argument("--url", required=True, help="the server's base URL, e.g. http://127.0.0.1:8000")

@@ -12,7 +12,7 @@ from events.choices import EventTypeChoices
 from events.context import actor_label, current_context
 from reconciliation.choices import DriftEpisodeCauseChoices
 from reconciliation.services import device_reconcile
-from sensors.validation import is_int, target_config_validate
+from sensors.validation import has_control_characters, is_int, target_config_validate
 from sensorsync_project.exceptions import if_match_check
 
 from .keys import key_digest, key_generate
@@ -39,10 +39,13 @@ UNSET: Any = _Unset()  # a field the client did not send (None is a value it sen
 def _device_fields_validate(fields: dict[str, Any]) -> None:
     errors: dict[str, list[str]] = {}
     name = fields.get("name", UNSET)
-    if name is not UNSET and (not isinstance(name, str) or not name.strip() or len(name) > DEVICE_NAME_MAX):
-        errors["name"] = [f"Must be a non-empty string of at most {DEVICE_NAME_MAX} characters."]
-    if "description" in fields and not isinstance(fields["description"], str):
-        errors["description"] = ["Must be a string."]
+    if name is not UNSET and (
+        not isinstance(name, str) or not name.strip() or len(name) > DEVICE_NAME_MAX or has_control_characters(name)
+    ):
+        errors["name"] = [f"Must be a non-empty string of at most {DEVICE_NAME_MAX} characters, no control characters."]
+    description = fields.get("description", "")
+    if not isinstance(description, str) or has_control_characters(description, allow="\n\r\t"):
+        errors["description"] = ["Must be a string without control characters (newlines and tabs are fine)."]
     if "is_active" in fields and type(fields["is_active"]) is not bool:
         errors["isActive"] = ["Must be a boolean."]
     if errors:

@@ -1,5 +1,7 @@
 import django_filters
 
+from sensorsync_project.api.filters import UTCDateTimeFilter
+
 from .choices import EventTypeChoices
 from .models import Event
 
@@ -9,8 +11,8 @@ class EventFilterSet(django_filters.FilterSet):
     aggregateType = django_filters.CharFilter(field_name="aggregate_type")
     aggregateId = django_filters.CharFilter(field_name="aggregate_id")
     correlationId = django_filters.UUIDFilter(field_name="correlation_id")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Event

@@ -1,7 +1,7 @@
 import django_filters
 
 from sensors.choices import DeviceSensorProtocolChoices
-from sensorsync_project.api.filters import StrictBooleanFilter
+from sensorsync_project.api.filters import StrictBooleanFilter, UTCDateTimeFilter
 
 from .choices import DriftEpisodeCauseChoices
 from .models import DriftEpisode
@@ -14,7 +14,7 @@ class DriftEpisodeFilterSet(django_filters.FilterSet):
     protocol = django_filters.ChoiceFilter(
         field_name="protocols", lookup_expr="has_key", choices=DeviceSensorProtocolChoices.choices
     )
-    since = django_filters.IsoDateTimeFilter(field_name="started_at", lookup_expr="gte")
+    since = UTCDateTimeFilter(field_name="started_at", lookup_expr="gte")
 
     class Meta:
         model = DriftEpisode

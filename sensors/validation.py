@@ -21,6 +21,14 @@ COMPARED_FIELDS = ("protocol", "enabled", "pollInterval", "connection", "dataPoi
 PROTOCOLS = frozenset(DeviceSensorProtocolChoices.values)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def has_control_characters(text: str, *, allow: str = "") -> bool:
+    """C0/C1 control characters (a terminal escape, a bell, a line break) have no place in a name."""
+    return any(ch not in allow for ch in _CONTROL.findall(text))
+
+
 def is_int(value: Any) -> bool:
     # JSON true/false are bools, which Python counts as ints; 5000.0 is a float: neither is an integer here.
     return type(value) is int
@@ -91,8 +99,8 @@ def _sensor_parse(data: dict, *, prefix: str, rules: _Rules, errors: dict[str, l
             errors[f"{prefix}name"] = ["This field is required."]
         else:
             _check_name(name, errors, f"{prefix}name")
-    elif not isinstance(name, str) or not 1 <= len(name) <= 255:
-        errors[f"{prefix}name"] = ["Required: a string of 1 to 255 characters."]
+    elif not isinstance(name, str) or not 1 <= len(name) <= 255 or has_control_characters(name):
+        errors[f"{prefix}name"] = ["Required: a string of 1 to 255 characters, no control characters."]
 
     protocol = data.get("protocol")
     if rules.defining_fields_required and "protocol" not in data:

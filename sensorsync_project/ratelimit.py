@@ -93,16 +93,18 @@ def rate_limit_clear(key: str, rate: Rate) -> None:
 
 
 class AdminLoginThrottleMiddleware:
-    """After too many failed admin logins for one username from one address, answer 429 until the window ends.
+    """After too many failed staff logins (the admin's and the browsable API's) for one username from one
+    address, answer 429 until the window ends.
 
     A failed login is the login form answered again (200); a successful one redirects and clears the count.
     """
 
     def __init__(self, get_response):
         self.get_response = get_response
+        self.login_paths = {reverse("admin:login"), reverse("rest_framework:login")}
 
     def __call__(self, request):
-        if request.method != "POST" or request.path_info != reverse("admin:login"):
+        if request.method != "POST" or request.path_info not in self.login_paths:
             return self.get_response(request)
         rate = rate_parse(settings.SENSORSYNC_ADMIN_LOGIN_RATE_LIMIT)
         if rate is None:

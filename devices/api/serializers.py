@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from devices.models import Device, DeviceTargetState, DeviceTargetStateVersion
@@ -5,12 +6,12 @@ from devices.models import Device, DeviceTargetState, DeviceTargetStateVersion
 
 class DeviceSerializer(serializers.ModelSerializer):
     isActive = serializers.BooleanField(source="is_active")
-    lastSeenAt = serializers.DateTimeField(source="last_seen_at", read_only=True)
+    lastSeenAt = serializers.DateTimeField(source="last_seen_at", read_only=True, allow_null=True)
     osVersion = serializers.CharField(source="os_version", read_only=True)
     agentVersion = serializers.CharField(source="agent_version", read_only=True)
-    ipAddress = serializers.IPAddressField(source="ip_address", read_only=True)
-    lastFetchedVersion = serializers.IntegerField(source="last_fetched_version", read_only=True)
-    lastFetchedAt = serializers.DateTimeField(source="last_fetched_at", read_only=True)
+    ipAddress = serializers.IPAddressField(source="ip_address", read_only=True, allow_null=True)
+    lastFetchedVersion = serializers.IntegerField(source="last_fetched_version", read_only=True, allow_null=True)
+    lastFetchedAt = serializers.DateTimeField(source="last_fetched_at", read_only=True, allow_null=True)
     targetVersion = serializers.IntegerField(source="target_state.version", read_only=True)
     reportedVersion = serializers.SerializerMethodField()
     needsDeployment = serializers.BooleanField(source="target_state.needs_deployment", read_only=True)
@@ -39,6 +40,7 @@ class DeviceSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_reportedVersion(self, device: Device) -> int | None:  # noqa: N802 (wire name)
         current = device.current_state_or_none()
         return current.version if current else None
@@ -65,7 +67,7 @@ class TargetStateSerializer(serializers.ModelSerializer):
     needsDeployment = serializers.BooleanField(source="needs_deployment", read_only=True)
     updatedAt = serializers.DateTimeField(source="updated_at", read_only=True)
     updatedBy = serializers.SerializerMethodField()
-    lastDeployedAt = serializers.DateTimeField(source="last_deployed_at", read_only=True)
+    lastDeployedAt = serializers.DateTimeField(source="last_deployed_at", read_only=True, allow_null=True)
     etag = serializers.CharField(read_only=True)
 
     class Meta:

@@ -113,7 +113,7 @@ class DeviceViewSet(
         return Response(TargetStateSerializer(target).data, headers={"ETag": target.etag})
 
     @extend_schema(responses=TargetStateVersionSerializer(many=True))
-    @action(detail=True, methods=["get"], url_path="target-state/versions")
+    @action(detail=True, methods=["get"], url_path="target-state/versions", filter_backends=[])
     def target_state_versions(self, request, uuid=None):
         """Every target version this device ever had, newest first: who set it, when, and what changed."""
         if not selectors.device_exists(uuid=uuid):

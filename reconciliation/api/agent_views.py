@@ -7,7 +7,7 @@ from functools import partial
 import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -52,6 +52,9 @@ def agent_endpoint(*methods: str, count_rejected: bool = False):
                 return error_response(401, "not_authenticated", "Unknown device key.")
             except RequestDataTooBig:
                 return error_response(413, "payload_too_large", "The request body is too large.")
+            except DataError:
+                logger.warning("data error answered 400 on %s", request.path, exc_info=True)
+                return error_response(400, "invalid_value", "A value in the report cannot be stored.")
             except DatabaseError:
                 logger.exception("database error on %s", request.path)
                 return error_response(

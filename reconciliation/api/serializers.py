@@ -58,11 +58,11 @@ class DriftEpisodeSerializer(serializers.ModelSerializer):
     deviceUuid = serializers.UUIDField(source="device.uuid")
     deviceName = serializers.CharField(source="device.name")
     startedAt = serializers.DateTimeField(source="started_at")
-    endedAt = serializers.DateTimeField(source="ended_at")
+    endedAt = serializers.DateTimeField(source="ended_at", allow_null=True)
     durationSeconds = serializers.SerializerMethodField()
     startTargetVersion = serializers.IntegerField(source="start_target_version")
-    startReportedVersion = serializers.IntegerField(source="start_reported_version")
-    endTargetVersion = serializers.IntegerField(source="end_target_version")
+    startReportedVersion = serializers.IntegerField(source="start_reported_version", allow_null=True)
+    endTargetVersion = serializers.IntegerField(source="end_target_version", allow_null=True)
     driftingSensors = serializers.JSONField(source="drifting_sensors")
     sensorsThatDrifted = serializers.JSONField(
         source="sensors", help_text="Every sensor that drifted during the episode (complete once it ended)."

@@ -10,7 +10,7 @@ from sensors.models import DeviceSensor
 from sensorsync_project.api.errors import error_body
 from sensorsync_project.api.pagination import FleetCursorPagination
 
-from .serializers import DeviceSensorSerializer, SensorWriteSerializer
+from .serializers import DeviceSensorSerializer, FleetSensorSerializer, SensorWriteSerializer
 
 NAME_REGEX = r"[A-Za-z0-9._-]{1,255}"
 
@@ -78,7 +78,7 @@ class FleetSensorViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """The fleet-wide read model: what runs where, what is pending, what failed and why."""
 
     queryset = DeviceSensor.objects.all()
-    serializer_class = DeviceSensorSerializer
+    serializer_class = FleetSensorSerializer
     filterset_class = FleetSensorFilterSet
     pagination_class = FleetCursorPagination
 

@@ -4,13 +4,15 @@ import logging
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError
+from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from sensorsync_project.exceptions import PreconditionFailed, SensorNotFound
+
+from .parsers import PayloadTooLarge
 
 logger = logging.getLogger("sensorsync.api")
 
@@ -25,6 +27,7 @@ _CODES = {
     exceptions.UnsupportedMediaType: "unsupported_media_type",
     exceptions.Throttled: "rate_limited",
 }
+_CODES[PayloadTooLarge] = "payload_too_large"
 
 
 def error_body(code: str, message: str, fields: dict | None = None) -> dict:
@@ -83,6 +86,10 @@ def exception_handler(exc, context):
         return Response(error_body("not_found", "Not found."), status=404)
     if isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    if isinstance(exc, DataError):
+        # The database refused a value as invalid for its type: the request's fault, not the database's.
+        logger.warning("data error answered 400: %s", exc)
+        return Response(error_body("invalid_value", "A value in the request cannot be stored."), status=400)
     if isinstance(exc, IntegrityError):
         # A concurrent writer won a race the service's checks could not see (e.g. the same new name).
         logger.warning("integrity error answered 409: %s", exc)

@@ -1,6 +1,9 @@
+from datetime import UTC
+
 import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
+from django_filters.fields import IsoDateTimeField
 
 TRUE_VALUES = frozenset({"true", "1", "yes"})
 FALSE_VALUES = frozenset({"false", "0", "no"})
@@ -23,3 +26,21 @@ class StrictBooleanField(forms.Field):
 
 class StrictBooleanFilter(django_filters.BooleanFilter):
     field_class = StrictBooleanField
+
+
+class UTCDateTimeField(IsoDateTimeField):
+    """An ISO 8601 time, converted to UTC before it reaches the database: PostgreSQL refuses offsets beyond
+    +-15:59 and a year-1 time with a positive offset has no UTC value; both are the client's 400."""
+
+    def to_python(self, value):
+        parsed = super().to_python(value)
+        if parsed is None or parsed.tzinfo is None:
+            return parsed
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValidationError("Enter a date/time that exists in UTC.", code="invalid") from exc
+
+
+class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UTCDateTimeField

@@ -6,7 +6,7 @@ their contract is written here once and added to the generated schema by a postp
 
 from sensors.choices import DeviceSensorDeploymentStatusChoices, DeviceSensorProtocolChoices
 
-ERROR = {"$ref": "#/components/schemas/AgentError"}
+ERROR = {"$ref": "#/components/schemas/Error"}
 
 
 def _error(description: str) -> dict:
@@ -14,7 +14,7 @@ def _error(description: str) -> dict:
 
 
 COMPONENTS = {
-    "AgentError": {
+    "Error": {
         "type": "object",
         "required": ["error", "message"],
         "properties": {
@@ -183,4 +183,42 @@ def add_agent_endpoints(result, generator, request, public):
             "deviceBearer": {"type": "http", "scheme": "bearer"},
         }
     )
+    return result
+
+
+def _documented_error(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": ERROR}}}
+
+
+def add_error_responses(result, generator, request, public):
+    """Every management operation documents the errors it can really answer, all in the one error shape
+    (drf-spectacular only documents the success responses it can infer)."""
+    components = result.setdefault("components", {}).setdefault("schemas", {})
+    components["Error"] = COMPONENTS["Error"]
+    for path, operations in result.get("paths", {}).items():
+        if path in PATHS:
+            continue
+        for method, operation in operations.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            responses = operation.setdefault("responses", {})
+            parameters = operation.get("parameters", [])
+            errors = {
+                "401": "Not authenticated (session or Authorization: Token <token>)",
+                "403": "Authenticated, but without the model permission this needs",
+                "503": "The database is unavailable; nothing was written; retry",
+            }
+            if "{" in path:
+                errors["404"] = "No such device (or sensor)"
+            if method in ("post", "put", "patch") or any(p.get("in") == "query" for p in parameters):
+                errors["400"] = "Invalid input, named in fields; nothing was written"
+            if "requestBody" in operation:
+                errors["413"] = "The body is larger than SENSORSYNC_MAX_BODY_BYTES"
+                errors["415"] = "The body is not application/json"
+            if any(p.get("in") == "header" and p.get("name") == "If-Match" for p in parameters):
+                errors["412"] = "If-Match does not match the target state's ETag (which the response carries)"
+            if method in ("post", "put", "patch", "delete"):
+                errors["409"] = "A concurrent change conflicted with this one; retry"
+            for code, description in errors.items():
+                responses.setdefault(code, _documented_error(description))
     return result

@@ -127,12 +127,13 @@ def test_an_unsupported_method_is_a_json_405(admin_client, sensor_device, method
     assert write_snapshot() == before
 
 
-def test_a_bad_pagination_parameter_is_not_a_500(admin_client, sensor_device):
-    for params in ({"limit": "abc"}, {"offset": "-1"}, {"limit": "-5"}, {"limit": "10000000000000000000000"}):
-        response = admin_client.get(f"{API}/devices", params)
-        assert response.status_code in (200, 400), (params, response.status_code)
-    response = admin_client.get(f"{API}/sensors", {"cursor": "garbage"})
-    assert_error(response, 404, "not_found")
+def test_a_bad_pagination_parameter_is_a_400_naming_it(admin_client, sensor_device):
+    for name, value in (("limit", "abc"), ("offset", "-1"), ("limit", "-5"), ("limit", "0"), ("limit", "1.5")):
+        response = admin_client.get(f"{API}/devices", {name: value})
+        assert_error(response, 400, "validation_error", fields=[name])
+    assert admin_client.get(f"{API}/devices", {"limit": "10000000000000000000000"}).status_code == 200  # capped
+    assert_error(admin_client.get(f"{API}/sensors", {"cursor": "garbage"}), 400, "validation_error", fields=["cursor"])
+    assert_error(admin_client.get(f"{API}/sensors", {"limit": "x"}), 400, "validation_error", fields=["limit"])
 
 
 # -- schema and docs ----------------------------------------------------------------------------------------------

@@ -1,0 +1,351 @@
+"""Who may call what, over every endpoint: management endpoints x {anonymous, staff without permission, staff
+with every view permission, staff with exactly the needed permission, staff with every permission but the needed
+one, superuser, a session without a CSRF token, an inactive staff user, and four kinds of device key}; agent
+endpoints x {anonymous, staff token, staff session, own key (both header styles), another device's key, an
+inactive device's key, a rotated-away key}.
+
+Management endpoints ignore device keys (401) and agent endpoints ignore staff credentials (401). Every refusal
+writes nothing. Every response is scanned (body and headers) for any device key, and every log line of the test
+(SQL included, at DEBUG) and every event for the same keys.
+"""
+
+import json
+from dataclasses import dataclass
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+
+from devices.services import device_key_rotate
+from reconciliation.agent_protocol import report_parse
+from reconciliation.services import state_report_apply
+from sensors.models import DeviceSensor
+from tests.factories import DeviceFactory, UserFactory
+
+from .support import (
+    API,
+    REPORT_URL,
+    agent_headers,
+    assert_error_shape,
+    device_with_sensors,
+    report_body,
+    sensor_payload,
+    snapshot_diff,
+    staff_headers,
+    state_url,
+    target_sensors,
+    token_for,
+    world_snapshot,
+)
+
+pytestmark = pytest.mark.django_db
+
+APPS = ("devices", "sensors", "events", "reconciliation")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str  # formatted with the world's uuids: {a} is the device acted on
+    perm: str  # the permission the call needs
+    success: int
+    body: dict | None = None
+
+    @property
+    def is_read(self) -> bool:
+        return self.method == "GET"
+
+
+MANAGEMENT = {
+    "devices-list": Endpoint("GET", "devices", "devices.view_device", 200),
+    "devices-create": Endpoint("POST", "devices", "devices.add_device", 201, {"name": "created"}),
+    "device-get": Endpoint("GET", "devices/{a}", "devices.view_device", 200),
+    "device-put": Endpoint("PUT", "devices/{a}", "devices.change_device", 200, {"name": "renamed"}),
+    "device-patch": Endpoint("PATCH", "devices/{a}", "devices.change_device", 200, {"description": "hall B"}),
+    "device-delete": Endpoint("DELETE", "devices/{a}", "devices.delete_device", 204),
+    "rotate-key": Endpoint("POST", "devices/{a}/rotate-key", "devices.change_device", 200),
+    "target-get": Endpoint("GET", "devices/{a}/target-state", "devices.view_devicetargetstate", 200),
+    "target-put": Endpoint(
+        "PUT",
+        "devices/{a}/target-state",
+        "devices.change_devicetargetstate",
+        200,
+        {"config": {"protocolAdapterDevices": []}},
+    ),
+    "target-versions": Endpoint("GET", "devices/{a}/target-state/versions", "devices.view_devicetargetstate", 200),
+    "target-rollback": Endpoint(
+        "POST", "devices/{a}/target-state/rollback", "devices.change_devicetargetstate", 200, {"version": 1}
+    ),
+    "sensors-list": Endpoint("GET", "devices/{a}/sensors", "sensors.view_devicesensor", 200),
+    "sensors-create": Endpoint(
+        "POST", "devices/{a}/sensors", "sensors.add_devicesensor", 201, sensor_payload("added", protocol="can")
+    ),
+    "sensor-get": Endpoint("GET", "devices/{a}/sensors/s-1", "sensors.view_devicesensor", 200),
+    "sensor-put": Endpoint(
+        "PUT",
+        "devices/{a}/sensors/s-1",
+        "sensors.change_devicesensor",
+        200,
+        {"protocol": "can", "connection": {"interface": "can0"}},
+    ),
+    "sensor-patch": Endpoint(
+        "PATCH", "devices/{a}/sensors/s-1", "sensors.change_devicesensor", 200, {"pollInterval": 200}
+    ),
+    "sensor-delete": Endpoint("DELETE", "devices/{a}/sensors/s-1", "sensors.delete_devicesensor", 204),
+    "fleet-sensors": Endpoint("GET", "sensors", "sensors.view_devicesensor", 200),
+    "current-state": Endpoint("GET", "devices/{a}/current-state", "devices.view_devicecurrentstate", 200),
+    "drift": Endpoint("GET", "devices/{a}/drift", "devices.view_device", 200),
+    "reconcile": Endpoint("POST", "devices/{a}/reconcile", "sensors.change_devicesensor", 200),
+    "device-events": Endpoint("GET", "devices/{a}/events", "events.view_event", 200),
+    "events": Endpoint("GET", "events", "events.view_event", 200),
+    "drift-episodes": Endpoint("GET", "drift-episodes", "reconciliation.view_driftepisode", 200),
+    "drift-stats": Endpoint("GET", "drift-episodes/stats", "reconciliation.view_driftepisode", 200),
+}
+
+STAFF_ROLES = [
+    "anonymous",
+    "staff-no-permission",
+    "staff-view-everything",
+    "staff-needed-permission",
+    "staff-every-other-permission",
+    "superuser-token",
+    "session-without-csrf-token",
+    "inactive-superuser-token",
+]
+DEVICE_ROLES = ["own-key", "own-key-bearer", "other-device-key", "inactive-device-key", "rotated-away-key"]
+
+
+class World:
+    """Device ``a`` (sensor s-1, reported), ``b``, an inactive one, and one whose key was rotated away."""
+
+    def __init__(self):
+        self.a = device_with_sensors("s-1", name="a")
+        state_report_apply(
+            device=type(self.a).objects.select_related("target_state").get(pk=self.a.pk),
+            report=report_parse({"version": 1, "config": {"protocolAdapterDevices": target_sensors(self.a)}}),
+        )
+        # Damage a's read model (as a bug or a manual edit would), so that an allowed reconcile has a row to repair.
+        DeviceSensor.objects.filter(device=self.a).update(deployment_status="failed", deployment_error="damaged")
+        self.b = DeviceFactory(name="b")
+        self.inactive = DeviceFactory(name="inactive", is_active=False)
+        self.rotated = DeviceFactory(name="rotated")
+        self.rotated_old_key = self.rotated.api_key
+        self.rotated.api_key = device_key_rotate(uuid=self.rotated.uuid, user=None).api_key
+        self.keys = [self.a.api_key, self.b.api_key, self.inactive.api_key, self.rotated_old_key, self.rotated.api_key]
+
+    def device_key(self, role: str) -> dict:
+        return {
+            "own-key": agent_headers(self.a.api_key),
+            "own-key-bearer": {"Authorization": f"Bearer {self.a.api_key}"},
+            "other-device-key": agent_headers(self.b.api_key),
+            "inactive-device-key": agent_headers(self.inactive.api_key),
+            "rotated-away-key": agent_headers(self.rotated_old_key),
+        }[role]
+
+
+@pytest.fixture
+def world(secret_watch) -> World:
+    world = World()
+    secret_watch.extend(world.keys)
+    return world
+
+
+def _perms(*, only: str | None = None, verb: str | None = None, exclude: str | None = None) -> list[Permission]:
+    queryset = Permission.objects.filter(content_type__app_label__in=APPS)
+    if only:
+        app_label, codename = only.split(".")
+        queryset = queryset.filter(content_type__app_label=app_label, codename=codename)
+    if verb:
+        queryset = queryset.filter(codename__startswith=f"{verb}_")
+    perms = list(queryset)
+    if exclude:
+        app_label, codename = exclude.split(".")
+        perms = [p for p in perms if (p.content_type.app_label, p.codename) != (app_label, codename)]
+    return perms
+
+
+def _staff_client(role: str, endpoint: Endpoint | None) -> tuple[Client, dict]:
+    """A client and the headers its requests carry, for a staff role."""
+    if role == "anonymous":
+        return Client(raise_request_exception=False), {}
+    if role == "session-without-csrf-token":
+        client = Client(enforce_csrf_checks=True, raise_request_exception=False)
+        client.force_login(UserFactory(is_superuser=True))
+        return client, {}
+    user = UserFactory(
+        is_superuser=role in ("superuser-token", "inactive-superuser-token"),
+        is_active=role != "inactive-superuser-token",
+    )
+    if role == "staff-view-everything":
+        user.user_permissions.add(*_perms(verb="view"))
+    elif role == "staff-needed-permission":
+        needed = _perms(only=endpoint.perm)
+        assert len(needed) == 1, endpoint.perm
+        user.user_permissions.add(*needed)
+    elif role == "staff-every-other-permission":
+        user.user_permissions.add(*_perms(exclude=endpoint.perm))
+    return Client(raise_request_exception=False), staff_headers(token_for(user))
+
+
+def _call(client, method: str, url: str, body, headers: dict):
+    data = json.dumps(body) if body is not None else None
+    return client.generic(method, url, data=data or "", content_type="application/json", headers=headers)
+
+
+def _assert_no_key_in(response, world: World) -> None:
+    text = response.content.decode("utf-8", "replace") + json.dumps(dict(response.items()))
+    for key in world.keys:
+        assert key not in text, f"a device key appears in the {response.status_code} response"
+
+
+def _expected_staff(role: str, endpoint: Endpoint) -> int:
+    if role in ("anonymous", "inactive-superuser-token"):
+        return 401
+    if role in ("staff-needed-permission", "superuser-token"):
+        return endpoint.success
+    if role == "staff-view-everything" and endpoint.is_read:
+        return endpoint.success
+    if role == "session-without-csrf-token":
+        return endpoint.success if endpoint.is_read else 403
+    return 403
+
+
+def _management_call(world: World, name: str, role: str):
+    endpoint = MANAGEMENT[name]
+    if role in DEVICE_ROLES:
+        client, headers = Client(raise_request_exception=False), world.device_key(role)
+    else:
+        client, headers = _staff_client(role, endpoint)
+    url = f"{API}/{endpoint.path.format(a=world.a.uuid)}"
+    response = _call(client, endpoint.method, url, endpoint.body, headers)
+    _assert_no_key_in(response, world)
+    return response
+
+
+def _expected(role: str, endpoint: Endpoint) -> int:
+    return 401 if role in DEVICE_ROLES else _expected_staff(role, endpoint)
+
+
+@pytest.mark.parametrize("name", list(MANAGEMENT))
+def test_management_endpoint_refusals(world, name):
+    """Every role that must be refused, one after another on one world: the right status and error code, the
+    error shape, and nothing written by any of them."""
+    endpoint = MANAGEMENT[name]
+    refused = [r for r in STAFF_ROLES + DEVICE_ROLES if _expected(r, endpoint) in (401, 403)]
+    assert "anonymous" in refused and "own-key" in refused and "staff-no-permission" in refused
+    before = world_snapshot()
+    problems = []
+    for role in refused:
+        expected = _expected(role, endpoint)
+        response = _management_call(world, name, role)
+        try:
+            body = assert_error_shape(response, expected)
+            assert body["error"] == ("not_authenticated" if expected == 401 else "permission_denied"), body
+        except AssertionError as exc:
+            problems.append(f"{role}: {exc}")
+        after = world_snapshot()
+        if after != before:
+            problems.append(f"{role}: a refused call wrote {snapshot_diff(before, after)}")
+            before = after
+    assert not problems, "\n".join(problems)
+
+
+ALLOWED = [
+    pytest.param(name, role, id=f"{name}-{role}")
+    for name, endpoint in MANAGEMENT.items()
+    for role in STAFF_ROLES
+    if _expected_staff(role, endpoint) not in (401, 403)
+]
+
+
+@pytest.mark.parametrize(("name", "role"), ALLOWED)
+def test_management_endpoint_allowed(world, name, role):
+    endpoint = MANAGEMENT[name]
+    before = world_snapshot()
+
+    response = _management_call(world, name, role)
+
+    assert response.status_code == endpoint.success, (response.status_code, response.content[:300])
+    after = world_snapshot()
+    if endpoint.is_read:
+        assert after == before, f"a read wrote: {snapshot_diff(before, after)}"
+    else:
+        assert after != before, "the allowed write wrote nothing"
+
+
+def test_every_needed_permission_exists():
+    for endpoint in MANAGEMENT.values():
+        assert len(_perms(only=endpoint.perm)) == 1, endpoint.perm
+
+
+AGENT_ROLES = ["anonymous", "superuser-token", "superuser-session"] + DEVICE_ROLES
+
+
+def _agent_headers(world: World, role: str) -> tuple[Client, dict]:
+    client = Client(enforce_csrf_checks=True, raise_request_exception=False)
+    if role == "anonymous":
+        return client, {}
+    if role == "superuser-token":
+        return client, staff_headers(token_for(UserFactory(is_superuser=True)))
+    if role == "superuser-session":
+        client.force_login(UserFactory(is_superuser=True))
+        return client, {}
+    return client, world.device_key(role)
+
+
+AGENT_EXPECTED = {
+    "anonymous": (401, "not_authenticated"),
+    "superuser-token": (401, "not_authenticated"),
+    "superuser-session": (401, "not_authenticated"),
+    "own-key": (200, None),
+    "own-key-bearer": (200, None),
+    "other-device-key": (403, "permission_denied"),  # a key used for another device's URL or body
+    "inactive-device-key": (403, "device_inactive"),
+    "rotated-away-key": (401, "not_authenticated"),
+}
+
+
+@pytest.mark.parametrize("role", AGENT_ROLES)
+@pytest.mark.parametrize("method", ["GET", "PATCH"])
+def test_agent_endpoint(world, method, role):
+    client, headers = _agent_headers(world, role)
+    before = world_snapshot()
+    if role == "inactive-device-key":
+        subject = world.inactive  # an inactive device asking for its own state / reporting for itself
+    elif role == "rotated-away-key":
+        subject = world.rotated
+    else:
+        subject = world.a
+    if method == "GET":
+        response = client.get(state_url(subject.uuid), headers=headers)
+    else:
+        raw = report_body(subject, 1, [], seq=99, os_version="hijacked")
+        response = client.generic("PATCH", REPORT_URL, data=raw, content_type="application/json", headers=headers)
+
+    _assert_no_key_in(response, world)
+    status, code = AGENT_EXPECTED[role]
+    after = world_snapshot()
+    if code is None:
+        assert response.status_code == status, (response.status_code, response.content[:300])
+        assert after != before  # liveness at least
+    else:
+        body = assert_error_shape(response, status)
+        assert body["error"] == code, body
+        assert after == before, f"a refused agent call wrote: {snapshot_diff(before, after)}"
+        if status == 401:
+            assert response.get("WWW-Authenticate", "").lower().startswith("bearer"), dict(response.items())
+
+
+def test_staff_credentials_next_to_a_device_key_do_not_let_a_key_act_for_another_device(world):
+    """A superuser token does not turn device b's key into a key for device a."""
+    headers = {**staff_headers(token_for(UserFactory(is_superuser=True))), **agent_headers(world.b.api_key)}
+    before = world_snapshot()
+    raw = report_body(world.a, 1, [], seq=99)
+    client = Client(raise_request_exception=False)
+
+    polled = client.get(state_url(world.a.uuid), headers=headers)
+    reported = client.generic("PATCH", REPORT_URL, data=raw, content_type="application/json", headers=headers)
+
+    assert_error_shape(polled, 403)
+    assert_error_shape(reported, 403)
+    assert world_snapshot() == before

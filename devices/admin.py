@@ -1,32 +1,75 @@
-"""Devices in the admin. Every write is a call to ``devices.services``; the page never saves a model itself."""
+"""Devices in the admin. Every write is a call to ``devices.services`` (or ``reconciliation.services``); the page
+never saves a model itself."""
 
 import contextlib
 import json
+from datetime import datetime
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.utils import display_for_value
-from django.core.exceptions import ValidationError
+from django.contrib.admin.utils import display_for_value, unquote
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Count, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
+from django.utils.safestring import mark_safe
 
+from reconciliation.models import DriftEpisode
+from reconciliation.selectors import device_state_q, drift_explain, offline_cutoff
+from reconciliation.services import ReconcileResult, device_reconcile_now
+from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
 from sensorsync_project.exceptions import PreconditionFailed, SensorNotFound
 
 from .forms import DeviceAdminForm
 from .models import Device, DeviceTargetStateVersion
-from .services import DeviceWithKey, device_create, device_delete, device_key_rotate, device_update
+from .services import (
+    DeviceWithKey,
+    config_change_summary,
+    device_create,
+    device_delete,
+    device_key_rotate,
+    device_update,
+    target_state_rollback,
+)
+
+# The admin's titles; there is no public site, so no "View site" link (the fleet page is linked instead).
+admin.site.site_header = "SensorSync"
+admin.site.site_title = "SensorSync admin"
+admin.site.index_title = "Devices, sensors and their events"
+admin.site.site_url = None
 
 TARGET_HISTORY_SHOWN = 20
 EMPTY_VALUE_DISPLAY = "-"
 EDITABLE_FIELDS = ("name", "description", "is_active")
 READ_ONLY_FIELDSETS = (
-    ("Identity", {"fields": ("uuid", "created_at", "updated_at")}),
+    (
+        "Target history",
+        {
+            "fields": ("target_history",),
+            "description": "Rolling back writes a new version with the old content; versions are never reused.",
+        },
+    ),
+    (
+        "Target state (desired)",
+        {
+            "fields": (
+                "target_version",
+                "needs_deployment",
+                "target_updated_at",
+                "target_updated_by",
+                "target_last_deployed_at",
+            ),
+            "description": "Changed by adding, changing or removing sensors; every change is a new version.",
+        },
+    ),
+    ("Current state (reported)", {"fields": ("reported_version", "reported_at")}),
     (
         "Agent",
         {
@@ -41,24 +84,28 @@ READ_ONLY_FIELDSETS = (
             )
         },
     ),
+    ("Identity", {"fields": ("uuid", "created_at", "updated_at")}),
+    ("Target configuration (JSON)", {"fields": ("target_config",), "classes": ("collapse",)}),
     (
-        "Target state (desired)",
-        {
-            "fields": (
-                "target_version",
-                "needs_deployment",
-                "target_updated_at",
-                "target_updated_by",
-                "target_last_deployed_at",
-                "target_config",
-                "add_sensor",
-            ),
-            "description": "Changed by adding, changing or removing sensors; every change is a new version.",
-        },
+        "Reported configuration and sensor health (JSON)",
+        {"fields": ("current_config", "sensor_health"), "classes": ("collapse",)},
     ),
-    ("Current state (reported)", {"fields": ("reported_version", "reported_at", "current_config", "sensor_health")}),
-    ("Target history", {"fields": ("target_history",), "classes": ("collapse",)}),
 )
+DEVICE_STATE_LABELS = {
+    "in_sync": "In sync",
+    "drifting": "Drifting",
+    "never_reported": "Never reported",
+    "offline": "Offline",
+}
+# drift_explain's stages, as the panel's headline says them, and the colour that goes with each.
+STAGE_LABELS = {
+    "in_sync": ("In sync", "in_sync"),
+    "sensors_failed": ("Sensors failing", "failed"),
+    "never_fetched": ("Never fetched", "drifting"),
+    "not_fetched": ("Waiting for the agent's poll", "drifting"),
+    "never_reported": ("Never reported", "drifting"),
+    "not_applied": ("Fetched, not applied yet", "drifting"),
+}
 
 
 class ServiceRejected(Exception):
@@ -105,6 +152,9 @@ class ServiceAdminMixin:
         obj._state.adding = False
 
 
+# --- small pieces of HTML shared by the admin pages (sensors and events use them too) ---
+
+
 def shown_value(value) -> str:
     """A value as the admin's lists show it (read-only methods get no formatting of their own)."""
     return display_for_value(value, EMPTY_VALUE_DISPLAY)
@@ -116,35 +166,57 @@ def pretty_json(value) -> str:
     return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False, cls=DjangoJSONEncoder))
 
 
-class DeviceSensorInline(admin.TabularInline):
-    """The device's sensors as the read model shows them; edited on the sensor's own page."""
+def status_badge(status: str) -> str:
+    """A sensor's deployment status as a coloured badge (pending, reconciling, deployed, failed)."""
+    label = Status(status).label.lower() if status in Status.values else status
+    return format_html('<span class="ss-badge ss-badge--{}">{}</span>', status, label)
 
-    model = DeviceSensor
-    fields = (
-        "name",
-        "protocol",
-        "enabled",
-        "deployment_status",
-        "running",
-        "config_version",
-        "synced_to_config",
-        "deployment_error",
-        "updated_at",
+
+def state_badge(state: str, label: str | None = None) -> str:
+    """A device's fleet state (in_sync, drifting, never_reported, offline) as a coloured badge."""
+    return format_html(
+        '<span class="ss-badge ss-badge--{}">{}</span>', state, label or DEVICE_STATE_LABELS[state].lower()
     )
-    readonly_fields = fields
-    ordering = ("name",)
-    extra = 0
-    can_delete = False
-    show_change_link = True
 
-    def has_add_permission(self, request, obj=None):
-        return False
 
-    def has_change_permission(self, request, obj=None):
-        return False
+def ago(moment: datetime | None, *, never: str = "never") -> str:
+    """ "12 s ago", "3 min ago", "5 h ago", "2 d ago": how long ago, as precisely as a glance needs."""
+    if moment is None:
+        return never
+    seconds = max(0, int((timezone.now() - moment).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
 
-    def has_delete_permission(self, request, obj=None):
-        return False
+
+def version_chip(version: int | None, target: int | None) -> str:
+    """A version next to the target it should reach: amber when behind it, quiet when there is none."""
+    if version is None:
+        return format_html('<span class="ss-ver ss-ver--never" title="{}">{}</span>', "never", EMPTY_VALUE_DISPLAY)
+    behind = target is not None and version < target
+    return format_html(
+        '<span class="ss-ver{}" title="{}">v{}</span>',
+        " ss-ver--behind" if behind else "",
+        f"behind target version {target}" if behind else "at the target version",
+        version,
+    )
+
+
+class DriftFilter(admin.SimpleListFilter):
+    """In sync / drifting / never reported, and offline (not seen for ``SENSORSYNC_OFFLINE_AFTER_SECONDS``, or
+    never): the fleet page's counts link here. Offline overlaps the other three."""
+
+    title = "drift"
+    parameter_name = "drift"
+
+    def lookups(self, request, model_admin):
+        return list(DEVICE_STATE_LABELS.items())
+
+    def queryset(self, request, queryset):
+        if self.value() in DEVICE_STATE_LABELS:
+            return queryset.filter(device_state_q(self.value()))
+        return queryset
 
 
 @admin.register(Device)
@@ -152,37 +224,34 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
     form = DeviceAdminForm
     list_display = (
         "name",
-        "uuid",
-        "is_active",
-        "target_version",
+        "drift",
+        "target",
+        "fetched_version",
         "reported_version",
-        "needs_deployment",
-        "last_seen_at",
         "sensor_count",
+        "last_seen",
     )
-    list_filter = ("is_active", "target_state__needs_deployment")
+    list_filter = (DriftFilter, "is_active")
     list_select_related = ("target_state", "current_state")
     search_fields = ("name", "uuid")
     search_help_text = "Search by name or uuid."
     ordering = ("name", "id")
-    actions = ("rotate_api_key",)
-    inlines = (DeviceSensorInline,)
+    actions = ("reconcile_now", "rotate_api_key")
 
     # --- pages ---
 
     def get_queryset(self, request):
-        sensor_count = (
-            DeviceSensor.objects.filter(device=OuterRef("pk"))
-            .order_by()
-            .values("device")
-            .annotate(count=Count("pk"))
-            .values("count")
-        )
+        rows = DeviceSensor.objects.filter(device=OuterRef("pk")).order_by().values("device")
+        sensor_count = rows.annotate(count=Count("pk")).values("count")
+        drifting_count = rows.exclude(deployment_status=Status.DEPLOYED).annotate(count=Count("pk")).values("count")
         return (
             super()
             .get_queryset(request)
-            .select_related("target_state", "current_state")
-            .annotate(sensor_count=Coalesce(Subquery(sensor_count), Value(0)))
+            .select_related("target_state", "target_state__updated_by", "current_state")
+            .annotate(
+                sensor_count=Coalesce(Subquery(sensor_count), Value(0)),
+                drifting_count=Coalesce(Subquery(drifting_count), Value(0)),
+            )
         )
 
     def get_fieldsets(self, request, obj=None):
@@ -196,8 +265,31 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
             return ()
         return tuple(field for _, options in READ_ONLY_FIELDSETS for field in options["fields"])
 
-    def get_inlines(self, request, obj):
-        return self.inlines if obj is not None else ()
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        wrap = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/reconcile/", wrap(self.reconcile_view), name="{}_{}_reconcile".format(*info)),
+            path(
+                "<path:object_id>/rollback/<int:version>/",
+                wrap(self.rollback_view),
+                name="{}_{}_rollback".format(*info),
+            ),
+            path("<path:object_id>/rotate-key/", wrap(self.rotate_key_view), name="{}_{}_rotate_key".format(*info)),
+            *super().get_urls(),
+        ]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and obj.pk is not None:
+            context.update(
+                convergence=self.convergence(obj),
+                sensors=self.sensor_rows(obj),
+                add_sensor_url=reverse("admin:sensors_devicesensor_add") + "?" + urlencode({"device": obj.pk}),
+                sensors_url=reverse("admin:sensors_devicesensor_changelist") + "?" + urlencode({"q": obj.uuid}),
+                events_url=reverse("admin:events_event_changelist") + "?" + urlencode({"q": obj.uuid}),
+                can_add_sensor=request.user.has_perm("sensors.add_devicesensor"),
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_deleted_objects(self, objs, request):
         deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
@@ -206,6 +298,70 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         # cannot be deleted on its own page, which would otherwise block deleting its device.)
         perms_needed.discard(DeviceSensor._meta.verbose_name)
         return deleted, model_count, perms_needed, protected
+
+    # --- "why not converged" ---
+
+    @staticmethod
+    def sensor_rows(device: Device) -> list[DeviceSensor]:
+        rows = list(DeviceSensor.objects.filter(device=device).order_by("name"))
+        for row in rows:
+            row.since = ago(row.status_changed_at)
+        return rows
+
+    def convergence(self, device: Device) -> dict:
+        """drift_explain, laid out for the device page: a headline, the version steps, the failing sensors."""
+        explained = drift_explain(device=device)
+        target = explained["targetVersion"]
+        fetched, reported = explained["lastFetchedVersion"], explained["reportedVersion"]
+        label, tone = STAGE_LABELS.get(explained["stage"], (explained["stage"], "drifting"))
+        episode = None
+        if not explained["inSync"]:
+            episode = DriftEpisode.objects.filter(device=device, ended_at__isnull=True).only("started_at").first()
+        total = getattr(device, "sensor_count", None)
+        drifting = len(explained["sensors"])
+        for sensor in explained["sensors"]:
+            sensor["since"] = ago(sensor["statusChangedAt"])
+
+        def step_state(version):
+            if version is None:
+                return "bad"
+            return "ok" if version >= target else "behind"
+
+        offline = device.last_seen_at is None or device.last_seen_at < offline_cutoff()
+        return {
+            **explained,
+            "label": label,
+            "tone": tone,
+            "offline": offline,
+            "last_seen": ago(device.last_seen_at),
+            "drifting_since": ago(episode.started_at) if episode else None,
+            "steps": [
+                {
+                    "label": "Target",
+                    "value": f"v{target}",
+                    "state": "target",
+                    "detail": f"set {ago(explained['targetUpdatedAt'])}",
+                },
+                {
+                    "label": "Fetched by the agent",
+                    "value": f"v{fetched}" if fetched is not None else "never",
+                    "state": step_state(fetched),
+                    "detail": ago(explained["lastFetchedAt"], never="the agent has not polled yet"),
+                },
+                {
+                    "label": "Applied (reported)",
+                    "value": f"v{reported}" if reported is not None else "never",
+                    "state": step_state(reported),
+                    "detail": ago(explained["lastReportedAt"], never="no report yet"),
+                },
+                {
+                    "label": "Sensors deployed",
+                    "value": "-" if total is None else f"{total - drifting} of {total}",
+                    "state": "ok" if drifting == 0 else ("bad" if explained["stage"] == "sensors_failed" else "behind"),
+                    "detail": "all as desired" if drifting == 0 else f"{drifting} not deployed",
+                },
+            ],
+        }
 
     # --- writes, all through the services ---
 
@@ -248,37 +404,200 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
             messages.SUCCESS,
         )
 
+    def message_reconciled(self, request, device: Device, result: ReconcileResult) -> None:
+        changed = result.inserted + result.updated + result.removed
+        rows = "the sensor rows were already up to date" if not changed else f"{changed} sensor row(s) changed"
+        if result.in_sync:
+            self.message_user(
+                request,
+                f"Reconciled “{device.name}”: in sync at target version {result.target_version}; {rows}.",
+                messages.SUCCESS,
+            )
+            return
+        drifting = ", ".join(result.drifting) or "none"
+        reported = "never" if result.reported_version is None else f"v{result.reported_version}"
+        self.message_user(
+            request,
+            f"Reconciled “{device.name}”: not in sync (target v{result.target_version}, reported {reported}; "
+            f"not deployed: {drifting}); {rows}.",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Reconcile the selected devices now", permissions=["change"])
+    def reconcile_now(self, request, queryset):
+        """Re-run reconciliation from each device's stored target and report; safe to repeat (a projection)."""
+        for device in queryset:
+            with contextlib.suppress(Device.DoesNotExist):
+                self.message_reconciled(request, device, device_reconcile_now(uuid=device.uuid, user=request.user))
+
     @admin.action(description="Rotate the API key of the selected devices", permissions=["change"])
     def rotate_api_key(self, request, queryset):
         """Asks for confirmation first: the device's agent is locked out until it is given the new key."""
         if request.POST.get("post") != "yes":
-            return TemplateResponse(
-                request,
-                "admin/devices/device/rotate_key_confirmation.html",
-                {
-                    **self.admin_site.each_context(request),
-                    "title": "Rotate API keys",
-                    "opts": self.opts,
-                    "queryset": queryset,
-                    "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-                    "media": self.media,
-                },
-            )
+            return self.rotate_key_confirmation(request, queryset)
         for uuid in queryset.values_list("uuid", flat=True):
             self.message_key(request, device_key_rotate(uuid=uuid, user=request.user))
         return None
 
+    def rotate_key_confirmation(self, request, devices, title="Rotate API keys"):
+        return TemplateResponse(
+            request,
+            "admin/devices/device/rotate_key_confirmation.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": title,
+                "opts": self.opts,
+                "queryset": devices,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "media": self.media,
+            },
+        )
+
+    # --- the device page's own actions (POST with the CSRF token; the pages that change state ask first) ---
+
+    def _device_for_change(self, request, object_id) -> Device:
+        device = self.get_object(request, unquote(object_id))
+        if device is None:
+            raise Http404("No such device.")
+        if not self.has_change_permission(request, device):
+            raise PermissionDenied
+        return device
+
+    def _change_url(self, device: Device) -> str:
+        return reverse("admin:devices_device_change", args=[device.pk])
+
+    def reconcile_view(self, request, object_id):
+        """The "Reconcile now" button: re-projects the rows from what is stored; nothing else changes."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        device = self._device_for_change(request, object_id)
+        try:
+            result = device_reconcile_now(uuid=device.uuid, user=request.user)
+        except Device.DoesNotExist:
+            raise Http404("The device was deleted meanwhile.") from None
+        self.message_reconciled(request, device, result)
+        return HttpResponseRedirect(self._change_url(device))
+
+    def rotate_key_view(self, request, object_id):
+        device = self._device_for_change(request, object_id)
+        if request.method != "POST" or request.POST.get("post") != "yes":
+            return self.rotate_key_confirmation(request, [device], title=f"Rotate the API key of {device.name}")
+        self.message_key(request, device_key_rotate(uuid=device.uuid, user=request.user))
+        return HttpResponseRedirect(self._change_url(device))
+
+    def rollback_view(self, request, object_id, version):
+        """Roll the target back to an earlier version's content (a new version): a confirmation page, then POST.
+
+        The page carries the target version it was rendered from: if someone changes the target meanwhile, the
+        rollback is refused (``If-Match``) and the page shown again with the new picture.
+        """
+        device = self._device_for_change(request, object_id)
+        old = DeviceTargetStateVersion.objects.filter(device=device, version=version).select_related("created_by")
+        old = old.first()
+        if old is None:
+            raise Http404(f"This device has no target version {version}.")
+        target = device.target_state
+        if request.method == "POST" and request.POST.get("post") == "yes":
+            shown = request.POST.get("target_version", "")
+            try:
+                new = target_state_rollback(
+                    uuid=device.uuid, version=version, user=request.user, if_match=f'"{shown}"' if shown else None
+                )
+            except PreconditionFailed as exc:
+                self.message_user(
+                    request,
+                    f"The target changed since the confirmation was shown (it is now version "
+                    f"{exc.current_etag.strip(chr(34))}). Check the changes below and confirm again.",
+                    messages.ERROR,
+                )
+                return HttpResponseRedirect(request.path)
+            except ValidationError as exc:
+                self.message_user(request, " ".join(exc.messages), messages.ERROR)
+                return HttpResponseRedirect(self._change_url(device))
+            if new.version == target.version:
+                self.message_user(
+                    request,
+                    f"Version {version} has the same content as the current target (v{target.version}): "
+                    "nothing to roll back.",
+                    messages.INFO,
+                )
+            else:
+                self.message_user(
+                    request,
+                    f"Rolled “{device.name}” back to the content of version {version}: the target is now version "
+                    f"{new.version}; the agent applies it on its next poll.",
+                    messages.SUCCESS,
+                )
+            return HttpResponseRedirect(self._change_url(device))
+
+        change = config_change_summary(target.config, old.config)
+        return TemplateResponse(
+            request,
+            "admin/devices/device/rollback_confirmation.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Roll back {device.name} to target version {version}",
+                "opts": self.opts,
+                "original": device,
+                "device": device,
+                "target": target,
+                "old": old,
+                "same_content": old.config == target.config and old.apps == target.apps,
+                "apps_change": old.apps != target.apps,
+                "added": change.get("added", []),
+                "updated": change.get("updated", []),
+                "removed": change.get("removed", []),
+                "old_sensors": old.config.get("protocolAdapterDevices", []),
+                "old_config": json.dumps(old.config, indent=2, ensure_ascii=False, cls=DjangoJSONEncoder),
+                "change_url": self._change_url(device),
+                "media": self.media,
+            },
+        )
+
     # --- columns and read-only fields ---
+
+    @admin.display(description="Drift", ordering="target_state__needs_deployment")
+    def drift(self, obj: Device):
+        if obj.current_state_or_none() is None:
+            badge = state_badge("never_reported")
+        elif obj.target_state.needs_deployment:
+            count = getattr(obj, "drifting_count", 0)
+            badge = state_badge("drifting", f"drifting · {count} sensor{'' if count == 1 else 's'}" if count else None)
+        else:
+            badge = state_badge("in_sync")
+        if not obj.is_active:
+            # Its agent is refused (403) whatever it reports: say so where the drift is read.
+            return format_html('{} <span class="ss-badge ss-badge--quiet">inactive</span>', badge)
+        return badge
+
+    @admin.display(description="Last seen", ordering="last_seen_at")
+    def last_seen(self, obj: Device):
+        offline = obj.last_seen_at is None or obj.last_seen_at < offline_cutoff()
+        return format_html(
+            '<span class="ss-nowrap" title="{}"><span class="ss-dot{}"></span>{}{}</span>',
+            shown_value(obj.last_seen_at),
+            " ss-dot--offline" if offline else "",
+            "offline · " if offline and obj.last_seen_at else "",
+            ago(obj.last_seen_at),
+        )
+
+    @admin.display(description="Target", ordering="target_state__version")
+    def target(self, obj: Device):
+        return format_html('<span class="ss-ver" title="The desired version">v{}</span>', self.target_version(obj))
 
     @admin.display(description="Target version", ordering="target_state__version")
     def target_version(self, obj: Device):
         target = getattr(obj, "target_state", None)
         return target.version if target else None
 
-    @admin.display(description="Reported version", ordering="current_state__version")
+    @admin.display(description="Fetched", ordering="last_fetched_version")
+    def fetched_version(self, obj: Device):
+        return version_chip(obj.last_fetched_version, self.target_version(obj))
+
+    @admin.display(description="Reported", ordering="current_state__version")
     def reported_version(self, obj: Device):
         current = obj.current_state_or_none()
-        return current.version if current else None
+        return version_chip(current.version if current else None, self.target_version(obj))
 
     @admin.display(description="Needs deployment", boolean=True, ordering="target_state__needs_deployment")
     def needs_deployment(self, obj: Device):
@@ -305,11 +624,6 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
     def target_config(self, obj: Device):
         return pretty_json(obj.target_state.config)
 
-    @admin.display(description="Sensors")
-    def add_sensor(self, obj: Device):
-        url = reverse("admin:sensors_devicesensor_add") + "?" + urlencode({"device": obj.pk})
-        return format_html('<a class="addlink" href="{}">Add a sensor to this device</a>', url)
-
     @admin.display(description="Reported at")
     def reported_at(self, obj: Device):
         current = obj.current_state_or_none()
@@ -327,25 +641,61 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
 
     @admin.display(description=f"Last {TARGET_HISTORY_SHOWN} versions")
     def target_history(self, obj: Device):
+        target = obj.target_state
         versions = DeviceTargetStateVersion.objects.filter(device=obj).select_related("created_by")[
             :TARGET_HISTORY_SHOWN
         ]
+
+        def action(version: DeviceTargetStateVersion) -> str:
+            if version.version == target.version:
+                return mark_safe('<span class="ss-badge ss-badge--quiet">current</span>')
+            if version.config == target.config and version.apps == target.apps:
+                return mark_safe('<span class="ss-quiet">same as current</span>')
+            url = reverse("admin:devices_device_rollback", args=[obj.pk, version.version])
+            return format_html(
+                '<a class="ss-button" href="{}" title="Asks for confirmation first">Roll back to v{}</a>',
+                url,
+                version.version,
+            )
+
         rows = format_html_join(
             "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            '<tr class="{}"><td>v{}</td><td>{}</td><td>{}</td><td>{}</td><td class="ss-history__change">{}</td>'
+            "<td>{}</td></tr>",
             (
                 (
+                    "ss-history__current" if version.version == target.version else "",
                     version.version,
                     shown_value(version.created_at),
                     version.created_by or "-",
                     version.source,
-                    json.dumps(version.change, ensure_ascii=False),
+                    change_text(version.change),
+                    action(version),
                 )
                 for version in versions
             ),
         )
         return format_html(
-            "<table><thead><tr><th>Version</th><th>Created at</th><th>By</th><th>Source</th><th>Change</th>"
-            "</tr></thead><tbody>{}</tbody></table>",
+            '<table class="ss-history"><thead><tr><th>Version</th><th>Created at</th><th>By</th><th>Source</th>'
+            "<th>Change</th><th></th></tr></thead><tbody>{}</tbody></table>",
             rows,
         )
+
+
+def change_text(change: dict) -> str:
+    """A history row's change summary as a person reads it: "added a, b; removed c; rollback to v3"."""
+    if not change:
+        return "-"
+    parts = []
+    if change.get("created"):
+        parts.append("device created")
+    for key in ("added", "updated", "removed"):
+        if change.get(key):
+            parts.append(f"{key} {', '.join(change[key])}")
+    if change.get("apps"):
+        parts.append("apps changed")
+    if change.get("rollback_to"):
+        parts.append(f"rollback to v{change['rollback_to']}")
+    known = {"created", "added", "updated", "removed", "apps", "rollback_to"}
+    parts += [f"{key}: {json.dumps(value, ensure_ascii=False)}" for key, value in change.items() if key not in known]
+    return "; ".join(parts)

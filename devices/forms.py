@@ -55,3 +55,21 @@ class DeviceAdminForm(ServiceModelForm):
     class Meta:
         model = Device
         fields = ("name", "description", "is_active")
+
+
+class JSONEditorWidget(forms.Textarea):
+    """A JSON text area the admin enhances in the browser (``static/sensorsync/json-editor.js``): live validation
+    with the error's line and column, pretty-printing, auto-indentation. Vendored and offline; without JavaScript
+    it is a plain text area, and the server validates either way."""
+
+    class Media:
+        css = {"all": ("sensorsync/json-editor.css",)}
+        js = ("sensorsync/json-editor.js",)
+
+    def __init__(self, *, json_type: str | None = None, optional: bool = False, attrs: dict | None = None):
+        defaults = {"rows": 8, "cols": 80, "data-json-editor": "true"}
+        if json_type is not None:
+            defaults["data-json-type"] = json_type
+        if optional:
+            defaults["data-json-optional"] = "true"
+        super().__init__(attrs={**defaults, **(attrs or {})})

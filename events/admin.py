@@ -1,11 +1,25 @@
 """The event log in the admin: read-only for everyone, superusers included (events are never changed)."""
 
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.http import urlencode
 
 from devices.admin import pretty_json
 
-from .choices import EventSourceChoices
+from .choices import EventSourceChoices, EventTypeChoices
 from .models import Event
+
+# Event types whose colour tells the story of the loop at a glance (the badge classes of sensorsync.css).
+TYPE_TONES = {
+    EventTypeChoices.SENSOR_DEPLOYED: "deployed",
+    EventTypeChoices.DEVICE_IN_SYNC: "in_sync",
+    EventTypeChoices.SENSOR_FAILED: "failed",
+    EventTypeChoices.DEVICE_RECONCILE_FAILED: "failed",
+    EventTypeChoices.DEVICE_CONFIG_DRIFT: "drifting",
+    EventTypeChoices.TARGET_STATE_UPDATED: "reconciling",
+    EventTypeChoices.CURRENT_STATE_REPORTED: "quiet",
+}
 
 
 class SourceFilter(admin.SimpleListFilter):
@@ -23,7 +37,7 @@ class SourceFilter(admin.SimpleListFilter):
 
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
-    list_display = ("type", "aggregate", "sequence", "created_at", "actor", "source")
+    list_display = ("event_type", "aggregate", "sequence", "created_at", "actor", "source")
     list_filter = ("type", SourceFilter)
     search_fields = ("aggregate_id", "correlation_id")
     search_help_text = "Search by aggregate id (a device uuid) or correlation id."
@@ -56,9 +70,21 @@ class EventAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    @admin.display(description="Type", ordering="type")
+    def event_type(self, obj: Event) -> str:
+        tone = TYPE_TONES.get(obj.type)
+        if tone is None:
+            return obj.type
+        return format_html('<span class="ss-badge ss-badge--{}">{}</span>', tone, obj.type)
+
     @admin.display(description="Aggregate")
     def aggregate(self, obj: Event) -> str:
-        return f"{obj.aggregate_type}:{obj.aggregate_id}"
+        label = f"{obj.aggregate_type}:{obj.aggregate_id}"
+        if obj.aggregate_type != "device":
+            return label
+        # The device list searched by uuid: a link without a query per row (the device may be deleted, too).
+        url = reverse("admin:devices_device_changelist") + "?" + urlencode({"q": obj.aggregate_id})
+        return format_html('<a href="{}" title="The device">{}</a>', url, label)
 
     @admin.display(description="Actor")
     def actor(self, obj: Event):

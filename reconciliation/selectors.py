@@ -258,3 +258,17 @@ def time_to_converge_series(*, since: datetime, until: datetime | None = None) -
             }
         )
     return {"since": since, "until": until, "durations": sorted(durations), "hours": hours}
+
+
+def drifting_sensors_of(*, device_ids) -> dict[int, list[dict]]:
+    """The sensors not deployed right now on each of the given devices, by device id: one query."""
+    found: dict[int, list[dict]] = {}
+    rows = (
+        DeviceSensor.objects.filter(device_id__in=list(device_ids))
+        .exclude(deployment_status=Status.DEPLOYED)
+        .order_by("device_id", "name")
+        .values_list("device_id", "name", "protocol", "deployment_status", "deployment_error")
+    )
+    for device_id, name, protocol, status, error in rows:
+        found.setdefault(device_id, []).append({"name": name, "protocol": protocol, "status": status, "error": error})
+    return found

@@ -6,21 +6,33 @@ import contextlib
 from django.contrib import admin
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.text import Truncator
 
-from devices.admin import SERVICE_REJECTIONS, ServiceAdminMixin, ServiceRejected, pretty_json
+from devices.admin import (
+    SERVICE_REJECTIONS,
+    ServiceAdminMixin,
+    ServiceRejected,
+    ago,
+    pretty_json,
+    shown_value,
+    status_badge,
+    version_chip,
+)
 from sensorsync_project.exceptions import SensorNotFound
 
+from .choices import DeviceSensorDeploymentStatusChoices as Status
 from .forms import DESIRED_FIELDS, DeviceSensorAdminForm
 from .models import DeviceSensor
 from .services import sensor_create, sensor_delete, sensor_update
 from .validation import sensors_differences
 
 STATUS_FIELDS = (
-    "deployment_status",
+    "status",
     "running",
-    "config_version",
+    "version",
     "synced_to_config",
-    "deployment_error",
+    "error",
     "deployment_attempts",
     "last_deployed_at",
     "status_changed_at",
@@ -52,17 +64,15 @@ class DeviceSensorAdmin(ServiceAdminMixin, admin.ModelAdmin):
     form = DeviceSensorAdminForm
     list_display = (
         "name",
-        "device",
+        "device_link",
         "protocol",
-        "deployment_status",
-        "running",
-        "config_version",
-        "enabled",
-        "in_target",
-        "updated_at",
+        "status",
+        "version",
+        "error",
+        "status_since",
     )
     list_filter = ("protocol", "deployment_status", "running", "enabled", "synced_to_config")
-    list_select_related = ("device",)
+    list_select_related = ("device", "device__target_state")
     search_fields = ("name", "device__name", "device__uuid")
     search_help_text = "Search by sensor name, device name or device uuid."
     autocomplete_fields = ("device",)
@@ -70,7 +80,7 @@ class DeviceSensorAdmin(ServiceAdminMixin, admin.ModelAdmin):
     # --- pages ---
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("device")
+        return super().get_queryset(request).select_related("device", "device__target_state")
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
@@ -165,9 +175,52 @@ class DeviceSensorAdmin(ServiceAdminMixin, admin.ModelAdmin):
 
     # --- columns and read-only fields ---
 
-    @admin.display(description="In target", boolean=True)
-    def in_target(self, obj: DeviceSensor) -> bool:
-        return obj.desired is not None
+    @admin.display(description="Device", ordering="device__name")
+    def device_link(self, obj: DeviceSensor):
+        url = reverse("admin:devices_device_change", args=[obj.device_id])
+        return format_html('<a href="{}" title="{}">{}</a>', url, obj.device.uuid, obj.device.name)
+
+    @admin.display(description="Status", ordering="deployment_status")
+    def status(self, obj: DeviceSensor):
+        """The badge, and whether it runs where the status alone does not say (a failed sensor that still runs
+        another configuration; a sensor deployed as disabled)."""
+        note = ""
+        if obj.deployment_status == Status.FAILED and obj.running:
+            note = "still running"
+        elif not obj.enabled:
+            note = "disabled"
+        if not note:
+            return status_badge(obj.deployment_status)
+        return format_html('{} <span class="ss-quiet">{}</span>', status_badge(obj.deployment_status), note)
+
+    @admin.display(description="Version", ordering="config_version")
+    def version(self, obj: DeviceSensor):
+        """The version the row shows next to the device's target version (or that it left the target)."""
+        target = obj.device.target_state.version
+        if obj.desired is None:
+            return format_html(
+                '{} <span class="ss-quiet" title="{}">removed from target v{}</span>',
+                version_chip(obj.config_version, None),
+                NOT_DESIRED,
+                target,
+            )
+        return format_html('{} <span class="ss-quiet">/ v{}</span>', version_chip(obj.config_version, target), target)
+
+    @admin.display(description="Error", ordering="deployment_error")
+    def error(self, obj: DeviceSensor):
+        if not obj.deployment_error:
+            return "-"
+        attempts = obj.deployment_attempts
+        return format_html(
+            '<span class="ss-error" title="{}">{}</span>{}',
+            obj.deployment_error,
+            Truncator(obj.deployment_error).chars(80),
+            format_html(' <span class="ss-quiet">({} attempts)</span>', attempts) if attempts > 1 else "",
+        )
+
+    @admin.display(description="Since", ordering="status_changed_at")
+    def status_since(self, obj: DeviceSensor):
+        return format_html('<span title="{}">{}</span>', shown_value(obj.status_changed_at), ago(obj.status_changed_at))
 
     @admin.display(description="Configuration shown")
     def shown_config(self, obj: DeviceSensor):

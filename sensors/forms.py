@@ -8,7 +8,7 @@ from django import forms
 from django.core.serializers.json import DjangoJSONEncoder
 from django.forms.fields import InvalidJSONInput
 
-from devices.forms import ServiceModelForm
+from devices.forms import JSONEditorWidget, ServiceModelForm
 from sensorsync_project.exceptions import PreconditionFailed, SensorNotFound
 
 from .choices import DeviceSensorProtocolChoices
@@ -29,16 +29,19 @@ DESIRED_FIELDS = tuple(WIRE_NAMES)
 
 
 class PrettyJSONField(forms.JSONField):
-    """A JSON text area that shows indented JSON, so a connection or a list of data points can be read."""
+    """JSON shown indented, in the admin's JSON editor, so a connection or a list of data points can be read and
+    typed with the error under the cursor. ``json_type`` ("object" or "array") is what the editor checks for."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, *, json_type: str | None = None, **kwargs):
         kwargs.setdefault("encoder", DjangoJSONEncoder)
-        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 8, "cols": 80, "class": "vLargeTextField"}))
+        kwargs.setdefault("widget", JSONEditorWidget(json_type=json_type, optional=not kwargs.get("required", True)))
         super().__init__(**kwargs)
 
     def prepare_value(self, value):
         if isinstance(value, InvalidJSONInput):
             return value
+        if value is None:
+            return ""  # an empty field (a new sensor's connection), not the JSON text "null"
         return json.dumps(value, ensure_ascii=False, indent=2, cls=self.encoder)
 
 
@@ -55,14 +58,19 @@ class DeviceSensorAdminForm(ServiceModelForm):
         initial=POLL_INTERVAL_DEFAULT,
         help_text=f"Milliseconds, {POLL_INTERVAL_MIN} to {POLL_INTERVAL_MAX}.",
     )
-    connection = PrettyJSONField(help_text='A JSON object, e.g. {"host": "10.0.0.5", "port": 502, "unitId": 1}.')
+    connection = PrettyJSONField(
+        json_type="object", help_text='A JSON object, e.g. {"host": "10.0.0.5", "port": 502, "unitId": 1}.'
+    )
     data_points = PrettyJSONField(
+        json_type="array",
         label="Data points",
         initial=list,
         required=False,
         help_text='A JSON list of objects, each with a unique "name". Empty means [].',
     )
-    metadata = PrettyJSONField(initial=dict, required=False, help_text="A JSON object. Empty means {}.")
+    metadata = PrettyJSONField(
+        json_type="object", initial=dict, required=False, help_text="A JSON object. Empty means {}."
+    )
     # The target version this page was rendered from: saving is refused if someone changed the device's target
     # configuration since, instead of silently overwriting their change.
     target_version = forms.IntegerField(widget=forms.HiddenInput, required=False)

@@ -142,11 +142,13 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "sensorsync_project.api.schema.add_agent_endpoints",
+        "sensorsync_project.api.schema.add_error_responses",
     ],
 }
 
-# Agent protocol limits.
+# Agent protocol limits; and the largest management API body (a target state of a few thousand sensors).
 SENSORSYNC_MAX_REPORT_BYTES = env.int("SENSORSYNC_MAX_REPORT_BYTES", default=1024 * 1024)
+SENSORSYNC_MAX_BODY_BYTES = env.int("SENSORSYNC_MAX_BODY_BYTES", default=1024 * 1024)
 # A device not seen (no poll, no report) for this long is shown as offline in the admin and on the fleet page.
 SENSORSYNC_OFFLINE_AFTER_SECONDS = env.int("SENSORSYNC_OFFLINE_AFTER_SECONDS", default=300)
 # Liveness (last_seen_at) is written at most this often per device: agents report every 10 s and poll every

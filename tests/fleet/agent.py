@@ -1,0 +1,91 @@
+"""An on-device agent for the admin and fleet tests: its two calls over the real agent endpoints, with its key.
+
+Works with ``django.test.Client`` (in-process) and, through ``HttpAgent``, with a live server over plain HTTP.
+"""
+
+import itertools
+import json
+import urllib.error
+import urllib.request
+
+from devices.models import DeviceTargetState
+
+_seq = itertools.count(1)
+
+
+def report_body(device, *, version: int, running: list[dict], health: dict | None = None) -> dict:
+    return {
+        str(device.uuid): {
+            "version": version,
+            "config": {"protocolAdapterDevices": running},
+            "apps": {},
+            "os_version": "Debian GNU/Linux 12",
+            "agent_version": "2.7.1",
+            "local_ip": "10.20.0.10",
+            "uptime": 3600,
+            "seq": next(_seq),
+            "sensor_health": health if health is not None else {s["name"]: {"healthy": True} for s in running},
+        }
+    }
+
+
+class Agent:
+    """In-process agent (``django.test.Client``)."""
+
+    def __init__(self, client, device) -> None:
+        self.client = client
+        self.device = device
+        self.headers = {"X-Device-API-Key": device.api_key}
+
+    def poll(self) -> dict:
+        response = self.client.get(f"/api/v1/device/{self.device.uuid}/state", headers=self.headers)
+        assert response.status_code == 200, response.content
+        return response.json()[str(self.device.uuid)]
+
+    def report(self, *, version: int, running: list[dict], health: dict | None = None) -> dict:
+        body = report_body(self.device, version=version, running=running, health=health)
+        response = self.client.generic(
+            "PATCH", "/api/v1/device/state", json.dumps(body), content_type="application/json", headers=self.headers
+        )
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    def deploy_all(self) -> None:
+        """Poll, then report running every sensor of the target exactly as desired."""
+        state = self.poll()
+        self.report(version=state["version"], running=state["config"]["protocolAdapterDevices"])
+
+    def deploy_failing(self, name: str, error: str) -> None:
+        """Poll, then report running everything but ``name``, which failed with ``error``."""
+        state = self.poll()
+        sensors = state["config"]["protocolAdapterDevices"]
+        health = {s["name"]: {"healthy": True} for s in sensors if s["name"] != name}
+        health[name] = {"healthy": False, "lastError": error}
+        self.report(version=state["version"], running=[s for s in sensors if s["name"] != name], health=health)
+
+
+class HttpAgent:
+    """The same agent against a live server, over HTTP (``urllib``): what a real device does."""
+
+    def __init__(self, base_url: str, device) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.device = device
+        self.headers = {"X-Device-API-Key": device.api_key, "Accept": "application/json"}
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        headers = dict(self.headers, **({"Content-Type": "application/json"} if data else {}))
+        request = urllib.request.Request(self.base_url + path, data=data, headers=headers, method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def poll(self) -> dict:
+        return self._call("GET", f"/api/v1/device/{self.device.uuid}/state")[str(self.device.uuid)]
+
+    def report(self, *, version: int, running: list[dict], health: dict | None = None) -> dict:
+        body = report_body(self.device, version=version, running=running, health=health)
+        return self._call("PATCH", "/api/v1/device/state", body)
+
+
+def target_version(device) -> int:
+    return DeviceTargetState.objects.get(device=device).version

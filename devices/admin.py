@@ -61,7 +61,7 @@ READ_ONLY_FIELDSETS = (
         {
             "fields": (
                 "target_version",
-                "needs_deployment",
+                "converged",
                 "target_updated_at",
                 "target_updated_by",
                 "target_last_deployed_at",
@@ -599,10 +599,11 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         current = obj.current_state_or_none()
         return version_chip(current.version if current else None, self.target_version(obj))
 
-    @admin.display(description="Needs deployment", boolean=True, ordering="target_state__needs_deployment")
-    def needs_deployment(self, obj: Device):
+    @admin.display(description="Converged", boolean=True, ordering="-target_state__needs_deployment")
+    def converged(self, obj: Device):
+        """A green check means the agent runs the target exactly (the inverse of ``needs_deployment``)."""
         target = getattr(obj, "target_state", None)
-        return target.needs_deployment if target else None
+        return (not target.needs_deployment) if target else None
 
     @admin.display(description="Sensors", ordering="sensor_count")
     def sensor_count(self, obj: Device):

@@ -212,9 +212,9 @@ def test_device_changelist_columns(browser, superuser):
     assert admin.target_version(rows[reported.pk]) == 4
     assert text_of(admin.target(rows[reported.pk])) == "v4"
     assert text_of(admin.reported_version(rows[reported.pk])) == "v4"
-    assert admin.needs_deployment(rows[reported.pk]) is False
+    assert admin.converged(rows[reported.pk]) is True
     assert text_of(admin.reported_version(rows[never.pk])) == "-"
-    assert admin.needs_deployment(rows[never.pk]) is True
+    assert admin.converged(rows[never.pk]) is False
     assert 'class="ss-badge ss-badge--in_sync">in sync<' in admin.drift(rows[reported.pk])
     assert 'class="ss-badge ss-badge--never_reported">never reported<' in admin.drift(rows[never.pk])
 
@@ -338,7 +338,7 @@ def test_device_change_page_shows_sensors_and_states_read_only(browser, device_w
                 for field in line if field.is_readonly}  # fmt: skip
     assert readonly["target_version"] == "4"
     assert text_of(readonly["reported_version"]) == "v4"
-    assert readonly["needs_deployment"].startswith("<img")  # a boolean icon
+    assert readonly["converged"].startswith("<img")  # a boolean icon
     assert f"&quot;name&quot;: &quot;{running[0]['name']}&quot;" in readonly["target_config"]
     assert "<pre>" in readonly["current_config"]
     assert 'name="target_version"' not in content and 'name="config"' not in content

@@ -40,6 +40,19 @@ def _row(device, name: str) -> DeviceSensor:
     return row
 
 
+def _target_sensors_write(*, device, recorder, sensors: list[dict], user, change: dict, event: str, data: dict) -> None:
+    """Record the sensor event for the version about to be written, then write the target with ``sensors``."""
+    target = device.target_state
+    recorder.record(event, {**data, "version": target.version + 1}, actor=actor_label(user))
+    target_state_write(
+        device=device,
+        config={**target.config, "protocolAdapterDevices": sensors},
+        apps=target.apps,
+        user=user,
+        change=change,
+    )
+
+
 def sensor_create(*, device_uuid, data: Any, user, if_match: str | None = None) -> DeviceSensor:
     with device_write(uuid=device_uuid) as device, device_events(device) as recorder:
         target = device.target_state
@@ -50,17 +63,14 @@ def sensor_create(*, device_uuid, data: Any, user, if_match: str | None = None) 
             raise ValidationError({"name": [f"A sensor named '{sensor['name']}' already exists on this device."]})
         sensor["id"] = str(uuid_lib.uuid4())
         sensors.append(sensor)
-        recorder.record(
-            EventTypeChoices.SENSOR_ADDED,
-            {"name": sensor["name"], "id": sensor["id"], "version": target.version + 1, "sensor": sensor},
-            actor=actor_label(user),
-        )
-        target_state_write(
+        _target_sensors_write(
             device=device,
-            config={**target.config, "protocolAdapterDevices": sensors},
-            apps=target.apps,
+            recorder=recorder,
+            sensors=sensors,
             user=user,
             change={"added": [sensor["name"]]},
+            event=EventTypeChoices.SENSOR_ADDED,
+            data={"name": sensor["name"], "id": sensor["id"], "sensor": sensor},
         )
         return _row(device, sensor["name"])
 
@@ -90,23 +100,19 @@ def sensor_update(
         change = {"updated": [sensor["name"]]}
         if sensor["name"] != name:
             change["renamed"] = {name: sensor["name"]}
-        target = target_state_write(
+        _target_sensors_write(
             device=device,
-            config={**target.config, "protocolAdapterDevices": sensors},
-            apps=target.apps,
+            recorder=recorder,
+            sensors=sensors,
             user=user,
             change=change,
-        )
-        recorder.record(
-            EventTypeChoices.SENSOR_UPDATED,
-            {
+            event=EventTypeChoices.SENSOR_UPDATED,
+            data={
                 "name": sensor["name"],
                 "id": sensor["id"],
-                "version": target.version,
-                "changed_fields": [f for f in (*COMPARED_FIELDS, "name", "metadata") if sensor[f] != current[f]],
+                "changed_fields": [f for f in ("name", *COMPARED_FIELDS, "metadata") if sensor[f] != current[f]],
                 "sensor": sensor,
             },
-            actor=actor_label(user),
         )
         return _row(device, sensor["name"])
 
@@ -118,15 +124,12 @@ def sensor_delete(*, device_uuid, name: str, user, if_match: str | None = None) 
         if_match_check(if_match, target.etag)
         sensors = _sensors(target.config)
         removed = sensors.pop(_index_of(sensors, name))
-        recorder.record(
-            EventTypeChoices.SENSOR_REMOVED,
-            {"name": name, "id": removed["id"], "version": target.version + 1},
-            actor=actor_label(user),
-        )
-        target_state_write(
+        _target_sensors_write(
             device=device,
-            config={**target.config, "protocolAdapterDevices": sensors},
-            apps=target.apps,
+            recorder=recorder,
+            sensors=sensors,
             user=user,
             change={"removed": [name]},
+            event=EventTypeChoices.SENSOR_REMOVED,
+            data={"name": name, "id": removed["id"]},
         )

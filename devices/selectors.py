@@ -1,5 +1,7 @@
 from django.db.models import QuerySet
 
+from sensorsync_project.precompiled import CompiledLookup
+
 from .keys import key_digest
 from .models import Device, DeviceTargetStateVersion
 
@@ -18,44 +20,6 @@ def device_exists(*, uuid) -> bool:
 
 def target_versions(*, device_uuid) -> QuerySet[DeviceTargetStateVersion]:
     return DeviceTargetStateVersion.objects.filter(device__uuid=device_uuid).select_related("created_by")
-
-
-def device_for_key(*, api_key: str) -> Device | None:
-    """The device an agent key belongs to, with both states (for tools; the endpoints use the two below)."""
-    return (
-        Device.objects.select_related("target_state", "current_state")
-        .filter(api_key_digest=key_digest(api_key))
-        .first()
-    )
-
-
-def device_for_poll(*, api_key: str, with_content: bool) -> Device | None:
-    """The device an agent key belongs to, with its target state: the one query of a poll.
-
-    A poll that sends If-None-Match is almost always answered 304 from the version alone, so it leaves the target's
-    config and apps out (decoding them is most of the cost) and a 200 loads them; a poll without it is a 200."""
-    queryset = Device.objects.select_related("target_state").defer(
-        "target_state__sensor_statuses", "target_state__drift"
-    )
-    if not with_content:
-        queryset = queryset.defer("target_state__config", "target_state__apps")
-    return queryset.filter(api_key_digest=key_digest(api_key)).first()
-
-
-def device_for_report(*, api_key: str) -> Device | None:
-    """The device an agent key belongs to, with what a report needs: the target (config for reconciliation,
-    cached sensor statuses for the verdict) and the stored report's version and digest, in one query."""
-    return (
-        Device.objects.select_related("target_state", "current_state")
-        .defer(
-            "target_state__apps",
-            "current_state__config",
-            "current_state__apps",
-            "current_state__sensor_health",
-        )
-        .filter(api_key_digest=key_digest(api_key))
-        .first()
-    )
 
 
 def target_history_replay_diff(*, device: Device) -> list[str]:
@@ -95,3 +59,46 @@ def target_history_replay_diff(*, device: Device) -> list[str]:
     elif latest != (target.config, target.apps):
         problems.append(f"{device.uuid} v{target.version}: the current target differs from what the log records")
     return problems
+
+
+def device_for_key(*, api_key: str) -> Device | None:
+    """The device an agent key belongs to, with both states (for tools; the endpoints use the two below)."""
+    return (
+        Device.objects.select_related("target_state", "current_state")
+        .filter(api_key_digest=key_digest(api_key))
+        .first()
+    )
+
+
+def _device_by_digest(*, states: tuple[str, ...], deferred: tuple[str, ...]):
+    return CompiledLookup(
+        lambda digest: Device.objects.select_related(*states).defer(*deferred).filter(api_key_digest=digest).order_by()
+    )
+
+
+# The agent's lookups: one query each, compiled once per process (sensorsync_project.precompiled).
+_POLL_LEAN = _device_by_digest(
+    states=("target_state",),
+    deferred=("target_state__config", "target_state__apps", "target_state__sensor_statuses", "target_state__drift"),
+)
+_POLL_FULL = _device_by_digest(
+    states=("target_state",), deferred=("target_state__sensor_statuses", "target_state__drift")
+)
+_REPORT = _device_by_digest(
+    states=("target_state", "current_state"),
+    deferred=("target_state__apps", "current_state__config", "current_state__apps", "current_state__sensor_health"),
+)
+
+
+def device_for_poll(*, api_key: str, with_content: bool) -> Device | None:
+    """The device an agent key belongs to, with its target state: the one query of a poll.
+
+    A poll that sends If-None-Match is almost always answered 304 from the version alone, so it leaves the target's
+    config and apps out (decoding them is most of the cost) and a 200 loads them; a poll without it is a 200."""
+    return (_POLL_FULL if with_content else _POLL_LEAN).get(key_digest(api_key))
+
+
+def device_for_report(*, api_key: str) -> Device | None:
+    """The device an agent key belongs to, with what a report needs: the target (config for reconciliation,
+    cached sensor statuses for the verdict) and the stored report's version and digest, in one query."""
+    return _REPORT.get(key_digest(api_key))

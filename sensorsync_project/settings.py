@@ -153,7 +153,7 @@ SENSORSYNC_MAX_BODY_BYTES = env.int("SENSORSYNC_MAX_BODY_BYTES", default=1024 * 
 SENSORSYNC_OFFLINE_AFTER_SECONDS = env.int("SENSORSYNC_OFFLINE_AFTER_SECONDS", default=300)
 # Liveness (last_seen_at) is written at most this often per device: agents report every 10 s and poll every
 # 60 s, and rewriting the device row on every request would double the cost of the no-op paths.
-SENSORSYNC_LIVENESS_WRITE_SECONDS = env.int("SENSORSYNC_LIVENESS_WRITE_SECONDS", default=30)
+SENSORSYNC_LIVENESS_WRITE_SECONDS = env.int("SENSORSYNC_LIVENESS_WRITE_SECONDS", default=60)
 # Rate limits, "COUNT/SECONDS" ("off" disables). An agent polls every 60 s and reports every 10 s (7 a minute);
 # the budget leaves room for flushing a queue of offline reports without letting one device flood the server.
 SENSORSYNC_AGENT_RATE_LIMIT = env.str("SENSORSYNC_AGENT_RATE_LIMIT", default="600/60")

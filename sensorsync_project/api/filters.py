@@ -33,6 +33,8 @@ class UTCDateTimeField(IsoDateTimeField):
     +-15:59 and a year-1 time with a positive offset has no UTC value; both are the client's 400."""
 
     def to_python(self, value):
+        if value == "":  # sent but empty: a time the client meant to give (absent means no filter)
+            raise ValidationError("Enter a date/time.", code="invalid")
         parsed = super().to_python(value)
         if parsed is None or parsed.tzinfo is None:
             return parsed

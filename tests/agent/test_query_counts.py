@@ -23,7 +23,7 @@ SAVEPOINTS = 2  # the test transaction's SAVEPOINT + RELEASE around the endpoint
 DEPLOY_REPORT_STATEMENTS = 8  # a first report that converges the device: the episode is closed
 DRIFT_REPORT_STATEMENTS = 8  # a changed report that makes every sensor fail: an episode is opened
 STEADY_CHANGED_REPORT_STATEMENTS = 6  # a changed report whose statuses stay: no target or episode write
-NO_OP_STATEMENTS = 1  # unchanged or stale report, 304 poll: the key lookup; liveness was written < 30 s ago
+NO_OP_STATEMENTS = 1  # unchanged or stale report, 304 poll: the key lookup; liveness written within the interval
 NO_OP_LIVENESS_DUE_STATEMENTS = 2  # ... and the liveness UPDATE when it was written longer ago
 
 

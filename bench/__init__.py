@@ -1,0 +1,1 @@
+"""The shipped benchmark: `make bench` (see README, "Benchmark"). Nothing here is imported by the product."""

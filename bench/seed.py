@@ -1,0 +1,374 @@
+"""Seeding a benchmark fleet fast: a few template devices through the real services, then clones of them.
+
+Each template is made the way production makes a device: ``device_create``, ``target_state_update`` with its
+sensors, and one real agent report through ``state_report_apply`` (so it has a current state, deployed rows,
+history, events and a closed drift episode). Every clone copies all of a template's rows, found from the model
+graph (every model reachable from ``Device`` through foreign keys, plus the device's events), with every concrete
+field copied generically from ``Model._meta.concrete_fields``. Only three things are set by name:
+
+- ``Device.name`` and ``Device.api_key_digest`` (a fresh key per clone; the plain key goes to the load generator's
+  file under ``var/bench/``, never to the database);
+- ``DeviceCurrentState.digest``, recomputed for the clone's own report (the body the load generator sends).
+
+Every UUID found anywhere in a template's rows (UUID columns, text, JSON: the device uuid, sensor ids, event ids,
+correlation ids) is replaced by a fresh one per clone, consistently across all of the clone's rows; foreign keys
+are remapped to the clone's new rows. A new unique column that is neither a UUID nor a foreign key makes seeding
+stop and name it, rather than produce clones that collide.
+"""
+
+import json
+import random
+import re
+import uuid as uuid_lib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
+from django.test import Client
+from django.urls import reverse
+
+from devices.keys import key_digest, key_generate
+from devices.models import Device, DeviceCurrentState
+from devices.selectors import device_for_key
+from devices.services import device_create, target_state_update
+from events.choices import EventSourceChoices
+from events.context import audit_context
+from events.models import Event
+from events.services import DEVICE_AGGREGATE
+from reconciliation.agent_protocol import body_inflate, json_parse, reports_parse
+from reconciliation.services import state_report_apply
+from reconciliation.simulator import sensor_specs
+
+from . import reports
+
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+FIRST_SEQ = 1  # the templates' report; the load generator's seq values are far above it
+
+_CONST, _FK, _UUID, _TEXT, _JSON = range(5)
+
+
+def device_models() -> list[tuple[type[models.Model], models.ForeignKey]]:
+    """Every model hanging off ``Device`` through foreign keys, each after the model it points to."""
+    found: list[tuple[type[models.Model], models.ForeignKey]] = []
+    seen: set[type[models.Model]] = {Device}
+    queue: list[type[models.Model]] = [Device]
+    while queue:
+        parent = queue.pop(0)
+        for rel in parent._meta.related_objects:
+            child = rel.related_model
+            if rel.many_to_many or child in seen or child._meta.proxy or not child._meta.managed:
+                continue
+            seen.add(child)
+            found.append((child, rel.field))
+            queue.append(child)
+    return found
+
+
+def _attnames(model: type[models.Model]) -> list[str]:
+    return [f.attname for f in model._meta.concrete_fields]
+
+
+@dataclass
+class Table:
+    """One model's rows of a template, compiled into what each clone must rewrite."""
+
+    model: type[models.Model]
+    rows: list[dict]  # attname -> value, as read
+    plans: list[list[tuple[str, int, object]]] = field(default_factory=list)  # per row: (attname, kind, payload)
+
+
+@dataclass
+class Blueprint:
+    template: Device
+    api_key: str
+    tables: list[Table]
+    uuids: list[str]  # every UUID in the template's rows
+    entries: tuple[str, str]  # the template's report entries (variants 0 and 1) as JSON text
+
+
+def _uuids_in(value, found: set[str]) -> bool:
+    if isinstance(value, uuid_lib.UUID):
+        found.add(str(value))
+        return True
+    if isinstance(value, str):
+        hits = UUID_RE.findall(value)
+        found.update(hits)
+        return bool(hits)
+    if isinstance(value, dict | list):
+        return _uuids_in(orjson.dumps(value).decode(), found)
+    return False
+
+
+def blueprint_load(template: Device, api_key: str, *, overridden: set[tuple[type, str]]) -> Blueprint:
+    """Read every row of ``template`` and decide, field by field, what a clone rewrites."""
+    tables: list[Table] = [Table(Device, list(Device.objects.filter(pk=template.pk).values(*_attnames(Device))))]
+    pks: dict[type[models.Model], list] = {Device: [template.pk]}
+    for model, fk in device_models():
+        parents = pks.get(fk.related_model, [])
+        rows = list(model.objects.filter(**{f"{fk.attname}__in": parents}).order_by("pk").values(*_attnames(model)))
+        pks[model] = [row[model._meta.pk.attname] for row in rows]
+        tables.append(Table(model, rows))
+    events = Event.objects.filter(aggregate_type=DEVICE_AGGREGATE, aggregate_id=str(template.uuid))
+    tables.append(Table(Event, list(events.order_by("sequence").values(*_attnames(Event)))))
+
+    cloned = {table.model for table in tables}
+    uuids: set[str] = set()
+    for table in tables:
+        meta = table.model._meta
+        for f in meta.concrete_fields:
+            plain_unique = f.unique and not f.primary_key and not f.is_relation
+            if plain_unique and not isinstance(f, models.UUIDField) and (table.model, f.name) not in overridden:
+                raise ValueError(
+                    f"{meta.label}.{f.name} is unique but neither a UUID nor a foreign key: the benchmark's cloner "
+                    "does not know how to give each clone its own value (see bench/seed.py)."
+                )
+        for row in table.rows:
+            plan = []
+            for f in meta.concrete_fields:
+                value = row[f.attname]
+                if f.primary_key and isinstance(f, models.AutoField):
+                    continue  # the database numbers the clone
+                if f.is_relation and f.related_model in cloned:
+                    plan.append((f.attname, _FK, f.related_model))
+                elif isinstance(value, uuid_lib.UUID) and _uuids_in(value, uuids):
+                    plan.append((f.attname, _UUID, value))
+                elif isinstance(value, str) and _uuids_in(value, uuids):
+                    plan.append((f.attname, _TEXT, value))
+                elif isinstance(value, dict | list) and _uuids_in(value, uuids):
+                    plan.append((f.attname, _JSON, orjson.dumps(value).decode()))
+                else:
+                    plan.append((f.attname, _CONST, value))
+            table.plans.append(plan)
+
+    target = template.target_state
+    sensors = target.config["protocolAdapterDevices"]
+    entries = tuple(
+        orjson.dumps(reports.report_entry(sensors=sensors, version=target.version, variant=v)).decode()
+        for v in reports.VARIANTS
+    )
+    return Blueprint(template, api_key, tables, sorted(uuids), entries)
+
+
+@dataclass
+class Clone:
+    """One clone's identity and what the load generator needs to speak for it."""
+
+    index: int
+    name: str
+    api_key: str
+    mapping: dict[str, str]  # template uuid -> this clone's uuid
+    uuid: str = ""
+    entries: tuple[dict, dict] = ()
+    digests: tuple[str, str] = ()
+    pks: dict[type[models.Model], dict] = field(default_factory=dict)  # model -> template pk -> clone pk
+
+
+def _sub(text: str, mapping: dict[str, str]) -> str:
+    return UUID_RE.sub(lambda m: mapping.get(m.group(0), m.group(0)), text)
+
+
+def clone_prepare(blueprint: Blueprint, *, index: int, name: str, identity: bool = False) -> Clone:
+    """A clone's uuids, key and report entries (``identity``: the template itself, nothing renamed)."""
+    mapping = {u: u if identity else str(uuid_lib.uuid4()) for u in blueprint.uuids}
+    api_key = blueprint.api_key if identity else key_generate()
+    clone = Clone(index=index, name=name, api_key=api_key, mapping=mapping)
+    clone.uuid = mapping[str(blueprint.template.uuid)]
+    clone.entries = tuple(orjson.loads(_sub(text, mapping)) for text in blueprint.entries)
+    clone.digests = tuple(reports.entry_digest(entry) for entry in clone.entries)
+    return clone
+
+
+def _clone_rows(blueprint: Blueprint, clones: list[Clone]) -> None:
+    """Insert every row of ``blueprint`` once per clone, table by table (parents first)."""
+    for table in blueprint.tables:
+        model = table.model
+        pk_name = model._meta.pk.attname
+        objects, owners = [], []
+        for clone in clones:
+            for row, plan in zip(table.rows, table.plans, strict=True):
+                values = {}
+                for attname, kind, payload in plan:
+                    if kind == _CONST:
+                        values[attname] = payload
+                    elif kind == _FK:
+                        old = row[attname]
+                        values[attname] = None if old is None else clone.pks[payload][old]
+                    elif kind == _UUID:
+                        values[attname] = uuid_lib.UUID(clone.mapping[str(payload)])
+                    elif kind == _TEXT:
+                        values[attname] = _sub(payload, clone.mapping)
+                    else:
+                        values[attname] = _JsonText(_sub(payload, clone.mapping))
+                for attname, value in _overrides(model, clone).items():
+                    values[attname] = value
+                objects.append(values)
+                owners.append((clone, row[pk_name]))
+        for new_pk, (clone, old_pk) in zip(_insert(model, objects), owners, strict=True):
+            clone.pks.setdefault(model, {})[old_pk] = new_pk
+
+
+class _JsonText(str):
+    """A JSON value already serialized (COPY takes the text; other backends get the parsed value)."""
+
+
+_prepared: dict[tuple[int, int], tuple[object, object]] = {}  # (field, value) ids -> (value, database value)
+
+
+def _insert(model: type[models.Model], rows: list[dict]) -> list:
+    """Insert ``rows`` (attname -> value) and return their primary keys, in order.
+
+    On PostgreSQL with COPY: ``bulk_create`` there sends rows as UNNEST arrays, and psycopg escapes every JSON
+    value element by element in Python, several times slower than COPY for this much JSON. Values still go
+    through each field's ``get_db_prep_save``, as ``bulk_create`` would; serial keys are drawn from the table's
+    sequence first, so clones can point at their new parents.
+    """
+    db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: the ``connection`` proxy costs a lookup per use
+    if db.vendor != "postgresql":
+        for values in rows:
+            for attname, value in values.items():
+                if isinstance(value, _JsonText):
+                    values[attname] = orjson.loads(str(value))  # orjson takes no str subclass
+        objects = [model(**values) for values in rows]
+        model.objects.bulk_create(objects, batch_size=1000)
+        return [obj.pk for obj in objects]
+    meta = model._meta
+    pk = meta.pk
+    if isinstance(pk, models.AutoField):
+        with db.cursor() as cursor:  # one block of keys (seeding is the only writer)
+            cursor.execute("SELECT pg_get_serial_sequence(%s, %s)", [meta.db_table, pk.column])
+            (sequence,) = cursor.fetchone()
+            cursor.execute("SELECT nextval(%s)", [sequence])
+            (first,) = cursor.fetchone()
+            cursor.execute("SELECT setval(%s, %s)", [sequence, first + len(rows) - 1])
+        for new_pk, values in enumerate(rows, start=first):
+            values[pk.attname] = new_pk
+    fields = meta.concrete_fields
+
+    def prepared(field, value):
+        if isinstance(value, _JsonText):
+            return str(value)
+        key = (id(field), id(value))
+        cached = _prepared.get(key)
+        if cached is None or cached[0] is not value:  # values shared by every clone are prepared once
+            if isinstance(field, models.JSONField) and value is not None:
+                database_value = json.dumps(field.get_prep_value(value), cls=field.encoder)
+            else:
+                database_value = field.get_db_prep_save(value, db)
+            cached = _prepared[key] = (value, database_value)
+        return cached[1]
+
+    quote = db.ops.quote_name
+    statement = f"COPY {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) FROM STDIN"
+    with db.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        for values in rows:
+            copy.write_row([prepared(f, values[f.attname]) for f in fields])
+    return [values[pk.attname] for values in rows]
+
+
+def _overrides(model, clone: Clone) -> dict:
+    if model is Device:
+        return {"name": clone.name, "api_key_digest": key_digest(clone.api_key)}
+    if model is DeviceCurrentState:
+        return {"digest": clone.digests[0]}
+    return {}
+
+
+OVERRIDDEN = {(Device, "name"), (Device, "api_key_digest"), (DeviceCurrentState, "digest")}
+
+
+def template_create(*, name: str, layout_index: int, sensors: int, user) -> tuple[Device, str]:
+    """A device as a fleet in steady state has it: made through the real services, its target fetched by its
+    agent (one real poll), and one real report of what it runs (variant 0), fully in sync."""
+    with audit_context(source=EventSourceChoices.COMMAND, actor="command:bench"):
+        created = device_create(name=name, user=user)
+        target_state_update(
+            uuid=created.device.uuid, user=user, config={"protocolAdapterDevices": sensor_specs(layout_index, sensors)}
+        )
+    poll = Client(HTTP_HOST="127.0.0.1").get(
+        reverse("agent-state", kwargs={"uuid": created.device.uuid}), headers={"X-Device-API-Key": created.api_key}
+    )
+    if poll.status_code != 200:
+        raise RuntimeError(f"template {name}: its agent's poll was answered {poll.status_code}")
+    device = device_for_key(api_key=created.api_key)
+    target = device.target_state
+    entry = reports.report_entry(sensors=target.config["protocolAdapterDevices"], version=target.version, variant=0)
+    body = reports.report_body(
+        reports.gzip_member(reports.body_prefix(str(device.uuid), entry)), uptime=3600, seq=FIRST_SEQ
+    )
+    raw = body_inflate(body, "gzip", limit=settings.SENSORSYNC_MAX_REPORT_BYTES)
+    with audit_context(source=EventSourceChoices.AGENT):
+        verdict = state_report_apply(device=device, report=reports_parse(json_parse(raw), device_uuid=device.uuid))
+    if verdict.outcome != "applied" or verdict.result is None or not verdict.result.in_sync:
+        raise RuntimeError(f"template {name}: its first report was not applied in sync ({verdict.outcome})")
+    return Device.objects.select_related("target_state", "current_state").get(pk=device.pk), created.api_key
+
+
+def templates_create(*, count: int, sensors: int, name: Callable[[int], str], user) -> list[Blueprint]:
+    """``count`` template devices through the services, each read back as a blueprint to clone."""
+    blueprints = []
+    for t in range(count):
+        device, key = template_create(name=name(t), layout_index=t, sensors=sensors, user=user)
+        blueprints.append(blueprint_load(device, key, overridden=OVERRIDDEN))
+    return blueprints
+
+
+def templates_as_clones(blueprints: list[Blueprint]) -> list[Clone]:
+    """The templates themselves, as members of the fleet (indexes 0..len-1)."""
+    return [clone_prepare(bp, index=t, name=bp.template.name, identity=True) for t, bp in enumerate(blueprints)]
+
+
+def clones_create(
+    blueprints: list[Blueprint],
+    indexes: range,
+    *,
+    name: Callable[[int], str],
+    batch: int = 250,
+    progress: Callable[[int], None] | None = None,
+) -> list[Clone]:
+    """One clone per index, of template ``index % len(blueprints)``, inserted ``batch`` devices per transaction."""
+    clones: list[Clone] = []
+    postgres = connection.vendor == "postgresql"
+    if postgres:
+        with connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit TO off")  # this session only: a crash just means seeding again
+    try:
+        for start in range(indexes.start, indexes.stop, batch):
+            group: dict[int, list[Clone]] = {}
+            for index in range(start, min(start + batch, indexes.stop)):
+                t = index % len(blueprints)
+                clone = clone_prepare(blueprints[t], index=index, name=name(index))
+                group.setdefault(t, []).append(clone)
+                clones.append(clone)
+            with transaction.atomic():
+                for t, members in group.items():
+                    _clone_rows(blueprints[t], members)
+            if progress is not None:
+                progress(len(clones))
+    finally:
+        if postgres:
+            with connection.cursor() as cursor:
+                cursor.execute("SET synchronous_commit TO DEFAULT")
+    return clones
+
+
+def clones_verify(clones: list[Clone], *, sample: int, rng: random.Random) -> list[str]:
+    """Problems found on a random sample: the read model is the projection of the stored states, the device's
+    event sequence is gapless from 1 (SPEC section 2), the stored digest is the one of the report the load
+    generator sends, and the key authenticates the device. Empty when all is well."""
+    from reconciliation.selectors import read_model_diff
+
+    problems: list[str] = []
+    for clone in rng.sample(clones, min(sample, len(clones))):
+        device = Device.objects.select_related("target_state", "current_state").get(uuid=clone.uuid)
+        problems += read_model_diff(device=device)
+        events = Event.objects.filter(aggregate_type=DEVICE_AGGREGATE, aggregate_id=clone.uuid).order_by("sequence")
+        sequences = list(events.values_list("sequence", flat=True))
+        if not sequences or sequences != list(range(1, len(sequences) + 1)):
+            problems.append(f"{clone.uuid}: its event sequences are not 1..n: {sequences[:10]}")
+        if device.current_state.digest != clone.digests[0]:
+            problems.append(f"{clone.uuid}: stored digest is not the digest of the report the load generator sends")
+        if device_for_key(api_key=clone.api_key) != device:
+            problems.append(f"{clone.uuid}: its key does not authenticate it")
+    return problems

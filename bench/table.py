@@ -4,6 +4,7 @@ Pure: ``report_lines(results)`` takes the dict ``bench.run`` collects (and write
 Ratios compare figures from the same run on the same machine, so they hold when absolute numbers drift.
 """
 
+import math
 from dataclasses import dataclass
 
 # The issue's targets.
@@ -44,6 +45,16 @@ def _f(value: float | None, digits: int = 0) -> str:
     if value is None:
         return "-"
     return f"{value:,.{digits}f}"
+
+
+def _down(value: float) -> str:
+    """Two decimals rounded down: a ratio held against a minimum never shows more than it reached."""
+    return f"{math.floor(round(value * 100, 9)) / 100:.2f}"
+
+
+def _up(value: float) -> str:
+    """Two decimals rounded up: a ratio held against a maximum never shows less than it was."""
+    return f"{math.ceil(round(value * 100, 9)) / 100:.2f}"
 
 
 def _ms(us: float | None) -> float | None:
@@ -144,7 +155,7 @@ def rows(results: dict) -> list[Row]:
         row.versus, row.ceiling = "framework", _f(ceiling)
         if row.rps is not None and ceiling:
             ratio = row.rps / ceiling
-            row.ratio = f"{ratio:.2f}"
+            row.ratio = _down(ratio) if minimum is not None else f"{ratio:.2f}"
             if minimum is not None:
                 row.target = f">= {minimum:.2f}"
                 row.result = pass_fail(ratio >= minimum and extra_ok is not False)
@@ -164,7 +175,7 @@ def rows(results: dict) -> list[Row]:
     changed.versus, changed.ceiling = "database", _f(database)
     if changed.rps is not None and database:
         ratio = changed.rps / database
-        changed.ratio, changed.target = f"{ratio:.2f}", f">= {CHANGED_MIN:.2f}"
+        changed.ratio, changed.target = _down(ratio), f">= {CHANGED_MIN:.2f}"
         changed.result = pass_fail(ratio >= CHANGED_MIN and _outcomes_ok(phases.get("changed"), "applied") is True)
     table.append(changed)
 
@@ -175,7 +186,7 @@ def rows(results: dict) -> list[Row]:
     if fleet.p50_ms is not None and device_list.p50_ms:
         ratio = fleet.p50_ms / device_list.p50_ms
         fleet.ceiling = f"{device_list.p50_ms:.1f} ms"
-        fleet.ratio, fleet.target = f"{ratio:.2f}", f"<= {FLEET_LIST_MAX:.1f}"
+        fleet.ratio, fleet.target = _up(ratio), f"<= {FLEET_LIST_MAX:.1f}"
         fleet.result = pass_fail(ratio <= FLEET_LIST_MAX)
     table.append(fleet)
     if "fleet_sensors" in phases:
@@ -188,7 +199,7 @@ def rows(results: dict) -> list[Row]:
         row.versus, row.ceiling = "offered", _f(offered)
         if row.rps is not None and offered:
             achieved = row.rps / offered
-            row.ratio = f"{achieved:.2f}"
+            row.ratio = _down(achieved)
             row.target = f"p99<{MIX_P99_MAX_MS:.0f}ms, 0 err"
             row.result = pass_fail(achieved >= MIX_RATE_MIN and (row.p99_ms or 0) < MIX_P99_MAX_MS and errors(mix) == 0)
         table.append(row)
@@ -261,13 +272,16 @@ def per_sensor_lines(probe: dict, sensors: int) -> tuple[list[str], bool | None,
         return (timing[b]["changed"]["median_s"] - timing[a]["changed"]["median_s"]) * 1e6 / (b - a)
 
     ok = per[high] <= PER_SENSOR_GROWTH_MAX * per[low]
-    detail = f"{per[low]:.0f} us/sensor at {low}, {per[high]:.0f} at {high} (limit {PER_SENSOR_GROWTH_MAX}x)"
+    detail = (
+        f"{per[low]:.0f} us/sensor at {low}, {per[high]:.0f} at {high}: {_up(per[high] / per[low])}x "
+        f"(limit {PER_SENSOR_GROWTH_MAX}x)"
+    )
     if mid not in (low, high):
         lower, upper = marginal(low, mid), marginal(mid, high)
         lines.append(f"  marginal cost per sensor: {lower:.0f} us ({low}->{mid}), {upper:.0f} us ({mid}->{high})")
         ok = ok and upper <= MARGINAL_GROWTH_MAX * max(lower, 1e-9)
         detail += (
-            f"; marginal {lower:.0f} -> {upper:.0f} us/sensor = {upper / max(lower, 1e-9):.2f}x "
+            f"; marginal {lower:.0f} -> {upper:.0f} us/sensor: {_up(upper / max(lower, 1e-9))}x "
             f"(limit {MARGINAL_GROWTH_MAX}x)"
         )
     return lines, ok, detail

@@ -191,6 +191,12 @@ def test_the_table_shows_each_path_against_its_ceiling_and_target():
     rows = {row.path: row for row in table.rows(_results())}
 
     assert (rows["(a) poll, 304"].ratio, rows["(a) poll, 304"].result) == ("0.70", "PASS")
+    assert (table._down(0.5999), table._down(0.29), table._up(1.505), table._up(1.5)) == (
+        "0.59",
+        "0.29",
+        "1.51",
+        "1.50",
+    )
     assert rows["(a) poll, 304"].app_ms == pytest.approx(1.2)
     assert (rows["(c) report unchanged (20)"].ratio, rows["(c) report unchanged (20)"].result) == ("0.50", "FAIL")
     assert (rows["(d) report changed (20)"].ratio, rows["(d) report changed (20)"].result) == ("0.40", "PASS")

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import pgbench, table
+from . import cpu, pgbench, table
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "bench" / "lua" / "agent.lua"
@@ -178,6 +178,10 @@ class Server:
             time.sleep(0.25)
         raise BenchError(f"gunicorn did not answer /healthz within {timeout:.0f} s:\n{self.log_tail()}")
 
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
     def workers(self) -> list[int]:
         if self.process is None:
             return []
@@ -319,6 +323,7 @@ def wrk_phase(
     dsn: dict | None = None,
     flush: Callable[[], None] | None = None,
     on_done: Callable[[], None] | None = None,
+    app_pid: int | None = None,
 ) -> dict:
     threads = min(args.wrk_threads, connections)
     command = [
@@ -336,6 +341,7 @@ def wrk_phase(
     ]
     load_before = _loadavg()
     counters = db_counters(dsn) if dsn else None
+    cpu_before = cpu.snapshot(app_pid)
     output = _run(command, timeout=duration + 60)
     if on_done is not None:
         on_done()
@@ -350,13 +356,20 @@ def wrk_phase(
     if dsn and flush is not None:
         flush()
         result["db_per_request"] = db_per_request(counters, db_counters(dsn), result["requests"])
+    result["cpu_ms_per_request"] = cpu.per_request_ms(cpu_before, cpu.snapshot(app_pid), result["requests"])
     db = result.get("db_per_request") or {}
+    cpu_ms = result["cpu_ms_per_request"] or {}
     lat = result["latency_us"]
     log(
         f"    {label:<22} {table.rps(result):>8,.0f} req/s  p50 {lat['p50'] / 1000:6.1f} ms  "
         f"p99 {lat['p99'] / 1000:7.1f} ms  errors {table.errors(result)}  "
         f"status {dict(sorted(result['status'].items()))}"
         + (f"  db: {db['transactions']:.2f} xact, {db['rows_written']:.2f} rows written /req" if db else "")
+        + (
+            f"  cpu ms/req: app {cpu_ms['app']:.2f}, db {cpu_ms['db']:.2f}, machine {cpu_ms['machine']:.2f}"
+            if cpu_ms
+            else ""
+        )
         + f"  load {result['loadavg'][1]}"
     )
     if result.get("errors_sample"):
@@ -539,6 +552,7 @@ def _database_ceiling(args, dsn: dict, scripts: list[Path], per_script: int, log
     """One pgbench run of the captured changed reports (the app server idle); changed reports per second."""
     clients = args.workers  # the app runs at most one transaction per worker at a time
     load_before = _loadavg()
+    cpu_before = cpu.snapshot(None)
     result = pgbench.run(
         scripts, dsn=dsn, clients=clients, threads=min(2, clients), duration=args.duration, timeout=args.duration + 120
     )
@@ -554,6 +568,8 @@ def _database_ceiling(args, dsn: dict, scripts: list[Path], per_script: int, log
         "scripts": len(scripts),
         "loadavg": [load_before, _loadavg()],
     }
+    if result.ok and result.transactions:
+        run["cpu_ms_per_report"] = cpu.per_request_ms(cpu_before, cpu.snapshot(None), result.transactions * per_script)
     if not result.ok:
         log("    pgbench failed; the database ceiling is unknown:")
         for line in result.output.strip().splitlines()[-8:]:
@@ -562,6 +578,7 @@ def _database_ceiling(args, dsn: dict, scripts: list[Path], per_script: int, log
     log(
         f"    {'database ceiling':<22} {run['reports_per_s']:>8,.0f} changed reports/s ({result.tps:,.1f} scripts/s of "
         f"{per_script}, {result.latency_ms:.1f} ms each, {result.transactions} scripts, 0 failed)  "
+        f"cpu ms/report: db {run['cpu_ms_per_report']['db']:.2f}, machine {run['cpu_ms_per_report']['machine']:.2f}  "
         f"load {run['loadavg'][1]}"
     )
     return run
@@ -607,6 +624,7 @@ def _load(args, dsn: dict, env: dict, server: Server, port: int, work: Path, log
             extra=extra,
             log=log,
             on_done=on_done,
+            app_pid=server.pid,
         )
         return phases[key]
 

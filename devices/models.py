@@ -6,6 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from events.choices import EventSourceChoices
+from sensorsync_project.fields import JSONField
 
 
 def empty_config() -> dict:
@@ -54,8 +55,8 @@ class DeviceTargetState(models.Model):
     """The desired state: what the agent should run. Every change bumps ``version``."""
 
     device = models.OneToOneField(Device, on_delete=models.CASCADE, primary_key=True, related_name="target_state")
-    config = models.JSONField(default=empty_config, encoder=DjangoJSONEncoder)
-    apps = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
+    config = JSONField(default=empty_config, encoder=DjangoJSONEncoder)
+    apps = JSONField(default=dict, encoder=DjangoJSONEncoder)
     version = models.PositiveIntegerField(default=1)
     needs_deployment = models.BooleanField(default=True)
     updated_at = models.DateTimeField(default=timezone.now)
@@ -65,10 +66,10 @@ class DeviceTargetState(models.Model):
     last_deployed_at = models.DateTimeField(null=True, blank=True)
     # Each sensor row's {status, running, error}, kept by reconciliation: the verdict an unchanged report gets
     # without reading the rows.
-    sensor_statuses = models.JSONField(default=dict, encoder=DjangoJSONEncoder, editable=False)
+    sensor_statuses = JSONField(default=dict, encoder=DjangoJSONEncoder, editable=False)
     # The open drift episode while the device drifts: {"episode": id, "sensors": {name: {"protocol",
     # "first_status"}}}, else {}. Kept here because every drift transition rewrites this row anyway.
-    drift = models.JSONField(default=dict, encoder=DjangoJSONEncoder, editable=False)
+    drift = JSONField(default=dict, encoder=DjangoJSONEncoder, editable=False)
 
     class Meta:
         constraints = [models.CheckConstraint(condition=models.Q(version__gte=1), name="target_version_positive")]
@@ -87,14 +88,14 @@ class DeviceTargetStateVersion(models.Model):
 
     device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="target_versions")
     version = models.PositiveIntegerField()
-    config = models.JSONField(encoder=DjangoJSONEncoder)
-    apps = models.JSONField(encoder=DjangoJSONEncoder)
+    config = JSONField(encoder=DjangoJSONEncoder)
+    apps = JSONField(encoder=DjangoJSONEncoder)
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     source = models.CharField(max_length=16, choices=EventSourceChoices.choices)
-    change = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
+    change = JSONField(default=dict, encoder=DjangoJSONEncoder)
 
     class Meta:
         ordering = ["device", "-version"]
@@ -111,11 +112,11 @@ class DeviceCurrentState(models.Model):
     """The last accepted report: what the agent says it runs."""
 
     device = models.OneToOneField(Device, on_delete=models.CASCADE, primary_key=True, related_name="current_state")
-    config = models.JSONField(default=empty_config, encoder=DjangoJSONEncoder)
-    apps = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
+    config = JSONField(default=empty_config, encoder=DjangoJSONEncoder)
+    apps = JSONField(default=dict, encoder=DjangoJSONEncoder)
     version = models.PositiveIntegerField(help_text="The target version the agent says it applied.")
     seq = models.BigIntegerField(null=True, blank=True, help_text="The agent's report sequence, when it sends one.")
-    sensor_health = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
+    sensor_health = JSONField(default=dict, encoder=DjangoJSONEncoder)
     reported_at = models.DateTimeField(default=timezone.now)
     digest = models.CharField(max_length=64, help_text="Digest of the canonical report, for no-op detection.")
 

@@ -4,6 +4,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
 
+from sensorsync_project.fields import JSONField
+
 from .choices import EventTypeChoices
 
 
@@ -21,8 +23,8 @@ class Event(models.Model):
     aggregate_type = models.CharField(max_length=32)
     aggregate_id = models.CharField(max_length=64)
     sequence = models.PositiveIntegerField()
-    data = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
-    metadata = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
+    data = JSONField(default=dict, encoder=DjangoJSONEncoder)
+    metadata = JSONField(default=dict, encoder=DjangoJSONEncoder)
     correlation_id = models.UUIDField()
     created_at = models.DateTimeField(default=timezone.now)
 

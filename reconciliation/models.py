@@ -3,6 +3,7 @@ from django.db import models
 from django.utils import timezone
 
 from devices.models import Device
+from sensorsync_project.fields import JSONField
 
 from .choices import DriftEpisodeCauseChoices
 
@@ -24,11 +25,11 @@ class DriftEpisode(models.Model):
     end_target_version = models.PositiveIntegerField(null=True, blank=True)
     # The drifting set when the episode started, then (once it ended) just before it ended:
     # [{"name", "protocol", "status", "error"}].
-    drifting_sensors = models.JSONField(default=list, encoder=DjangoJSONEncoder)
+    drifting_sensors = JSONField(default=list, encoder=DjangoJSONEncoder)
     # Every sensor that drifted during the episode: [{"name", "protocol", "first_status"}] (complete once ended).
-    sensors = models.JSONField(default=list, encoder=DjangoJSONEncoder)
+    sensors = JSONField(default=list, encoder=DjangoJSONEncoder)
     # {protocol: number of sensors}: "which episodes involved modbus" is ``protocols__has_key="modbus"``.
-    protocols = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
+    protocols = JSONField(default=dict, encoder=DjangoJSONEncoder)
 
     class Meta:
         ordering = ["-started_at", "-id"]

@@ -5,6 +5,7 @@ from django.db import models
 from django.utils import timezone
 
 from devices.models import Device
+from sensorsync_project.fields import JSONField
 
 from .choices import DeviceSensorDeploymentStatusChoices, DeviceSensorProtocolChoices
 
@@ -21,9 +22,9 @@ class DeviceSensor(models.Model):
     protocol = models.CharField(max_length=16, choices=DeviceSensorProtocolChoices.choices)
     enabled = models.BooleanField(default=True)
     poll_interval = models.PositiveIntegerField(default=5000, help_text="Milliseconds.")
-    connection = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
-    data_points = models.JSONField(default=list, encoder=DjangoJSONEncoder)
-    metadata = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
+    connection = JSONField(default=dict, encoder=DjangoJSONEncoder)
+    data_points = JSONField(default=list, encoder=DjangoJSONEncoder)
+    metadata = JSONField(default=dict, encoder=DjangoJSONEncoder)
     config_version = models.PositiveIntegerField()
     synced_to_config = models.BooleanField(default=False)
     deployment_status = models.CharField(
@@ -38,7 +39,7 @@ class DeviceSensor(models.Model):
     # The applied version of the last failure counted in deployment_attempts (attempts count distinct versions).
     failed_at_version = models.PositiveIntegerField(null=True, blank=True, editable=False)
     status_changed_at = models.DateTimeField(default=timezone.now)
-    desired = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    desired = JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
     created_by = models.CharField(max_length=150, blank=True)
     updated_by = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

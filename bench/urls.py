@@ -7,7 +7,7 @@ from sensorsync_project.urls import urlpatterns as product_urlpatterns
 
 from . import views
 
-# First, so that resolving the ceiling's URL costs no more than resolving an agent path.
+# First, as the agent paths are first in the product's URLconf: resolving either costs the same.
 urlpatterns = [
     path("bench/ceiling/<uuid:uuid>", views.ceiling, name="bench-ceiling"),
     *product_urlpatterns,

@@ -2,9 +2,12 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from reconciliation.api.urls import agent_urlpatterns
+
 from . import observability
 
 api_v1 = [
+    path("", include(agent_urlpatterns)),
     path("", include("devices.api.urls")),
     path("", include("sensors.api.urls")),
     path("", include("reconciliation.api.urls")),
@@ -12,9 +15,9 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("api/v1/", include(api_v1)),  # first: the agents' requests are most of the traffic
     path("admin/", admin.site.urls),
     path("fleet/", include("reconciliation.views")),
-    path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api-auth/", include("rest_framework.urls")),

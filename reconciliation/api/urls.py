@@ -10,11 +10,15 @@ router.register("drift-episodes", views.DriftEpisodeViewSet, basename="drift-epi
 
 device = rf"^devices/(?P<uuid>{UUID_REGEX})"
 
-urlpatterns = [
-    # The agent protocol (wire-compatible with the existing agent).
+# The agent protocol (wire-compatible with the existing agent). The fleet's hot paths: the project's URLconf
+# tries them before every other API route.
+agent_urlpatterns = [
     path("device/<uuid:uuid>/state", agent_views.device_state, name="agent-state"),
     path("device/state", agent_views.device_state_report, name="agent-report"),
-    # Staff views of the loop.
+]
+
+# Staff views of the loop.
+urlpatterns = [
     re_path(rf"{device}/current-state/?$", views.CurrentStateView.as_view(), name="device-current-state"),
     re_path(rf"{device}/drift/?$", views.DriftView.as_view(), name="device-drift"),
     re_path(rf"{device}/reconcile/?$", views.ReconcileView.as_view(), name="device-reconcile"),

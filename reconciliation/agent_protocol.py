@@ -99,6 +99,20 @@ class Report:
     digest: str
 
 
+@dataclass(frozen=True, slots=True)
+class RepeatedReport:
+    """A report whose digest equals the stored report's: the same configuration and health, only a new clock.
+
+    The common case of a steady fleet. What the digest covers was validated when the stored report was accepted
+    (and validation is a function of that content alone), so only what the digest leaves out is read here:
+    ``uptime``, ``seq`` and ``reported_at``, with the same rules as a full report."""
+
+    version: int
+    uptime: int | None
+    order: int | None
+    digest: str
+
+
 def _text(value, key: str, errors: dict) -> str | None:
     if value is None:
         return None
@@ -114,10 +128,43 @@ def report_digest(report: dict) -> str:
     return hashlib.blake2b(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS), digest_size=32).hexdigest()
 
 
-def report_parse(data, *, prefix: str = "") -> Report:
+def _clock_parse(data: dict, prefix: str, errors: dict) -> tuple[int | None, int | None]:
+    """``uptime`` and the report's order (``seq``, or ``reported_at`` in microseconds): what the digest leaves out."""
+    uptime = data.get("uptime")
+    if uptime is not None and (not is_int(uptime) or uptime < 0 or uptime > 2**63 - 1):
+        errors[f"{prefix}uptime"] = ["Must be a non-negative integer number of seconds."]
+
+    order = None
+    seq = data.get("seq")
+    if seq is not None:
+        if not is_int(seq) or seq < 0 or seq > 2**63 - 1:
+            errors[f"{prefix}seq"] = ["Must be a non-negative integer."]
+        else:
+            order = seq
+    elif data.get("reported_at") is not None:
+        try:
+            parsed = parse_datetime(data["reported_at"]) if isinstance(data["reported_at"], str) else None
+        except ValueError:  # well formed but impossible, e.g. minute 60
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            errors[f"{prefix}reported_at"] = ["Must be an ISO 8601 timestamp with a time zone."]
+        else:
+            order = (parsed - EPOCH) // timedelta(microseconds=1)
+    return uptime, order
+
+
+def report_parse(data, *, prefix: str = "", stored_digest: str | None = None) -> Report | RepeatedReport:
+    """One device's report, validated whole; or, if its digest equals ``stored_digest`` (the device's stored report),
+    a ``RepeatedReport`` with only its clock validated."""
     if not isinstance(data, dict):
         raise ValidationError({prefix.rstrip(".") or "report": ["Must be a JSON object."]})
     errors: dict[str, list[str]] = {}
+    digest = report_digest(data)
+    if stored_digest is not None and digest == stored_digest:
+        uptime, order = _clock_parse(data, prefix, errors)
+        if errors:
+            raise ValidationError(errors)
+        return RepeatedReport(version=data["version"], uptime=uptime, order=order, digest=digest)
 
     version = data.get("version")
     if not is_int(version) or version < 0 or version > 2**31 - 1:
@@ -165,26 +212,7 @@ def report_parse(data, *, prefix: str = "") -> Report:
             errors[f"{prefix}local_ip"] = ["Must be an IPv4 or IPv6 address."]
             local_ip = None
 
-    uptime = data.get("uptime")
-    if uptime is not None and (not is_int(uptime) or uptime < 0 or uptime > 2**63 - 1):
-        errors[f"{prefix}uptime"] = ["Must be a non-negative integer number of seconds."]
-
-    order = None
-    seq = data.get("seq")
-    if seq is not None:
-        if not is_int(seq) or seq < 0 or seq > 2**63 - 1:
-            errors[f"{prefix}seq"] = ["Must be a non-negative integer."]
-        else:
-            order = seq
-    elif data.get("reported_at") is not None:
-        try:
-            parsed = parse_datetime(data["reported_at"]) if isinstance(data["reported_at"], str) else None
-        except ValueError:  # well formed but impossible, e.g. minute 60
-            parsed = None
-        if parsed is None or parsed.tzinfo is None:
-            errors[f"{prefix}reported_at"] = ["Must be an ISO 8601 timestamp with a time zone."]
-        else:
-            order = (parsed - EPOCH) // timedelta(microseconds=1)
+    uptime, order = _clock_parse(data, prefix, errors)
 
     if errors:
         raise ValidationError(errors)
@@ -199,12 +227,13 @@ def report_parse(data, *, prefix: str = "") -> Report:
         local_ip=local_ip,
         uptime=uptime,
         order=order,
-        digest=report_digest(data),
+        digest=digest,
     )
 
 
-def reports_parse(data, *, device_uuid: uuid_lib.UUID) -> Report:
-    """The PATCH body: ``{"<uuid>": report}``; every uuid in it must be the authenticated device's."""
+def reports_parse(data, *, device_uuid: uuid_lib.UUID, stored_digest: str | None = None) -> Report | RepeatedReport:
+    """The PATCH body: ``{"<uuid>": report}``; every uuid in it must be the authenticated device's.
+    ``stored_digest``: see ``report_parse``."""
     if not isinstance(data, dict) or not data:
         raise ProtocolError(
             400, "validation_error", 'The body must be an object keyed by device uuid: {"<uuid>": {...}}.'
@@ -223,7 +252,7 @@ def reports_parse(data, *, device_uuid: uuid_lib.UUID) -> Report:
     if len(reports) > 1:
         raise ProtocolError(400, "validation_error", "The body names the device more than once.")
     try:
-        return report_parse(reports[0], prefix="")
+        return report_parse(reports[0], prefix="", stored_digest=stored_digest)
     except ValidationError as exc:
         fields = exc.message_dict
         first = next(iter(fields.items()))

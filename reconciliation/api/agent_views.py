@@ -151,7 +151,8 @@ def device_state_report(request):
         raise ProtocolError(415, "unsupported_media_type", f"Content-Type '{content_type}' is not accepted; send JSON.")
     limit = settings.SENSORSYNC_MAX_REPORT_BYTES
     body = body_inflate(request.body, request.headers.get("Content-Encoding", ""), limit=limit)
-    report = reports_parse(json_parse(body), device_uuid=device.uuid)
+    stored = device.current_state_or_none()
+    report = reports_parse(json_parse(body), device_uuid=device.uuid, stored_digest=stored.digest if stored else None)
     verdict = services.state_report_apply(device=device, report=report)
     REPORTS.labels(verdict.outcome).inc()
     return _json({str(device.uuid): _verdict_body(verdict)})

@@ -11,21 +11,34 @@ from django.db import connection, transaction
 
 from events.services import EventRecorder, event_recording
 
-from .models import Device
+from .models import Device, DeviceTargetState
 
 
 class LockedRow(NamedTuple):
     pk: int
     revision: int
     last_report_order: int | None
+    target: dict[str, Any] = {}  # the ``target_fields`` asked for, by name
 
 
-def device_row_lock(*, where: str, value, values: dict[str, Any] | None = None, report_order: int | None = None):
+def device_row_lock(
+    *,
+    where: str,
+    value,
+    values: dict[str, Any] | None = None,
+    report_order: int | None = None,
+    target_fields: tuple[str, ...] = (),
+):
     """Lock a device row by writing it, in one statement: ``revision + 1`` and ``values``; None if no such device.
 
     ``UPDATE ... RETURNING`` takes the row lock and, if it had to wait for another writer, sees that writer's
     committed row, so the returned revision tells whether anything changed since the caller last read the device.
     ``report_order`` raises ``last_report_order`` to it unless a newer one is already stored.
+
+    ``target_fields`` come back too, read from the device's target state by the same statement. Under READ
+    COMMITTED that read sees the target as of the statement's start, not after a wait for another writer: it is
+    current only when the returned revision is the one the caller expected (every target write bumps the revision
+    under this lock), and a caller that finds another revision must read again.
     """
     qn = connection.ops.quote_name
     revision = qn(Device._meta.get_field("revision").column)
@@ -41,14 +54,30 @@ def device_row_lock(*, where: str, value, values: dict[str, Any] | None = None, 
         params += [report_order, report_order]
     where_field = Device._meta.get_field(where)
     params.append(where_field.get_db_prep_value(where_field.to_python(value), connection))
+    table = qn(Device._meta.db_table)
+    returning = [qn("id"), revision, order]
+    target_meta = DeviceTargetState._meta
+    fields = [target_meta.get_field(name) for name in target_fields]
+    device_column = qn(target_meta.get_field("device").column)
+    returning += [
+        f"(SELECT {qn(f.column)} FROM {qn(target_meta.db_table)} WHERE {device_column} = {table}.{qn('id')})"
+        for f in fields
+    ]
     sql = (
-        f"UPDATE {qn(Device._meta.db_table)} SET {', '.join(assignments)} "
-        f"WHERE {qn(where_field.column)} = %s RETURNING {qn('id')}, {revision}, {order}"
+        f"UPDATE {table} SET {', '.join(assignments)} "
+        f"WHERE {qn(where_field.column)} = %s RETURNING {', '.join(returning)}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
-    return LockedRow(*row) if row else None
+    if row is None:
+        return None
+    target = {f.name: _from_db(f, v) for f, v in zip(fields, row[3:], strict=True)}
+    return LockedRow(*row[:3], target=target)
+
+
+def _from_db(field, value):
+    return field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
 
 
 def device_lock(*, uuid) -> Device:

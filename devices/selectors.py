@@ -84,9 +84,18 @@ _POLL_LEAN = _device_by_digest(
 _POLL_FULL = _device_by_digest(
     states=("target_state",), deferred=("target_state__sensor_statuses", "target_state__drift")
 )
+# What a report's lookup leaves out of the target: an unchanged report (most of them) needs neither, and a changed
+# one gets them from the statement that locks the device (reconciliation.services._report_lock).
+REPORT_DEFERRED_TARGET = ("config", "drift")
 _REPORT = _device_by_digest(
     states=("target_state", "current_state"),
-    deferred=("target_state__apps", "current_state__config", "current_state__apps", "current_state__sensor_health"),
+    deferred=(
+        "target_state__apps",
+        *(f"target_state__{name}" for name in REPORT_DEFERRED_TARGET),
+        "current_state__config",
+        "current_state__apps",
+        "current_state__sensor_health",
+    ),
 )
 
 
@@ -99,6 +108,6 @@ def device_for_poll(*, api_key: str, with_content: bool) -> Device | None:
 
 
 def device_for_report(*, api_key: str) -> Device | None:
-    """The device an agent key belongs to, with what a report needs: the target (config for reconciliation,
-    cached sensor statuses for the verdict) and the stored report's version and digest, in one query."""
+    """The device an agent key belongs to, with what a report needs: the target's version and cached sensor
+    statuses (the verdict) and the stored report's version and digest, in one query."""
     return _REPORT.get(key_digest(api_key))

@@ -9,7 +9,6 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import orjson
 from django.conf import settings
@@ -19,6 +18,7 @@ from django.utils import timezone
 
 from devices.locking import device_events, device_row_lock, device_write
 from devices.models import Device, DeviceCurrentState, DeviceTargetState
+from devices.selectors import REPORT_DEFERRED_TARGET
 from events.choices import EventTypeChoices
 from events.context import actor_label
 from events.services import event_recording
@@ -26,7 +26,7 @@ from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
 from sensorsync_project.precompiled import CompiledLookup
 
-from .agent_protocol import Report
+from .agent_protocol import RepeatedReport, Report
 from .choices import DriftEpisodeCauseChoices
 from .decision import Decision, SensorRow, decide
 from .metrics import RECONCILE_SECONDS
@@ -57,31 +57,22 @@ class ReconcileResult:
         return sum(1 for row in self.rows.values() if row.deployment_status == Status.FAILED)
 
 
-# What reconciliation reads of a device's rows: the decision's fields, and who created each row and when (an
-# update keeps them). A values_list() query compiled once per process: no model instances on the hot path.
-_ROW_COLUMNS = (*ROW_FIELDS, "created_by", "created_at")
+# What reconciliation reads of a device's rows: the decision's fields. A values_list() query compiled once per
+# process: no model instances on the hot path.
 _SENSOR_ID = ROW_FIELDS.index("sensor_id")
 _DEVICE_ROWS = CompiledLookup(
-    lambda device_id: DeviceSensor.objects.filter(device_id=Value(device_id)).order_by().values_list(*_ROW_COLUMNS)
+    lambda device_id: DeviceSensor.objects.filter(device_id=Value(device_id)).order_by().values_list(*ROW_FIELDS)
 )
 
 
-@dataclass(frozen=True, slots=True)
-class StoredRow:
-    row: SensorRow
-    created_by: str
-    created_at: datetime
-
-
-def sensor_rows_read(*, device_id: int) -> dict[str, StoredRow]:
+def sensor_rows_read(*, device_id: int) -> dict[str, SensorRow]:
     """A device's sensor rows by name, in one query."""
-    width = len(ROW_FIELDS)
     found = {}
     for values in _DEVICE_ROWS.rows(device_id):
-        fields = list(values[:width])
+        fields = list(values)
         fields[_SENSOR_ID] = str(fields[_SENSOR_ID])
         row = SensorRow(*fields)
-        found[row.name] = StoredRow(row, values[width], values[width + 1])
+        found[row.name] = row
     return found
 
 
@@ -229,24 +220,24 @@ def device_reconcile(
     (one is opened here if the caller has none).
     """
     started = time.perf_counter()
-    stored = sensor_rows_read(device_id=device.pk)
-    existing = {name: entry.row for name, entry in stored.items()}
+    existing = sensor_rows_read(device_id=device.pk)
     decision = decide_for_device(target=target, current=current, existing=existing)
 
     now = timezone.now()
     changed: list[dict] = []
     inserted = 0
     for name, row in decision.rows.items():
-        previous = stored.get(name)
-        if previous is not None and previous.row == row:
+        previous = existing.get(name)
+        if previous == row:
             continue
         inserted += previous is None
         changed.append(
             {
                 "device_id": device.pk,
                 **{f: getattr(row, f) for f in ROW_FIELDS},
-                "created_by": previous.created_by if previous else actor,
-                "created_at": previous.created_at if previous else now,
+                # Written by an insert only: the upsert's update keeps a row's creation (UPSERT_UPDATE_FIELDS).
+                "created_by": actor,
+                "created_at": now,
                 "updated_by": actor,
                 "updated_at": now,
             }
@@ -351,7 +342,9 @@ def _liveness_due(device: Device, now) -> bool:
     return device.last_seen_at is None or (now - device.last_seen_at).total_seconds() >= interval
 
 
-def _liveness_touch(device: Device, *, now, report: Report | None = None, fetched_version: int | None = None) -> None:
+def _liveness_touch(
+    device: Device, *, now, report: Report | RepeatedReport | None = None, fetched_version: int | None = None
+) -> None:
     """Refresh liveness without a transaction. Coalesced: a device seen less than SENSORSYNC_LIVENESS_WRITE_SECONDS
     ago is not written again unless it fetched a version it did not have (PERF_NOTES item 6)."""
     changes = {}
@@ -374,7 +367,7 @@ def _liveness_touch(device: Device, *, now, report: Report | None = None, fetche
             setattr(device, name, value)
 
 
-def _is_stale(report: Report, last_order: int | None) -> bool:
+def _is_stale(report: Report | RepeatedReport, last_order: int | None) -> bool:
     return report.order is not None and last_order is not None and report.order < last_order
 
 
@@ -398,9 +391,11 @@ def _report_device_values(report: Report, now) -> dict:
 
 def _report_lock(device: Device, report: Report, now) -> tuple[Device, int | None]:
     """Lock the device by writing its liveness and system info; re-read its states only if another writer
-    committed since ``device`` was read."""
+    committed since ``device`` was read. The same statement returns the target fields the lookup deferred."""
     values = _report_device_values(report, now)
-    locked = device_row_lock(where="id", value=device.pk, values=values, report_order=report.order)
+    locked = device_row_lock(
+        where="id", value=device.pk, values=values, report_order=report.order, target_fields=REPORT_DEFERRED_TARGET
+    )
     if locked is None:
         raise Device.DoesNotExist(f"Device {device.uuid} was deleted.")
     if locked.revision != device.revision + 1:
@@ -410,6 +405,8 @@ def _report_lock(device: Device, report: Report, now) -> tuple[Device, int | Non
             setattr(device, name, value)
         device.revision = locked.revision
         device.last_report_order = locked.last_report_order
+        for name, value in locked.target.items():  # what the report's lookup left out, current (see the lock)
+            setattr(device.target_state, name, value)
     return device, locked.last_report_order
 
 
@@ -454,13 +451,13 @@ def _report_event(recorder, device: Device, report: Report, previous: DeviceCurr
     )
 
 
-def state_report_apply(*, device: Device, report: Report) -> ReportVerdict:
+def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> ReportVerdict:
     """Store an agent's report and reconcile the read model from it.
 
     ``device`` comes from authentication (``devices.selectors.device_for_report``), read without a lock. A report
     older than the newest one seen, and an identical repeat of the stored one, only refresh liveness; both are
     decided first without a transaction, then again under the device row lock, because a concurrent report may
-    have won in between.
+    have won in between. A ``RepeatedReport`` (parsed against this ``device``'s stored digest) is a repeat.
 
     If reconciliation raises, the whole transaction is rolled back (the sensor rows stay exactly as they were)
     and the report is stored again without reconciling, with a ``device.reconcile_failed`` event and a digest no
@@ -471,7 +468,7 @@ def state_report_apply(*, device: Device, report: Report) -> ReportVerdict:
     if _is_stale(report, device.last_report_order):
         _liveness_touch(device, now=now, report=report)
         return ReportVerdict(ReportOutcome.STALE, device, report.version)
-    if current is not None and current.digest == report.digest:
+    if isinstance(report, RepeatedReport) or (current is not None and current.digest == report.digest):
         _liveness_touch(device, now=now, report=report)
         return ReportVerdict(ReportOutcome.UNCHANGED, device, report.version)
 

@@ -209,3 +209,18 @@ def test_a_rotated_key_lets_a_reprovisioned_agent_start_its_seq_over(admin_clien
     device.api_key = rotated.json()["apiKey"]
 
     assert verdict(report(agent, device, 1, [], seq=3, health={"x": {"healthy": True}}), device)["outcome"] == "applied"
+
+
+def test_a_rewritten_row_keeps_who_created_it_and_when(admin_client, agent, device):
+    """Reconciliation rewrites a row through an upsert that updates everything but its creation."""
+    add_sensor(admin_client, device, sensor("a"))
+    created = DeviceSensor.objects.values("created_by", "created_at", "updated_by").get(device=device, name="a")
+    running = [{**target_sensors(device)[0], "metadata": {"firmware": "2.1"}}]
+
+    assert verdict(report(agent, device, 2, running, seq=1), device)["outcome"] == "applied"
+
+    row = DeviceSensor.objects.get(device=device, name="a")
+    assert row.metadata == {"firmware": "2.1"}
+    assert (row.created_by, row.created_at) == (created["created_by"], created["created_at"])
+    assert row.updated_by == f"agent:{device.uuid}"
+    assert row.updated_at > created["created_at"]

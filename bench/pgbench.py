@@ -8,9 +8,13 @@ on every execution are rewritten:
 
 - a UUID literal in a unique UUID column (``Event.event_id``) becomes ``gen_random_uuid()``;
 - a literal per-aggregate ``sequence`` that the app computed from a ``SELECT MAX(...)`` just before is taken
-  from that query's result (``\\gset``), as the app does.
+  from that query's result (``\\gset``), as the app does;
+- a colon inside a string literal is written ``\\x3a`` in an ``E''`` string: the same value, but pgbench no
+  longer reads ``"enabled":true`` as a reference to a variable ``true`` (which, with ``--protocol=prepared``, it
+  would replace by a parameter).
 
-Statements outside the captured BEGIN/COMMIT (the key lookup) run on their own, as in the app.
+Statements outside the captured BEGIN/COMMIT (the key lookup) run on their own, as in the app. pgbench speaks
+the protocol the app's connection does: prepared statements when the server's settings prepare them.
 """
 
 import re
@@ -60,6 +64,42 @@ def _scan_item_end(sql: str, i: int) -> int:
             return i
         i += 1
     raise SQLShapeError("unterminated VALUES tuple")
+
+
+def _string_end(sql: str, i: int, escaped: bool) -> int:
+    """Index of the quote that closes the string literal whose opening quote is at ``i``."""
+    i += 1
+    while True:
+        if escaped and sql[i] == "\\":
+            i += 2
+            continue
+        if sql[i] == "'":
+            if i + 1 < len(sql) and sql[i + 1] == "'":
+                i += 2
+                continue
+            return i
+        i += 1
+
+
+def colons_hidden(sql: str) -> str:
+    """``sql`` with every colon inside a string literal written as the escape ``\\x3a`` (the same value)."""
+    out: list[str] = []
+    i = start = 0
+    while (i := sql.find("'", i)) != -1:
+        escaped = i > 0 and sql[i - 1] in "eE" and (i < 2 or not (sql[i - 2].isalnum() or sql[i - 2] == "_"))
+        end = _string_end(sql, i, escaped)
+        body = sql[i + 1 : end]
+        if ":" in body:
+            if escaped:
+                out.append(sql[start:i])
+            else:
+                out.append(sql[start:i] + "E")
+                body = body.replace("\\", "\\\\")
+            out.append("'" + body.replace(":", "\\x3a") + "'")
+            start = end + 1
+        i = end + 1
+    out.append(sql[start:])
+    return "".join(out)
 
 
 def values_split(sql: str) -> tuple[str, list[str], list[list[str]], str]:
@@ -117,11 +157,11 @@ def replay_script(reports: list[list[str]], *, unique_uuid_columns: dict[str, li
             max_query = _MAX.match(sql)
             if max_query:
                 gsets[(max_query["table"], max_query["column"])] = GSET_PREFIX + max_query["alias"]
-                lines.append(f"{sql} \\gset {GSET_PREFIX}")
+                lines.append(f"{colons_hidden(sql)} \\gset {GSET_PREFIX}")
                 continue
             if sql.startswith("INSERT INTO "):
                 sql = _insert_rewrite(sql, unique_uuid_columns=unique_uuid_columns, gsets=gsets)
-            lines.append(sql + ";")
+            lines.append(colons_hidden(sql) + ";")
     return Script("\n".join(lines) + "\n", reports=len(reports))
 
 
@@ -170,11 +210,21 @@ class PgbenchResult:
 
 
 def run(
-    scripts: list[Path], *, dsn: dict[str, str], clients: int, threads: int, duration: int, timeout: int
+    scripts: list[Path],
+    *,
+    dsn: dict[str, str],
+    clients: int,
+    threads: int,
+    duration: int,
+    timeout: int,
+    protocol: str = "simple",
 ) -> PgbenchResult:
+    """``protocol``: ``simple`` (a statement is parsed and planned on every run, as with client-side binding) or
+    ``prepared`` (planned once per connection, as psycopg's prepared statements do)."""
     command = [
         "pgbench",
         "--no-vacuum",
+        f"--protocol={protocol}",
         f"--client={clients}",
         f"--jobs={threads}",
         f"--time={duration}",

@@ -548,13 +548,19 @@ def _pgbench_scripts(work: Path) -> tuple[list[Path], int]:
     return pgbench.scripts_write(scripts, work / "pgbench"), scripts[0].reports
 
 
-def _database_ceiling(args, dsn: dict, scripts: list[Path], per_script: int, log: Log) -> dict:
+def _database_ceiling(args, dsn: dict, scripts: list[Path], per_script: int, log: Log, *, protocol: str) -> dict:
     """One pgbench run of the captured changed reports (the app server idle); changed reports per second."""
     clients = args.workers  # the app runs at most one transaction per worker at a time
     load_before = _loadavg()
     cpu_before = cpu.snapshot(None)
     result = pgbench.run(
-        scripts, dsn=dsn, clients=clients, threads=min(2, clients), duration=args.duration, timeout=args.duration + 120
+        scripts,
+        dsn=dsn,
+        clients=clients,
+        threads=min(2, clients),
+        duration=args.duration,
+        timeout=args.duration + 120,
+        protocol=protocol,
     )
     run = {
         "tps": result.tps,
@@ -565,6 +571,7 @@ def _database_ceiling(args, dsn: dict, scripts: list[Path], per_script: int, log
         "reports_per_script": per_script,
         "reports_per_s": result.tps * per_script if result.ok and result.tps else None,
         "clients": clients,
+        "protocol": protocol,
         "scripts": len(scripts),
         "loadavg": [load_before, _loadavg()],
     }
@@ -577,7 +584,7 @@ def _database_ceiling(args, dsn: dict, scripts: list[Path], per_script: int, log
         return run
     log(
         f"    {'database ceiling':<22} {run['reports_per_s']:>8,.0f} changed reports/s ({result.tps:,.1f} scripts/s of "
-        f"{per_script}, {result.latency_ms:.1f} ms each, {result.transactions} scripts, 0 failed)  "
+        f"{per_script}, {result.latency_ms:.1f} ms each, {result.transactions} scripts, 0 failed, {protocol})  "
         f"cpu ms/report: db {run['cpu_ms_per_report']['db']:.2f}, machine {run['cpu_ms_per_report']['machine']:.2f}  "
         f"load {run['loadavg'][1]}"
     )
@@ -661,9 +668,12 @@ def _load(args, dsn: dict, env: dict, server: Server, port: int, work: Path, log
     )
 
     _run([*states, "keep"], env=env, timeout=300, log=log)
-    database = results["pgbench"] = [_database_ceiling(args, dsn, scripts, per_script, log)]
+    # The same SQL in the same protocol as the app's connection: prepared when the app prepares its statements.
+    prepared = seed["settings"].get("DATABASE_OPTIONS", {}).get("prepare_threshold") is not None
+    protocol = "prepared" if prepared else "simple"
+    database = results["pgbench"] = [_database_ceiling(args, dsn, scripts, per_script, log, protocol=protocol)]
     phase("changed", "changed", agent)
-    database.append(_database_ceiling(args, dsn, scripts, per_script, log))
+    database.append(_database_ceiling(args, dsn, scripts, per_script, log, protocol=protocol))
     ceilings["changed"] = _mean([run["reports_per_s"] for run in database])
     results["database_ceiling_reports_per_s"] = ceilings["changed"]
 

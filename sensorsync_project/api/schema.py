@@ -70,12 +70,18 @@ COMPONENTS = {
                 },
             },
             "apps": {"type": "object"},
-            "os_version": {"type": "string", "maxLength": 255},
-            "agent_version": {"type": "string", "maxLength": 255},
-            "local_ip": {"type": "string", "description": "An IPv4 or IPv6 address."},
-            "uptime": {"type": "integer", "minimum": 0},
-            "seq": {"type": "integer", "minimum": 0, "description": "Increasing per report; older ones are stale."},
-            "reported_at": {"type": "string", "format": "date-time"},
+            # The agent's optional facts: null is read as "not sent".
+            "os_version": {"type": "string", "maxLength": 255, "nullable": True},
+            "agent_version": {"type": "string", "maxLength": 255, "nullable": True},
+            "local_ip": {"type": "string", "description": "An IPv4 or IPv6 address.", "nullable": True},
+            "uptime": {"type": "integer", "minimum": 0, "nullable": True},
+            "seq": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Increasing per report; older ones are stale.",
+                "nullable": True,
+            },
+            "reported_at": {"type": "string", "format": "date-time", "nullable": True},
             "sensor_health": {
                 "type": "object",
                 "additionalProperties": {

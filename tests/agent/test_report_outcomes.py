@@ -224,3 +224,34 @@ def test_a_rewritten_row_keeps_who_created_it_and_when(admin_client, agent, devi
     assert (row.created_by, row.created_at) == (created["created_by"], created["created_at"])
     assert row.updated_by == f"agent:{device.uuid}"
     assert row.updated_at > created["created_at"]
+
+
+@pytest.mark.parametrize(
+    ("clock", "field"),
+    [({"seq": "soon"}, "seq"), ({"seq": 12, "uptime": -5}, "uptime"), ({"reported_at": "yesterday"}, "reported_at")],
+)
+def test_a_repeated_report_still_has_its_clock_checked(agent, reported, clock, field):
+    """A repeat of the stored report skips validating what its digest covers, never what the digest leaves out."""
+    before = device_snapshot(reported)
+    body = {**{"seq": None}, **clock}
+
+    response = report(agent, reported, 3, reported.running, health=reported.health, **body)
+
+    assert response.status_code == 400, response.content
+    assert field in response.json()["fields"]
+    assert device_snapshot(reported) == before
+
+
+def test_null_optional_facts_are_read_as_not_sent(agent, reported):
+    """os_version, agent_version, local_ip, uptime, seq and reported_at may be null (the OpenAPI schema says so)."""
+    facts = dict.fromkeys(("os_version", "agent_version", "local_ip", "uptime", "reported_at"))
+
+    response = report(agent, reported, 3, reported.running, health={}, seq=None, **facts)
+
+    assert verdict(response, reported)["outcome"] == "applied"
+    device = fresh(reported)
+    assert (device.os_version, device.agent_version, str(device.ip_address)) == (
+        "Debian GNU/Linux 12",
+        "2.4.1",
+        "192.168.1.20",
+    )

@@ -116,7 +116,7 @@ def test_replayed_inserts_get_fresh_unique_values_and_keep_everything_else():
     )
     assert [row[0] for row in rows] == ["gen_random_uuid()", "gen_random_uuid()"]
     assert [row[2] for row in rows] == ["(COALESCE(:bench_last, 0) + 1)", "(COALESCE(:bench_last, 0) + 2)"]
-    assert rows[0][3] == "'{\"note\": \"it''s (a), b; c\"}'::jsonb"
+    assert rows[0][3] == "E'{\"note\"\\x3a \"it''s (a), b; c\"}'::jsonb"  # the colon hidden from pgbench
     assert rows[1][1] == "E'x\\\\'' y'"
     assert script[3:] == [upsert + ";", "COMMIT;"]
 
@@ -255,3 +255,21 @@ def test_clones_are_consistent_devices_of_their_own(superuser):
     assert not sensor_ids[0] & sensor_ids[1]  # every uuid is the clone's own
     body = orjson.dumps({clone.uuid: clone.entries[0]})
     assert reports.entry_digest(orjson.loads(body)[clone.uuid]) == clone.digests[0]
+
+
+def test_colons_in_replayed_literals_are_hidden_from_pgbench_variables():
+    """pgbench reads ``:name`` as a variable, inside string literals too; the replay spells those colons ``\\x3a``
+    in an E'' string, the same value for PostgreSQL, and leaves everything outside literals alone."""
+    sql = (
+        "UPDATE \"t\" SET \"config\" = '{\"enabled\":true,\"url\":\"opc.tcp://h:4840\"}'::jsonb, "
+        "\"note\" = E'a\\\\:b', \"quote\" = 'it''s: fine', \"plain\" = 'no colon' WHERE \"id\" = 1"
+    )
+
+    hidden = pgbench.colons_hidden(sql)
+
+    assert hidden == (
+        "UPDATE \"t\" SET \"config\" = E'{\"enabled\"\\x3atrue,\"url\"\\x3a\"opc.tcp\\x3a//h\\x3a4840\"}'::jsonb, "
+        "\"note\" = E'a\\\\\\x3ab', \"quote\" = E'it''s\\x3a fine', \"plain\" = 'no colon' WHERE \"id\" = 1"
+    )
+    script = pgbench.replay_script([["BEGIN", sql, "COMMIT"]], unique_uuid_columns={}).text
+    assert ":" not in script.replace("::jsonb", "")

@@ -1,20 +1,22 @@
-"""The database ceiling: the SQL of changed reports, exactly as the app sent it, replayed by pgbench.
+"""The database ceiling: the statements of changed reports, as the app sent them, replayed by pgbench.
 
-``bench.prepare probe`` captures every statement of real changed reports (``connection.queries``; psycopg 3
-interpolates the parameters, and Django logs BEGIN, SAVEPOINT and COMMIT too). Each pgbench script holds one
-device's two captured reports (variant 1, then back to variant 0), so every run of a script is two real updates
-of the same rows, whatever order pgbench picks scripts in. Every statement is kept; only values that must differ
-on every execution are rewritten:
+``bench.prepare probe`` captures every statement of real changed reports with its parameters (Django's
+``execute_wrapper``; BEGIN and COMMIT from Django's query log), each parameter already written as an SQL literal
+by psycopg. Each pgbench script holds the captured reports of some devices (variant 1, then back to variant 0 for
+each), so every run of a script is real updates of the same rows, whatever order pgbench picks scripts in.
 
-- a UUID literal in a unique UUID column (``Event.event_id``) becomes ``gen_random_uuid()``;
-- a literal per-aggregate ``sequence`` that the app computed from a ``SELECT MAX(...)`` just before is taken
-  from that query's result (``\\gset``), as the app does;
-- a colon inside a string literal is written ``\\x3a`` in an ``E''`` string: the same value, but pgbench no
-  longer reads ``"enabled":true`` as a reference to a variable ``true`` (which, with ``--protocol=prepared``, it
-  would replace by a parameter).
+pgbench speaks the protocol the app's connection does. With ``--protocol=prepared`` (the app prepares its
+statements) parameters stay parameters: a statement's small ones (numbers, short strings, NULL) are written into
+it; each long one (the report's JSON, the sensor rows' JSON) is read into a pgbench variable by one ``SELECT`` of
+their text at the start of the script (``\\gset``) and passed as ``:variable``, which pgbench sends as a bound
+parameter, as psycopg does: PostgreSQL parses the JSON on every execution, where a literal would be folded into
+the prepared plan once. With ``--protocol=simple`` (client-side binding) every parameter is written into its
+statement, as psycopg then does. A value that must differ on every execution is captured as
+``gen_random_uuid()`` (a new event's uuid).
 
-Statements outside the captured BEGIN/COMMIT (the key lookup) run on their own, as in the app. pgbench speaks
-the protocol the app's connection does: prepared statements when the server's settings prepare them.
+A colon inside a string literal is written ``\\x3a`` in an ``E''`` string: the same value, but pgbench no longer
+reads ``"enabled":true`` as a reference to a variable ``true``. Statements outside the captured BEGIN/COMMIT (the
+key lookup) run on their own, as in the app.
 """
 
 import re
@@ -23,47 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAX_SCRIPTS = 128  # pgbench's limit on -f
-GSET_PREFIX = "bench_"
-_INSERT = re.compile(r'^INSERT INTO "(?P<table>\w+)" \((?P<columns>[^)]*)\) VALUES ', re.S)
-_MAX = re.compile(r'^SELECT MAX\("(?P<table>\w+)"\."(?P<column>\w+)"\) AS "(?P<alias>\w+)" FROM "(?P=table)"')
-_UUID_LITERAL = re.compile(r"^'[0-9a-fA-F-]{32,36}'(::uuid)?$")
-
-
-class SQLShapeError(ValueError):
-    """A statement this converter cannot take apart."""
-
-
-def _scan_item_end(sql: str, i: int) -> int:
-    """Index of the comma or closing parenthesis that ends the value starting at ``i`` (top level of a tuple)."""
-    depth = 0
-    n = len(sql)
-    while i < n:
-        c = sql[i]
-        if c == "'":
-            escaped = i > 0 and sql[i - 1] in "eE" and (i < 2 or not (sql[i - 2].isalnum() or sql[i - 2] == "_"))
-            i += 1
-            while i < n:
-                if escaped and sql[i] == "\\":
-                    i += 2
-                    continue
-                if sql[i] == "'":
-                    if i + 1 < n and sql[i + 1] == "'":
-                        i += 2
-                        continue
-                    break
-                i += 1
-        elif c == '"':
-            i = sql.index('"', i + 1)
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            if depth == 0:
-                return i
-            depth -= 1
-        elif c == "," and depth == 0:
-            return i
-        i += 1
-    raise SQLShapeError("unterminated VALUES tuple")
+VARIABLE_PREFIX = "bench_"
+INLINE_MAX = 64  # a parameter literal longer than this is passed as a bound parameter
+_CAST = re.compile(r"::[\w ]+$")
 
 
 def _string_end(sql: str, i: int, escaped: bool) -> int:
@@ -102,43 +66,22 @@ def colons_hidden(sql: str) -> str:
     return "".join(out)
 
 
-def values_split(sql: str) -> tuple[str, list[str], list[list[str]], str]:
-    """``INSERT INTO "t" (cols) VALUES (...), (...) <rest>`` as (table, columns, rows of value texts, rest)."""
-    match = _INSERT.match(sql)
-    if match is None:
-        raise SQLShapeError("not an INSERT ... VALUES statement")
-    columns = [c.strip().strip('"') for c in match["columns"].split(",")]
-    rows: list[list[str]] = []
-    i = match.end()
-    while True:
-        if sql[i] != "(":
-            raise SQLShapeError(f"expected '(' at {i}")
-        i += 1
-        row = []
-        while True:
-            end = _scan_item_end(sql, i)
-            row.append(sql[i:end].strip())
-            i = end + 1
-            if sql[end] == ")":
-                break
-        if len(row) != len(columns):
-            raise SQLShapeError(f"{len(row)} values for {len(columns)} columns")
-        rows.append(row)
-        j = i
-        while j < len(sql) and sql[j].isspace():
-            j += 1
-        if j < len(sql) and sql[j] == ",":
-            i = j + 1
-            while sql[i].isspace():
-                i += 1
-            continue
-        return match["table"], columns, rows, sql[i:]
-
-
-def values_join(table: str, columns: list[str], rows: list[list[str]], rest: str) -> str:
-    quoted = ", ".join(f'"{c}"' for c in columns)
-    head = f'INSERT INTO "{table}" ({quoted}) VALUES '
-    return head + ", ".join("(" + ", ".join(row) + ")" for row in rows) + rest
+def _placeholders(sql: str) -> list[str]:
+    """``sql`` split at its ``%s`` placeholders (psycopg's format: ``%%`` is a literal ``%``)."""
+    parts, current, i = [], [], 0
+    while i < len(sql):
+        if sql.startswith("%%", i):
+            current.append("%")
+            i += 2
+        elif sql.startswith("%s", i):
+            parts.append("".join(current))
+            current = []
+            i += 2
+        else:
+            current.append(sql[i])
+            i += 1
+    parts.append("".join(current))
+    return parts
 
 
 @dataclass
@@ -147,44 +90,41 @@ class Script:
     reports: int  # changed reports per run of the script
 
 
-def replay_script(reports: list[list[str]], *, unique_uuid_columns: dict[str, list[str]]) -> Script:
-    """One pgbench script from the captured statements of consecutive reports of one device."""
+def statement_line(sql: str, params: list[str] | None, *, variables: list[str], bind: bool) -> str:
+    """One captured statement as a script line. With ``bind``, each long parameter becomes a variable (its
+    ``SELECT`` column appended to ``variables``); without, every parameter is written in (client-side binding)."""
+    sql = sql.strip().rstrip(";")
+    if params is None:  # transaction control, or a statement that ran without parameters
+        return colons_hidden(sql) + ";"
+    parts = _placeholders(sql)
+    if len(parts) != len(params) + 1:
+        raise ValueError(f"{len(params)} parameters for {len(parts) - 1} placeholders: {sql[:120]}")
+    text = [parts[0]]
+    for literal, after in zip(params, parts[1:], strict=True):
+        if not bind or len(literal) <= INLINE_MAX:
+            text.append(literal)
+        else:
+            name = f"p{len(variables) + 1}"
+            variables.append(f"{_CAST.sub('', literal)} AS {name}")  # its text: a cast would make PostgreSQL print it
+            text.append(f":{VARIABLE_PREFIX}{name}")
+        text.append(after)
+    return colons_hidden("".join(text)) + ";"
+
+
+def replay_script(reports: list[list[dict]], *, protocol: str) -> Script:
+    """One pgbench script from captured reports, each a list of ``{"sql": ..., "params": [literal, ...] | None}``,
+    for pgbench's ``protocol``: ``prepared`` binds the long parameters, read into variables by one ``SELECT`` at
+    the start of the script (one round trip per run of ~30 reports); ``simple`` writes every parameter in."""
     lines: list[str] = []
+    variables: list[str] = []
     for statements in reports:
-        gsets: dict[tuple[str, str], str] = {}  # (table, column) -> variable holding the MAX the app read
-        for sql in statements:
-            sql = sql.strip().rstrip(";")
-            max_query = _MAX.match(sql)
-            if max_query:
-                gsets[(max_query["table"], max_query["column"])] = GSET_PREFIX + max_query["alias"]
-                lines.append(f"{colons_hidden(sql)} \\gset {GSET_PREFIX}")
-                continue
-            if sql.startswith("INSERT INTO "):
-                sql = _insert_rewrite(sql, unique_uuid_columns=unique_uuid_columns, gsets=gsets)
-            lines.append(colons_hidden(sql) + ";")
+        for statement in statements:
+            lines.append(
+                statement_line(statement["sql"], statement["params"], variables=variables, bind=protocol == "prepared")
+            )
+    if variables:
+        lines.insert(0, colons_hidden(f"SELECT {', '.join(variables)}") + f" \\gset {VARIABLE_PREFIX}")
     return Script("\n".join(lines) + "\n", reports=len(reports))
-
-
-def _insert_rewrite(sql: str, *, unique_uuid_columns: dict[str, list[str]], gsets: dict[tuple[str, str], str]) -> str:
-    table = sql[len('INSERT INTO "') :].split('"', 1)[0]
-    fresh = set(unique_uuid_columns.get(table, ()))
-    counted = {column: var for (t, column), var in gsets.items() if t == table}
-    if not fresh and not counted:
-        return sql
-    try:
-        table, columns, rows, rest = values_split(sql)
-    except SQLShapeError:
-        return sql  # INSERT ... SELECT (bulk upserts): nothing unique to rewrite there
-    for index, column in enumerate(columns):
-        if column in fresh:
-            for row in rows:
-                if _UUID_LITERAL.match(row[index]):
-                    row[index] = "gen_random_uuid()"
-        elif column in counted and all(row[index].isdigit() for row in rows):
-            first = min(int(row[index]) for row in rows)
-            for row in rows:
-                row[index] = f"(COALESCE(:{counted[column]}, 0) + {int(row[index]) - first + 1})"
-    return values_join(table, columns, rows, rest)
 
 
 def scripts_write(scripts: list[Script], directory: Path) -> list[Path]:

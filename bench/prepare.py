@@ -225,17 +225,47 @@ class _Agent:
         return response
 
 
-def _unique_uuid_columns() -> dict[str, list[str]]:
-    """Unique UUID columns by table: a replayed INSERT needs a fresh value there (``bench.pgbench``)."""
-    from django.apps import apps
-    from django.db import models
+def _captured_statements(call) -> list[dict]:
+    """Every statement ``call`` ran, in order, with its parameters as SQL literals (``bench.pgbench``): BEGIN and
+    COMMIT from Django's query log (they do not pass through a cursor), the rest from ``execute_wrapper``. A UUID
+    parameter of an INSERT is written ``gen_random_uuid()``: a replayed event needs an id of its own."""
+    import uuid
 
-    found: dict[str, list[str]] = {}
-    for model in apps.get_models():
-        for f in model._meta.concrete_fields:
-            if isinstance(f, models.UUIDField) and f.unique and not f.primary_key:
-                found.setdefault(model._meta.db_table, []).append(f.column)
-    return found
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from psycopg import sql as psycopg_sql
+
+    executed: list[tuple[str, object]] = []
+
+    def record(execute, sql, params, many, context):
+        executed.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with CaptureQueriesContext(connection) as ctx, connection.execute_wrapper(record):
+        call()
+    pending = iter(executed)
+    statements = []
+    for query in ctx.captured_queries:
+        if query["sql"] in ("BEGIN", "COMMIT", "ROLLBACK"):
+            statements.append({"sql": query["sql"], "params": None})
+            continue
+        sql, params = next(pending)
+        if params is None:
+            statements.append({"sql": sql, "params": None})
+            continue
+        insert = sql.lstrip().upper().startswith("INSERT")
+        statements.append(
+            {
+                "sql": sql,
+                "params": [
+                    "gen_random_uuid()"
+                    if insert and isinstance(value, uuid.UUID)
+                    else psycopg_sql.Literal(value).as_string(connection.connection)
+                    for value in params
+                ],
+            }
+        )
+    return statements
 
 
 def _captured(call) -> list[str]:
@@ -368,10 +398,10 @@ def step_probe(args) -> int:
     capture = []
     for record in wrkdata.read_devices(out / "db_devices.bin"):
         pool_agent = _Agent(client, uuid=record.uuid, key=record.api_key, prefixes=record.prefixes, etag=record.etag)
-        there = _captured(lambda a=pool_agent: a.report(change=True, expect="applied"))
-        back = _captured(lambda a=pool_agent: a.report(change=True, expect="applied"))
+        there = _captured_statements(lambda a=pool_agent: a.report(change=True, expect="applied"))
+        back = _captured_statements(lambda a=pool_agent: a.report(change=True, expect="applied"))
         capture.append([there, back])
-    _write_json(out / "db_capture.json", {"unique_uuid_columns": _unique_uuid_columns(), "devices": capture})
+    _write_json(out / "db_capture.json", {"devices": capture})
     _write_json(out / "probe.json", result)
     _say(f"  probed reports of {', '.join(map(str, sizes))} sensors; captured {len(capture) * 2} changed reports' SQL")
     return 0

@@ -66,7 +66,13 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=_env_int("CONNECTIONS", None), help="default 2 x workers")
     parser.add_argument("--mix-connections", type=int, default=_env_int("MIX_CONNECTIONS", 64))
     parser.add_argument("--wrk-threads", type=int, default=_env_int("WRK_THREADS", 1))
-    parser.add_argument("--db-devices", type=int, default=_env_int("DB_DEVICES", 64), help="devices pgbench replays")
+    parser.add_argument(
+        "--db-devices",
+        type=int,
+        default=_env_int("DB_DEVICES", None),
+        help="devices pgbench replays (default: as many as the fleet, at most 2,048, so that the replay's rows are "
+        "spread over the tables as the load test's are, not a few hot pages)",
+    )
     parser.add_argument("--database", default=os.environ.get("BENCH_DATABASE", "sensorsync_bench"))
     parser.add_argument("--pg-host", default=os.environ.get("BENCH_PG_HOST", "127.0.0.1"))
     parser.add_argument("--pg-port", default=os.environ.get("BENCH_PG_PORT", "5432"))
@@ -78,6 +84,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.connections = args.connections or 2 * args.workers
+    args.db_devices = args.db_devices or min(args.devices, 2048)
     args.mix_rate = args.mix_rate or round(args.devices * (1 / 10 + 1 / 60))
     if args.pg_host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("the benchmark runs on loopback only: --pg-host must be 127.0.0.1")
@@ -539,16 +546,20 @@ def _prepare_database(args, env: dict, dsn: dict, log: Log, results: dict) -> No
     results["probe"] = json.loads((work / "probe.json").read_text())
 
 
-def _pgbench_scripts(work: Path) -> tuple[list[Path], int]:
+def _pgbench_scripts(work: Path, *, protocol: str) -> tuple[list[Path], float]:
+    """The captured reports as at most ``pgbench.MAX_SCRIPTS`` scripts, each device's two reports in one script and
+    the devices dealt round-robin between scripts; returns the scripts and the mean reports per script (pgbench
+    picks scripts with equal weights, so that is what one script run replays on average)."""
     capture = json.loads((work / "db_capture.json").read_text())
+    devices = capture["devices"]
+    groups = [devices[i :: pgbench.MAX_SCRIPTS] for i in range(min(len(devices), pgbench.MAX_SCRIPTS))]
     scripts = [
-        pgbench.replay_script(reports, unique_uuid_columns=capture["unique_uuid_columns"])
-        for reports in capture["devices"]
+        pgbench.replay_script([report for device in group for report in device], protocol=protocol) for group in groups
     ]
-    return pgbench.scripts_write(scripts, work / "pgbench"), scripts[0].reports
+    return pgbench.scripts_write(scripts, work / "pgbench"), sum(s.reports for s in scripts) / len(scripts)
 
 
-def _database_ceiling(args, dsn: dict, scripts: list[Path], per_script: int, log: Log, *, protocol: str) -> dict:
+def _database_ceiling(args, dsn: dict, scripts: list[Path], per_script: float, log: Log, *, protocol: str) -> dict:
     """One pgbench run of the captured changed reports (the app server idle); changed reports per second."""
     clients = args.workers  # the app runs at most one transaction per worker at a time
     load_before = _loadavg()
@@ -584,7 +595,7 @@ def _database_ceiling(args, dsn: dict, scripts: list[Path], per_script: int, log
         return run
     log(
         f"    {'database ceiling':<22} {run['reports_per_s']:>8,.0f} changed reports/s ({result.tps:,.1f} scripts/s of "
-        f"{per_script}, {result.latency_ms:.1f} ms each, {result.transactions} scripts, 0 failed, {protocol})  "
+        f"{per_script:g} reports, {result.latency_ms:.1f} ms each, {result.transactions} runs, 0 failed, {protocol})  "
         f"cpu ms/report: db {run['cpu_ms_per_report']['db']:.2f}, machine {run['cpu_ms_per_report']['machine']:.2f}  "
         f"load {run['loadavg'][1]}"
     )
@@ -609,7 +620,6 @@ def _load(args, dsn: dict, env: dict, server: Server, port: int, work: Path, log
     ceiling = {"paths": str(work / "paths_ceiling.txt")}
     phases = results["phases"]
     states = [sys.executable, "-m", "bench.prepare", "states", "--out", str(work), "--liveness"]
-    scripts, per_script = _pgbench_scripts(work)
     health_checks = bool(seed["settings"].get("CONN_HEALTH_CHECKS"))
 
     def flush() -> None:
@@ -671,6 +681,7 @@ def _load(args, dsn: dict, env: dict, server: Server, port: int, work: Path, log
     # The same SQL in the same protocol as the app's connection: prepared when the app prepares its statements.
     prepared = seed["settings"].get("DATABASE_OPTIONS", {}).get("prepare_threshold") is not None
     protocol = "prepared" if prepared else "simple"
+    scripts, per_script = _pgbench_scripts(work, protocol=protocol)
     database = results["pgbench"] = [_database_ceiling(args, dsn, scripts, per_script, log, protocol=protocol)]
     phase("changed", "changed", agent)
     database.append(_database_ceiling(args, dsn, scripts, per_script, log, protocol=protocol))

@@ -93,32 +93,75 @@ def test_device_state_and_path_files_round_trip(tmp_path):
 # The database ceiling's SQL ---------------------------------------------------------------------------------------
 
 
-def test_replayed_inserts_get_fresh_unique_values_and_keep_everything_else():
-    max_query = 'SELECT MAX("events_event"."sequence") AS "last" FROM "events_event" WHERE "aggregate_id" = \'x\''
-    insert = (
-        'INSERT INTO "events_event" ("event_id", "type", "sequence", "data") VALUES '
-        "('8a466382b89c41be97d7cce2e35f9e90'::uuid, 'a', 41, '{\"note\": \"it''s (a), b; c\"}'::jsonb), "
-        "('9b466382-b89c-41be-97d7-cce2e35f9e90'::uuid, E'x\\\\'' y', 42, '{}'::jsonb) "
-        'RETURNING "events_event"."id"'
-    )
-    upsert = 'INSERT INTO "sensors_devicesensor" ("a") SELECT * FROM UNNEST(ARRAY[1]) ON CONFLICT("a") DO NOTHING'
-    captured = [["BEGIN", max_query, insert, upsert, "COMMIT"]]
+_LONG_JSON = "'" + orjson.dumps({"protocolAdapterDevices": [{"name": f"s{i}"} for i in range(9)]}).decode() + "'::jsonb"
+_CAPTURED_REPORT = [
+    {"sql": 'SELECT "id" FROM "devices_device" WHERE "digest" = %s', "params": ["'abc'"]},
+    {"sql": "BEGIN", "params": None},
+    {"sql": 'UPDATE "devices_devicecurrentstate" SET "config" = %s WHERE "id" = %s', "params": [_LONG_JSON, "7"]},
+    {"sql": 'INSERT INTO "events_event" ("event_id", "sequence") VALUES (%s, 100%%)', "params": ["gen_random_uuid()"]},
+    {"sql": "COMMIT", "params": None},
+]
 
-    script = pgbench.replay_script(captured, unique_uuid_columns={"events_event": ["event_id"]}).text.splitlines()
 
-    assert script[0] == "BEGIN;"
-    assert script[1] == max_query + " \\gset bench_"
-    table_name, columns, rows, rest = pgbench.values_split(script[2].rstrip(";"))
-    assert (table_name, columns, rest) == (
-        "events_event",
-        ["event_id", "type", "sequence", "data"],
-        ' RETURNING "events_event"."id"',
+def test_a_prepared_replay_binds_long_parameters_as_the_app_does():
+    """Long values travel as bound parameters (read once per script run into pgbench variables), short ones are
+    written in, transaction control is kept, and the statements run in the captured order."""
+    script = pgbench.replay_script([_CAPTURED_REPORT, _CAPTURED_REPORT], protocol="prepared")
+
+    lines = script.text.splitlines()
+    assert script.reports == 2
+    assert (
+        lines[0]
+        == pgbench.colons_hidden(f"SELECT {_LONG_JSON[: -len('::jsonb')]} AS p1, {_LONG_JSON[: -len('::jsonb')]} AS p2")
+        + " \\gset bench_"
     )
-    assert [row[0] for row in rows] == ["gen_random_uuid()", "gen_random_uuid()"]
-    assert [row[2] for row in rows] == ["(COALESCE(:bench_last, 0) + 1)", "(COALESCE(:bench_last, 0) + 2)"]
-    assert rows[0][3] == "E'{\"note\"\\x3a \"it''s (a), b; c\"}'::jsonb"  # the colon hidden from pgbench
-    assert rows[1][1] == "E'x\\\\'' y'"
-    assert script[3:] == [upsert + ";", "COMMIT;"]
+    assert lines[1:6] == [
+        'SELECT "id" FROM "devices_device" WHERE "digest" = \'abc\';',
+        "BEGIN;",
+        'UPDATE "devices_devicecurrentstate" SET "config" = :bench_p1 WHERE "id" = 7;',
+        'INSERT INTO "events_event" ("event_id", "sequence") VALUES (gen_random_uuid(), 100%);',
+        "COMMIT;",
+    ]
+    assert lines[8] == 'UPDATE "devices_devicecurrentstate" SET "config" = :bench_p2 WHERE "id" = 7;'
+
+
+def test_a_simple_replay_writes_every_parameter_in_as_client_side_binding_does():
+    script = pgbench.replay_script([_CAPTURED_REPORT], protocol="simple")
+
+    lines = script.text.splitlines()
+    assert not any("gset" in line or ":bench_" in line for line in lines)
+    assert (
+        lines[2]
+        == pgbench.colons_hidden(f'UPDATE "devices_devicecurrentstate" SET "config" = {_LONG_JSON} WHERE "id" = 7')
+        + ";"
+    )
+
+
+def test_a_statement_whose_parameters_do_not_match_its_placeholders_is_refused():
+    with pytest.raises(ValueError, match="2 parameters for 1 placeholders"):
+        pgbench.replay_script([[{"sql": "SELECT %s", "params": ["1", "2"]}]], protocol="simple")
+
+
+@pytest.mark.postgres  # the benchmark runs on PostgreSQL; psycopg renders the parameters
+@pytest.mark.django_db(transaction=True)  # the report's own transaction, BEGIN and COMMIT included
+def test_captured_changed_reports_carry_every_parameter_of_every_statement(admin_client, client, device):
+    """What the probe captures for the replay: a real changed report's statements, parameters rendered by psycopg,
+    a new event's uuid drawn again on every replay."""
+    from bench.prepare import _captured_statements
+    from tests.agent.helpers import add_sensor, report, sensor, target_sensors
+
+    add_sensor(admin_client, device, sensor("a"))
+
+    statements = _captured_statements(lambda: report(client, device, 2, target_sensors(device), seq=1))
+
+    sql = [s["sql"] for s in statements]
+    assert "COMMIT" in sql
+    for statement in statements:
+        if statement["params"] is not None:
+            assert len(pgbench._placeholders(statement["sql"])) == len(statement["params"]) + 1
+    events = [s for s in statements if s["sql"].startswith('INSERT INTO "events_event"')]
+    assert events and "gen_random_uuid()" in events[0]["params"]
+    assert pgbench.replay_script([statements], protocol="simple").text.count(";\n") >= len(statements)
 
 
 def test_pgbench_output_is_read_and_failures_are_not_a_ceiling():
@@ -261,15 +304,16 @@ def test_colons_in_replayed_literals_are_hidden_from_pgbench_variables():
     """pgbench reads ``:name`` as a variable, inside string literals too; the replay spells those colons ``\\x3a``
     in an E'' string, the same value for PostgreSQL, and leaves everything outside literals alone."""
     sql = (
-        "UPDATE \"t\" SET \"config\" = '{\"enabled\":true,\"url\":\"opc.tcp://h:4840\"}'::jsonb, "
+        'UPDATE "t" SET "config" = \'{"enabled":true,"url":"opc.tcp://h:4840"}\'::jsonb, '
         "\"note\" = E'a\\\\:b', \"quote\" = 'it''s: fine', \"plain\" = 'no colon' WHERE \"id\" = 1"
     )
 
     hidden = pgbench.colons_hidden(sql)
 
     assert hidden == (
-        "UPDATE \"t\" SET \"config\" = E'{\"enabled\"\\x3atrue,\"url\"\\x3a\"opc.tcp\\x3a//h\\x3a4840\"}'::jsonb, "
+        'UPDATE "t" SET "config" = E\'{"enabled"\\x3atrue,"url"\\x3a"opc.tcp\\x3a//h\\x3a4840"}\'::jsonb, '
         "\"note\" = E'a\\\\\\x3ab', \"quote\" = E'it''s\\x3a fine', \"plain\" = 'no colon' WHERE \"id\" = 1"
     )
-    script = pgbench.replay_script([["BEGIN", sql, "COMMIT"]], unique_uuid_columns={}).text
+    captured = [{"sql": "BEGIN", "params": None}, {"sql": sql, "params": None}, {"sql": "COMMIT", "params": None}]
+    script = pgbench.replay_script([captured], protocol="prepared").text
     assert ":" not in script.replace("::jsonb", "")

@@ -231,7 +231,7 @@ def _captured_statements(call) -> list[dict]:
     parameter of an INSERT is written ``gen_random_uuid()``: a replayed event needs an id of its own."""
     import uuid
 
-    from django.db import connection
+    from django.db import connection, reset_queries
     from django.test.utils import CaptureQueriesContext
     from psycopg import sql as psycopg_sql
 
@@ -241,8 +241,12 @@ def _captured_statements(call) -> list[dict]:
         executed.append((sql, params))
         return execute(sql, params, many, context)
 
+    reset_queries()  # Django's query log keeps 9,000 entries; a full one would capture nothing
     with CaptureQueriesContext(connection) as ctx, connection.execute_wrapper(record):
         call()
+    logged = [q for q in ctx.captured_queries if q["sql"] not in ("BEGIN", "COMMIT", "ROLLBACK")]
+    if len(logged) != len(executed):
+        raise RuntimeError(f"captured {len(executed)} statements but Django logged {len(logged)}")
     pending = iter(executed)
     statements = []
     for query in ctx.captured_queries:
@@ -269,9 +273,10 @@ def _captured_statements(call) -> list[dict]:
 
 
 def _captured(call) -> list[str]:
-    from django.db import connection
+    from django.db import connection, reset_queries
     from django.test.utils import CaptureQueriesContext
 
+    reset_queries()  # Django's query log keeps 9,000 entries; a full one would capture nothing
     with CaptureQueriesContext(connection) as ctx:
         call()
     return [q["sql"] for q in ctx.captured_queries]

@@ -70,8 +70,8 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
         "--db-devices",
         type=int,
         default=_env_int("DB_DEVICES", None),
-        help="devices pgbench replays (default: as many as the fleet, at most 2,048, so that the replay's rows are "
-        "spread over the tables as the load test's are, not a few hot pages)",
+        help="devices pgbench replays (default: as many as the fleet, at most 512: four per script, so the rows are "
+        "spread over the tables and pgbench's own work stays small)",
     )
     parser.add_argument("--database", default=os.environ.get("BENCH_DATABASE", "sensorsync_bench"))
     parser.add_argument("--pg-host", default=os.environ.get("BENCH_PG_HOST", "127.0.0.1"))
@@ -84,7 +84,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.connections = args.connections or 2 * args.workers
-    args.db_devices = args.db_devices or min(args.devices, 2048)
+    args.db_devices = args.db_devices or min(args.devices, 4 * pgbench.MAX_SCRIPTS)
     args.mix_rate = args.mix_rate or round(args.devices * (1 / 10 + 1 / 60))
     if args.pg_host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("the benchmark runs on loopback only: --pg-host must be 127.0.0.1")
@@ -546,20 +546,18 @@ def _prepare_database(args, env: dict, dsn: dict, log: Log, results: dict) -> No
     results["probe"] = json.loads((work / "probe.json").read_text())
 
 
-def _pgbench_scripts(work: Path, *, protocol: str) -> tuple[list[Path], float]:
+def _pgbench_scripts(work: Path) -> tuple[list[Path], float]:
     """The captured reports as at most ``pgbench.MAX_SCRIPTS`` scripts, each device's two reports in one script and
     the devices dealt round-robin between scripts; returns the scripts and the mean reports per script (pgbench
     picks scripts with equal weights, so that is what one script run replays on average)."""
     capture = json.loads((work / "db_capture.json").read_text())
     devices = capture["devices"]
     groups = [devices[i :: pgbench.MAX_SCRIPTS] for i in range(min(len(devices), pgbench.MAX_SCRIPTS))]
-    scripts = [
-        pgbench.replay_script([report for device in group for report in device], protocol=protocol) for group in groups
-    ]
+    scripts = [pgbench.replay_script([report for device in group for report in device]) for group in groups]
     return pgbench.scripts_write(scripts, work / "pgbench"), sum(s.reports for s in scripts) / len(scripts)
 
 
-def _database_ceiling(args, dsn: dict, scripts: list[Path], per_script: float, log: Log, *, protocol: str) -> dict:
+def _database_ceiling(args, dsn: dict, scripts: list[Path], per_script: float, log: Log) -> dict:
     """One pgbench run of the captured changed reports (the app server idle); changed reports per second."""
     clients = args.workers  # the app runs at most one transaction per worker at a time
     load_before = _loadavg()
@@ -571,7 +569,6 @@ def _database_ceiling(args, dsn: dict, scripts: list[Path], per_script: float, l
         threads=min(2, clients),
         duration=args.duration,
         timeout=args.duration + 120,
-        protocol=protocol,
     )
     run = {
         "tps": result.tps,
@@ -582,7 +579,6 @@ def _database_ceiling(args, dsn: dict, scripts: list[Path], per_script: float, l
         "reports_per_script": per_script,
         "reports_per_s": result.tps * per_script if result.ok and result.tps else None,
         "clients": clients,
-        "protocol": protocol,
         "scripts": len(scripts),
         "loadavg": [load_before, _loadavg()],
     }
@@ -595,7 +591,7 @@ def _database_ceiling(args, dsn: dict, scripts: list[Path], per_script: float, l
         return run
     log(
         f"    {'database ceiling':<22} {run['reports_per_s']:>8,.0f} changed reports/s ({result.tps:,.1f} scripts/s of "
-        f"{per_script:g} reports, {result.latency_ms:.1f} ms each, {result.transactions} runs, 0 failed, {protocol})  "
+        f"{per_script:g} reports, {result.latency_ms:.1f} ms each, {result.transactions} runs, 0 failed)  "
         f"cpu ms/report: db {run['cpu_ms_per_report']['db']:.2f}, machine {run['cpu_ms_per_report']['machine']:.2f}  "
         f"load {run['loadavg'][1]}"
     )
@@ -678,13 +674,10 @@ def _load(args, dsn: dict, env: dict, server: Server, port: int, work: Path, log
     )
 
     _run([*states, "keep"], env=env, timeout=300, log=log)
-    # The same SQL in the same protocol as the app's connection: prepared when the app prepares its statements.
-    prepared = seed["settings"].get("DATABASE_OPTIONS", {}).get("prepare_threshold") is not None
-    protocol = "prepared" if prepared else "simple"
-    scripts, per_script = _pgbench_scripts(work, protocol=protocol)
-    database = results["pgbench"] = [_database_ceiling(args, dsn, scripts, per_script, log, protocol=protocol)]
+    scripts, per_script = _pgbench_scripts(work)
+    database = results["pgbench"] = [_database_ceiling(args, dsn, scripts, per_script, log)]
     phase("changed", "changed", agent)
-    database.append(_database_ceiling(args, dsn, scripts, per_script, log, protocol=protocol))
+    database.append(_database_ceiling(args, dsn, scripts, per_script, log))
     ceilings["changed"] = _mean([run["reports_per_s"] for run in database])
     results["database_ceiling_reports_per_s"] = ceilings["changed"]
 

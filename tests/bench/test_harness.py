@@ -103,43 +103,24 @@ _CAPTURED_REPORT = [
 ]
 
 
-def test_a_prepared_replay_binds_long_parameters_as_the_app_does():
-    """Long values travel as bound parameters (read once per script run into pgbench variables), short ones are
-    written in, transaction control is kept, and the statements run in the captured order."""
-    script = pgbench.replay_script([_CAPTURED_REPORT, _CAPTURED_REPORT], protocol="prepared")
+def test_a_replay_writes_every_parameter_in_and_keeps_the_captured_order():
+    script = pgbench.replay_script([_CAPTURED_REPORT, _CAPTURED_REPORT])
 
     lines = script.text.splitlines()
     assert script.reports == 2
-    assert (
-        lines[0]
-        == pgbench.colons_hidden(f"SELECT {_LONG_JSON[: -len('::jsonb')]} AS p1, {_LONG_JSON[: -len('::jsonb')]} AS p2")
-        + " \\gset bench_"
-    )
-    assert lines[1:6] == [
+    assert lines[:5] == [
         'SELECT "id" FROM "devices_device" WHERE "digest" = \'abc\';',
         "BEGIN;",
-        'UPDATE "devices_devicecurrentstate" SET "config" = :bench_p1 WHERE "id" = 7;',
+        pgbench.colons_hidden(f'UPDATE "devices_devicecurrentstate" SET "config" = {_LONG_JSON} WHERE "id" = 7') + ";",
         'INSERT INTO "events_event" ("event_id", "sequence") VALUES (gen_random_uuid(), 100%);',
         "COMMIT;",
     ]
-    assert lines[8] == 'UPDATE "devices_devicecurrentstate" SET "config" = :bench_p2 WHERE "id" = 7;'
-
-
-def test_a_simple_replay_writes_every_parameter_in_as_client_side_binding_does():
-    script = pgbench.replay_script([_CAPTURED_REPORT], protocol="simple")
-
-    lines = script.text.splitlines()
-    assert not any("gset" in line or ":bench_" in line for line in lines)
-    assert (
-        lines[2]
-        == pgbench.colons_hidden(f'UPDATE "devices_devicecurrentstate" SET "config" = {_LONG_JSON} WHERE "id" = 7')
-        + ";"
-    )
+    assert lines[5:] == lines[:5]
 
 
 def test_a_statement_whose_parameters_do_not_match_its_placeholders_is_refused():
     with pytest.raises(ValueError, match="2 parameters for 1 placeholders"):
-        pgbench.replay_script([[{"sql": "SELECT %s", "params": ["1", "2"]}]], protocol="simple")
+        pgbench.replay_script([[{"sql": "SELECT %s", "params": ["1", "2"]}]])
 
 
 @pytest.mark.postgres  # the benchmark runs on PostgreSQL; psycopg renders the parameters
@@ -161,7 +142,7 @@ def test_captured_changed_reports_carry_every_parameter_of_every_statement(admin
             assert len(pgbench._placeholders(statement["sql"])) == len(statement["params"]) + 1
     events = [s for s in statements if s["sql"].startswith('INSERT INTO "events_event"')]
     assert events and "gen_random_uuid()" in events[0]["params"]
-    assert pgbench.replay_script([statements], protocol="simple").text.count(";\n") >= len(statements)
+    assert pgbench.replay_script([statements]).text.count(";\n") == len(statements)
 
 
 def test_pgbench_output_is_read_and_failures_are_not_a_ceiling():
@@ -315,5 +296,5 @@ def test_colons_in_replayed_literals_are_hidden_from_pgbench_variables():
         "\"note\" = E'a\\\\\\x3ab', \"quote\" = E'it''s\\x3a fine', \"plain\" = 'no colon' WHERE \"id\" = 1"
     )
     captured = [{"sql": "BEGIN", "params": None}, {"sql": sql, "params": None}, {"sql": "COMMIT", "params": None}]
-    script = pgbench.replay_script([captured], protocol="prepared").text
+    script = pgbench.replay_script([captured]).text
     assert ":" not in script.replace("::jsonb", "")

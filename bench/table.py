@@ -14,6 +14,10 @@ CHANGED_MIN = 0.35  # x database ceiling
 FLEET_LIST_MAX = 3.0  # p50 of the fleet-wide list / p50 of one device's list
 MIX_P99_MAX_MS = 250.0
 MIX_RATE_MIN = 0.97  # achieved / offered: the server kept up with the fleet
+# Requests that started more than MIX_P99_MAX_MS after their slot (wrk waited for a free connection): their
+# latency from the fleet's point of view is at least that, so more than 1% of them breaks the p99 target even when
+# the answers, timed from when they were sent, were fast.
+MIX_LATE_MAX = 0.01
 STATEMENTS_MAX = 8
 MEMORY_MAX_MB = 200.0
 PER_SENSOR_GROWTH_MAX = 1.25  # us/sensor at the largest size vs at the fleet's size
@@ -110,6 +114,12 @@ def mix_statements(probe: dict, sensors: int) -> float | None:
     return MIX_POLL_SHARE * polls + (1 - MIX_POLL_SHARE) * reports
 
 
+def mix_late_share(phase: dict) -> float:
+    """The share of the mix's requests that started more than MIX_P99_MAX_MS after their slot."""
+    lag = phase.get("lag_ms") or {}
+    return lag.get("over250", 0) / lag["n"] if lag.get("n") else 0.0
+
+
 def _outcomes_ok(phase: dict | None, expected: str) -> bool | None:
     """Every answered report had the expected outcome (what the load generator counted in the bodies)."""
     if not phase:
@@ -201,7 +211,12 @@ def rows(results: dict) -> list[Row]:
             achieved = row.rps / offered
             row.ratio = _down(achieved)
             row.target = f"p99<{MIX_P99_MAX_MS:.0f}ms, 0 err"
-            row.result = pass_fail(achieved >= MIX_RATE_MIN and (row.p99_ms or 0) < MIX_P99_MAX_MS and errors(mix) == 0)
+            row.result = pass_fail(
+                achieved >= MIX_RATE_MIN
+                and (row.p99_ms or 0) < MIX_P99_MAX_MS
+                and errors(mix) == 0
+                and mix_late_share(mix) <= MIX_LATE_MAX
+            )
         table.append(row)
     if "ceiling_after_mix" in phases:
         table.append(timed("framework ceiling, after mix", "ceiling_after_mix", _statements(probe, "ceiling")))
@@ -342,12 +357,19 @@ def report_lines(results: dict) -> list[str]:
         )
     mix = results.get("phases", {}).get("mix")
     if mix:
-        late = mix.get("lag_ms", {}).get("over50", 0)
+        lag = mix.get("lag_ms", {})
+        late = lag.get("over50", 0)
         lines.append(
             f"  Fleet mix: {mix['requests']:,} answers {dict(sorted(mix.get('status', {}).items()))}, "
             f"{errors(mix)} errors; {late:,} requests started > 50 ms after their slot"
             + (" (the server fell behind the fleet: req/s is its capacity, p50/p99 at saturation)" if late else "")
         )
+        if lag.get("n"):
+            lines.append(
+                f"  Schedule: {mix_late_share(mix):.1%} of requests started > {MIX_P99_MAX_MS:.0f} ms after their slot "
+                f"(the target allows {MIX_LATE_MAX:.0%}: their latency as the fleet sees it is at least that), mean "
+                f"lateness {lag['sum'] / lag['n']:.0f} ms, max {lag.get('max', 0):.0f} ms."
+            )
         after = rps(results.get("phases", {}).get("ceiling_after_mix"))
         if after and rps(mix):
             lines.append(

@@ -229,6 +229,21 @@ def test_the_table_shows_each_path_against_its_ceiling_and_target():
     assert rows["(f) fleet mix"].sql == f"{(2 + 6 * (0.95 * 1 + 0.05 * 8)) / 7:.1f}"
 
 
+@pytest.mark.parametrize(("over250", "result"), [(700, "PASS"), (701, "FAIL")])
+def test_a_mix_that_fell_behind_its_schedule_misses_the_p99_target(over250, result):
+    """Answers timed from when wrk sent them can be fast while requests wait for a free connection: a request that
+    started more than 250 ms after its slot took at least that long as the fleet sees it; over 1% of them fail."""
+    results = _results()
+    results["phases"]["mix"]["lag_ms"] = {"n": 70_000, "over50": 2_000, "over250": over250, "max": 400, "sum": 1e6}
+
+    rows = {row.path: row for row in table.rows(results)}
+
+    assert rows["(f) fleet mix"].result == result
+    assert f"{over250 / 70_000:.1%} of requests started > 250 ms after their slot" in "\n".join(
+        table.report_lines(results)
+    )
+
+
 def test_the_verdict_lists_checks_and_counts_missed_targets():
     results = _results()
     results["phases"]["changed"]["outcome"] = {"applied": 399, "unchanged": 1}

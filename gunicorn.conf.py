@@ -1,14 +1,16 @@
 """gunicorn, the production server: ``gunicorn -c gunicorn.conf.py`` from the repository root.
 
-Sync workers, a few per core: the agent endpoints are short, CPU-bound requests against PostgreSQL, and
+Sync workers, one per core by default: the agent endpoints are short, CPU-bound requests against PostgreSQL, and
 PERF_NOTES measured gthread and uvicorn workers ~2x slower on writes. A sync worker answers one request at a time
 and closes the connection after it (a proxy in front keeps the clients' connections alive).
 
 Environment:
 
 - ``GUNICORN_BIND``: address(es), comma-separated (default ``127.0.0.1:8000``);
-- ``GUNICORN_WORKERS``: worker processes (default two per CPU: 4 on the 2-core machine the benchmark targets;
-  ``make bench WORKERS=3`` compares);
+- ``GUNICORN_WORKERS``: worker processes (default one per CPU: the agent's requests are CPU-bound, and on the
+  2-core machine the benchmark targets, PostgreSQL beside the app, 2 workers held the 10,000-device mix with p50
+  10 ms where 4 workers queued it to 40-54 ms, ~7% more CPU per request. With PostgreSQL on its own machine, a
+  worker more than the cores keeps one busy while another waits for a commit; ``make bench WORKERS=3`` compares);
 - ``GUNICORN_TIMEOUT``: seconds before a silent worker is killed and replaced (default 30; the database
   statement timeout, ``DJANGO_DB_STATEMENT_TIMEOUT_MS``, is 10 s, so a stuck query ends first);
 - ``GUNICORN_ACCESS_LOG``: ``-`` for stdout or a file (default off: one line per agent request is a lot);
@@ -26,7 +28,7 @@ from pathlib import Path
 wsgi_app = "sensorsync_project.wsgi:application"
 bind = [address.strip() for address in os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",") if address]
 worker_class = "sync"
-workers = int(os.environ.get("GUNICORN_WORKERS") or 2 * (os.cpu_count() or 1))
+workers = int(os.environ.get("GUNICORN_WORKERS") or os.cpu_count() or 1)
 # Import Django and the app once in the master: workers fork ready (faster start, shared memory pages).
 preload_app = True
 timeout = int(os.environ.get("GUNICORN_TIMEOUT") or 30)

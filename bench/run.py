@@ -62,7 +62,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
         default=_env_int("MIX_RATE", None),
         help="requests/s of the fleet mix (default: DEVICES x (1/10 + 1/60), the agent's defaults)",
     )
-    parser.add_argument("--workers", type=int, default=_env_int("WORKERS", 2 * cores))
+    parser.add_argument("--workers", type=int, default=_env_int("WORKERS", cores), help="default: gunicorn.conf.py's")
     parser.add_argument("--connections", type=int, default=_env_int("CONNECTIONS", None), help="default 2 x workers")
     parser.add_argument("--mix-connections", type=int, default=_env_int("MIX_CONNECTIONS", 64))
     parser.add_argument("--wrk-threads", type=int, default=_env_int("WRK_THREADS", 1))
@@ -583,6 +583,7 @@ def _database_ceiling(args, dsn: dict, scripts: list[Path], per_script: float, l
         "loadavg": [load_before, _loadavg()],
     }
     if result.ok and result.transactions:
+        time.sleep(0.5)  # pgbench's backends exit after it does; their CPU counts once the postmaster reaps them
         run["cpu_ms_per_report"] = cpu.per_request_ms(cpu_before, cpu.snapshot(None), result.transactions * per_script)
     if not result.ok:
         log("    pgbench failed; the database ceiling is unknown:")

@@ -91,3 +91,21 @@ def test_production_settings_refuse_to_start_without_a_secret_key():
     result = _check_deploy(env)
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_the_production_server_refuses_to_start_without_a_secret_key():
+    """gunicorn loads wsgi.py at start (preload_app): it fails there, not at the first request that signs."""
+    env = {k: v for k, v in PRODUCTION.items() if k != "DJANGO_SECRET_KEY"}
+    result = _run(["-c", "import sensorsync_project.wsgi"], env)
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off." in result.stderr
+
+
+def test_tooling_runs_without_a_secret_key():
+    """makemigrations and friends need no key: an unset one refuses to sign, it does not stop the tools."""
+    env = {k: v for k, v in PRODUCTION.items() if k != "DJANGO_SECRET_KEY"}
+    result = _run(["manage.py", "makemigrations", "--check", "--dry-run"], env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    signing = _run(["-c", "import django; django.setup(); from django.core import signing; signing.dumps(1)"], env)
+    assert signing.returncode != 0
+    assert "SECRET_KEY" in signing.stderr

@@ -38,7 +38,7 @@ def report_entry(*, sensors: list[dict], version: int, variant: int, local_ip: s
     running = [{**s, "metadata": {**s.get("metadata", {}), "benchVariant": 1}} if variant else s for s in sensors]
     return {
         "version": version,
-        "config": {"protocolAdapterDevices": running},
+        "config": {"sensors": running},
         "apps": {},
         "os_version": OS_VERSION,
         "agent_version": AGENT_VERSION,

@@ -143,7 +143,7 @@ def blueprint_load(template: Device, api_key: str, *, overridden: set[tuple[type
             table.plans.append(plan)
 
     target = template.target_state
-    sensors = target.config["protocolAdapterDevices"]
+    sensors = target.config["sensors"]
     entries = tuple(
         orjson.dumps(reports.report_entry(sensors=sensors, version=target.version, variant=v)).decode()
         for v in reports.VARIANTS
@@ -284,7 +284,7 @@ def template_create(*, name: str, layout_index: int, sensors: int, user) -> tupl
     with audit_context(source=EventSourceChoices.COMMAND, actor="command:bench"):
         created = device_create(name=name, user=user)
         target_state_update(
-            uuid=created.device.uuid, user=user, config={"protocolAdapterDevices": sensor_specs(layout_index, sensors)}
+            uuid=created.device.uuid, user=user, config={"sensors": sensor_specs(layout_index, sensors)}
         )
     poll = Client(HTTP_HOST="127.0.0.1").get(
         reverse("agent-state", kwargs={"uuid": created.device.uuid}), headers={"X-Device-API-Key": created.api_key}
@@ -293,7 +293,7 @@ def template_create(*, name: str, layout_index: int, sensors: int, user) -> tupl
         raise RuntimeError(f"template {name}: its agent's poll was answered {poll.status_code}")
     device = device_for_key(api_key=created.api_key)
     target = device.target_state
-    entry = reports.report_entry(sensors=target.config["protocolAdapterDevices"], version=target.version, variant=0)
+    entry = reports.report_entry(sensors=target.config["sensors"], version=target.version, variant=0)
     body = reports.report_body(
         reports.gzip_member(reports.body_prefix(str(device.uuid), entry)), uptime=3600, seq=FIRST_SEQ
     )

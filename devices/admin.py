@@ -547,7 +547,7 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
                 "added": change.get("added", []),
                 "updated": change.get("updated", []),
                 "removed": change.get("removed", []),
-                "old_sensors": old.config.get("protocolAdapterDevices", []),
+                "old_sensors": old.config.get("sensors", []),
                 "old_config": json.dumps(old.config, indent=2, ensure_ascii=False, cls=DjangoJSONEncoder),
                 "change_url": self._change_url(device),
                 "media": self.media,

@@ -10,7 +10,7 @@ from sensorsync_project.fields import JSONField
 
 
 def empty_config() -> dict:
-    return {"protocolAdapterDevices": []}
+    return {"sensors": []}
 
 
 class Device(models.Model):
@@ -24,7 +24,11 @@ class Device(models.Model):
     os_version = models.CharField(max_length=255, blank=True)
     agent_version = models.CharField(max_length=255, blank=True)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
-    uptime = models.PositiveBigIntegerField(null=True, blank=True)
+    uptime = models.FloatField(null=True, blank=True, help_text="Seconds, as the agent last reported.")
+    # The agent's latest metrics (CPU, memory, storage, temperature, processes, network interfaces), validated and
+    # replaced whole by each report that carries them; not part of a report's identity (see agent_protocol).
+    facts = JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder, editable=False)
+    facts_reported_at = models.DateTimeField(null=True, blank=True, editable=False)
     # What the agent fetched, so "never fetched", "fetched but not applied" and "applied" can be told apart.
     last_fetched_version = models.PositiveIntegerField(null=True, blank=True)
     last_fetched_at = models.DateTimeField(null=True, blank=True)
@@ -116,9 +120,13 @@ class DeviceCurrentState(models.Model):
     apps = JSONField(default=dict, encoder=DjangoJSONEncoder)
     version = models.PositiveIntegerField(help_text="The target version the agent says it applied.")
     seq = models.BigIntegerField(null=True, blank=True, help_text="The agent's report sequence, when it sends one.")
+    # Per-sensor health, normalized, by the map it came from: {"endpoints_health": {name: {...}}, ...}.
     sensor_health = JSONField(default=dict, encoder=DjangoJSONEncoder)
     reported_at = models.DateTimeField(default=timezone.now)
-    digest = models.CharField(max_length=64, help_text="Digest of the canonical report, for no-op detection.")
+    digest = models.CharField(max_length=64, help_text="Digest of the report's identity, for no-op detection.")
+    # The digest of each part of the identity as last reported (config, apps, each health map), so that a report
+    # that leaves a part out ("as before") is compared without reading the stored part.
+    parts = JSONField(default=dict, encoder=DjangoJSONEncoder, editable=False)
 
     def __str__(self) -> str:
         return f"current state of {self.device_id} v{self.version}"

@@ -28,6 +28,7 @@ def target_history_replay_diff(*, device: Device) -> list[str]:
     from events.choices import EventTypeChoices
     from events.models import Event
     from events.services import DEVICE_AGGREGATE
+    from sensors.validation import config_upcast
 
     problems: list[str] = []
     replayed: dict[int, tuple[dict, dict]] = {}
@@ -38,7 +39,8 @@ def target_history_replay_diff(*, device: Device) -> list[str]:
             problems.append(f"{device.uuid}: event sequence jumps from {expected_sequence - 1} to {sequence}")
         expected_sequence = sequence + 1
         if event_type == EventTypeChoices.TARGET_STATE_UPDATED:
-            replayed[data["version"]] = (data["config"], data["apps"])
+            # Events are never rewritten: one written before config.sensors was the key is read through the upcast.
+            replayed[data["version"]] = (config_upcast(data["config"]), data["apps"])
 
     stored = {v.version: (v.config, v.apps) for v in DeviceTargetStateVersion.objects.filter(device=device)}
     for version in sorted(set(replayed) | set(stored)):
@@ -71,8 +73,11 @@ def device_for_key(*, api_key: str) -> Device | None:
 
 
 def _device_by_digest(*, states: tuple[str, ...], deferred: tuple[str, ...]):
+    # The device's latest facts (metrics, processes, interfaces) are for people: no agent request reads them.
     return CompiledLookup(
-        lambda digest: Device.objects.select_related(*states).defer(*deferred).filter(api_key_digest=digest).order_by()
+        lambda digest: (
+            Device.objects.select_related(*states).defer("facts", *deferred).filter(api_key_digest=digest).order_by()
+        )
     )
 
 

@@ -12,7 +12,7 @@ from events.choices import EventTypeChoices
 from events.context import actor_label, current_context
 from reconciliation.choices import DriftEpisodeCauseChoices
 from reconciliation.services import device_reconcile
-from sensors.validation import has_control_characters, is_int, target_config_validate
+from sensors.validation import config_sensors, has_control_characters, is_int, target_config_validate
 from sensorsync_project.exceptions import if_match_check
 
 from .keys import key_digest, key_generate
@@ -159,7 +159,7 @@ def target_state_write(*, device: Device, config: dict, apps: dict, user, change
 
 
 def _sensor_names(config: dict) -> dict[str, dict]:
-    return {s["name"]: s for s in config.get("protocolAdapterDevices", [])}
+    return {s["name"]: s for s in config_sensors(config)}
 
 
 def config_change_summary(before: dict, after: dict) -> dict:

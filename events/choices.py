@@ -11,6 +11,7 @@ class EventTypeChoices(models.TextChoices):
     SENSOR_UPDATED = "sensor.updated"
     SENSOR_REMOVED = "sensor.removed"
     CURRENT_STATE_REPORTED = "current_state.reported"
+    CURRENT_STATE_QUEUED = "current_state.queued"
     SENSOR_DEPLOYED = "sensor.deployed"
     SENSOR_FAILED = "sensor.failed"
     DEVICE_CONFIG_DRIFT = "device.config_drift"

@@ -5,20 +5,30 @@ field the server stores is validated, and a bad report is refused whole before a
 """
 
 import hashlib
+import re
 import uuid as uuid_lib
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
+from typing import NamedTuple
 
 import orjson
 from django.core.exceptions import ValidationError
 from django.utils.dateparse import parse_datetime
 
-from sensors.validation import is_int, reported_sensor_parse
+from sensors.validation import (
+    LEGACY_SENSORS_KEY,
+    SENSORS_KEY,
+    has_control_characters,
+    is_int,
+    reported_sensor_parse,
+)
 from sensorsync_project.strict_json import JSONBodyError, strict_json_loads
 
 TEXT_FIELD_MAX = 255
+_INDEX = re.compile(r"\[\d+\]")
+_KEYED_BY_NAME = re.compile(r"^(endpoints_health|protocol_adapters_health|sensor_health)\.[^.\[]+")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -34,6 +44,19 @@ class ProtocolError(Exception):
         self.message = message
         self.fields = fields
         self.headers = headers or {}
+
+    @property
+    def reason(self) -> str:
+        """A label for counting refusals: the error code, and for a validation error the first field named, with
+        list indexes and sensor names folded (``validation_error:config.sensors[].enabled``)."""
+        if not self.fields:
+            return self.code
+        field = next(iter(self.fields))
+        if re.split(r"[.\[]", field, maxsplit=1)[0] not in REPORT_FIELDS:
+            return f"{self.code}:body"  # e.g. a key that is not a uuid: its text is the client's, not a label
+        field = _INDEX.sub("[]", field)
+        field = _KEYED_BY_NAME.sub(r"\1.*", field)
+        return f"{self.code}:{field[:80]}"
 
 
 def api_key_from(headers) -> str | None:
@@ -82,58 +105,145 @@ def json_parse(body: bytes):
         raise ProtocolError(400, "malformed_json", str(exc)) from exc
 
 
+# What a report says about the device's configuration and health: its identity. A report whose identity equals
+# the stored report's is "unchanged" whatever its facts and clock. ``config``, ``apps`` and each health map may be
+# left out ("as before"), so the identity is a digest over each part's digest, the stored one for a missing part.
+IDENTITY_PARTS = ("config", "apps", "endpoints_health", "protocol_adapters_health", "sensor_health")
+HEALTH_SOURCES = ("sensor_health", "protocol_adapters_health", "endpoints_health")  # lowest precedence first
+HEALTH_STATUSES = ("online", "offline", "disabled")
+HEALTH_ERROR_MAX = 1000
+QUALITY_MAX = 32
+
+# Facts: what the agent says about the machine. Validated, kept as the device's latest, never part of identity.
+FACT_NUMBERS = ("cpu_usage", "memory_usage", "memory_total", "storage_usage", "storage_total")
+METRIC_KEYS = (*FACT_NUMBERS, "temperature", "top_processes", "network_interfaces")
+NUMBER_MAX = 10**15
+PROCESSES_MAX = 100
+INTERFACES_MAX = 64
+PROCESS_FIELDS = {"pid": "int", "name": "text", "cpu": "number", "mem": "number"}
+INTERFACE_FIELDS = {
+    "name": "text",
+    "ip4": "text",
+    "ip6": "text",
+    "mac": "text",
+    "type": "text",
+    "operstate": "text",
+    "default": "bool",
+    "virtual": "bool",
+}
+
+
+REPORT_FIELDS = frozenset(
+    (
+        *IDENTITY_PARTS,
+        *METRIC_KEYS,
+        "version",
+        "seq",
+        "reported_at",
+        "uptime",
+        "is_online",
+        "os_version",
+        "agent_version",
+        "local_ip",
+        "report",
+    )
+)
+
+
+class StoredReport(NamedTuple):
+    """What a report is compared with: the stored report's identity digest and its parts' digests."""
+
+    digest: str
+    parts: dict
+
+
 @dataclass(frozen=True, slots=True)
 class Report:
-    """One device's validated report, normalized."""
+    """One device's validated report, normalized.
 
-    version: int
-    config: dict
-    apps: dict
-    sensors: list[dict]
-    sensor_health: dict
-    os_version: str | None
-    agent_version: str | None
-    local_ip: str | None
-    uptime: int | None
+    ``version`` None: a report from the agent's offline queue (it strips the version), acknowledged, never applied.
+    ``config``/``apps``/``sensors`` None: left out, "as before". ``health``: the normalized map of each health
+    source the report carried. ``facts``: the device fields it reported (see ``facts_parse``)."""
+
+    version: int | None
+    config: dict | None
+    apps: dict | None
+    sensors: list[dict] | None
+    health: dict[str, dict]
+    facts: dict
     order: int | None  # seq, or reported_at in microseconds: reports older than the last one are stale
     digest: str
+    parts: dict
+
+    @property
+    def queued(self) -> bool:
+        return self.version is None
 
 
 @dataclass(frozen=True, slots=True)
 class RepeatedReport:
-    """A report whose digest equals the stored report's: the same configuration and health, only a new clock.
-
-    The common case of a steady fleet. What the digest covers was validated when the stored report was accepted
-    (and validation is a function of that content alone), so only what the digest leaves out is read here:
-    ``uptime``, ``seq`` and ``reported_at``, with the same rules as a full report."""
+    """A report whose identity equals the stored report's: the same configuration and health, only new facts and
+    a new clock. The common case of a steady fleet. What the identity covers was validated when the stored report
+    was accepted (and validation is a function of that content alone), so only facts, clock and health (which
+    the identity is computed from) were read."""
 
     version: int
-    uptime: int | None
+    facts: dict
     order: int | None
     digest: str
 
+    queued = False
 
-def _text(value, key: str, errors: dict) -> str | None:
+
+def _text(value, key: str, errors: dict, *, limit: int = TEXT_FIELD_MAX) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > TEXT_FIELD_MAX:
-        errors[key] = [f"Must be a string of at most {TEXT_FIELD_MAX} characters."]
+    if not isinstance(value, str) or len(value) > limit:
+        errors[key] = [f"Must be a string of at most {limit} characters."]
         return None
     return value
 
 
+def _number(value, key: str, errors: dict, *, minimum: float | None = 0) -> float | int | None:
+    if value is None:
+        return None
+    if type(value) not in (int, float) or abs(value) > NUMBER_MAX or (minimum is not None and value < minimum):
+        bound = "a non-negative number" if minimum is not None else "a number"
+        errors[key] = [f"Must be {bound} (at most {NUMBER_MAX:.0e} in size)."]
+        return None
+    return value
+
+
+def _digest(value) -> str:
+    return hashlib.blake2b(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=32).hexdigest()
+
+
+def identity_digest(version, parts: dict) -> str:
+    return _digest({"version": version, "parts": parts})
+
+
 def report_digest(report: dict) -> str:
-    """Digest of what the report says about the device's configuration and health (not of its clock)."""
-    canonical = {key: value for key, value in report.items() if key not in ("uptime", "seq", "reported_at")}
-    return hashlib.blake2b(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS), digest_size=32).hexdigest()
+    """The identity digest of a complete report (every part it leaves out counts as empty); for tools."""
+    errors: dict = {}
+    health = _health_parse(report, "", errors)
+    return identity_digest(report.get("version"), _parts(report, health, {}))
 
 
-def _clock_parse(data: dict, prefix: str, errors: dict) -> tuple[int | None, int | None]:
-    """``uptime`` and the report's order (``seq``, or ``reported_at`` in microseconds): what the digest leaves out."""
-    uptime = data.get("uptime")
-    if uptime is not None and (not is_int(uptime) or uptime < 0 or uptime > 2**63 - 1):
-        errors[f"{prefix}uptime"] = ["Must be a non-negative integer number of seconds."]
+def _parts(data: dict, health: dict[str, dict], stored_parts: dict) -> dict:
+    """Each identity part's digest: the report's own where it carries the part, else the stored one."""
+    parts = dict(stored_parts)
+    for name in ("config", "apps"):
+        if data.get(name) is not None:
+            parts[name] = _digest(data[name])
+    for source, entries in health.items():
+        parts[source] = _digest(
+            {name: [e["status"], e["connected"], e["quality"], e["lastError"]] for name, e in entries.items()}
+        )
+    return parts
 
+
+def _clock_parse(data: dict, prefix: str, errors: dict) -> int | None:
+    """The report's order (``seq``, or ``reported_at`` in microseconds). The real agent sends neither."""
     order = None
     seq = data.get("seq")
     if seq is not None:
@@ -150,90 +260,295 @@ def _clock_parse(data: dict, prefix: str, errors: dict) -> tuple[int | None, int
             errors[f"{prefix}reported_at"] = ["Must be an ISO 8601 timestamp with a time zone."]
         else:
             order = (parsed - EPOCH) // timedelta(microseconds=1)
-    return uptime, order
+    return order
 
 
-def report_parse(data, *, prefix: str = "", stored_digest: str | None = None) -> Report | RepeatedReport:
-    """One device's report, validated whole; or, if its digest equals ``stored_digest`` (the device's stored report),
-    a ``RepeatedReport`` with only its clock validated."""
-    if not isinstance(data, dict):
-        raise ValidationError({prefix.rstrip(".") or "report": ["Must be a JSON object."]})
-    errors: dict[str, list[str]] = {}
-    digest = report_digest(data)
-    if stored_digest is not None and digest == stored_digest:
-        uptime, order = _clock_parse(data, prefix, errors)
-        if errors:
-            raise ValidationError(errors)
-        return RepeatedReport(version=data["version"], uptime=uptime, order=order, digest=digest)
+def _records_parse(value, key: str, errors: dict, *, fields: dict[str, str], limit: int) -> list[dict] | None:
+    """A list of small objects (processes, network interfaces): known fields type-checked, others dropped."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > limit:
+        errors[key] = [f"Must be a list of at most {limit} objects."]
+        return None
+    records = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            errors[f"{key}[{index}]"] = ["Must be an object."]
+            continue
+        record = {}
+        for name, kind in fields.items():
+            field_value = item.get(name)
+            field_key = f"{key}[{index}].{name}"
+            if field_value is None:
+                continue
+            if kind == "text":
+                field_value = _text(field_value, field_key, errors)
+            elif kind == "number":
+                field_value = _number(field_value, field_key, errors, minimum=None)
+            elif kind == "int" and not (is_int(field_value) and 0 <= field_value <= 2**31 - 1):
+                errors[field_key] = ["Must be a non-negative integer."]
+            elif kind == "bool" and type(field_value) is not bool:
+                errors[field_key] = ["Must be a boolean."]
+            record[name] = field_value
+        records.append(record)
+    return records
 
-    version = data.get("version")
-    if not is_int(version) or version < 0 or version > 2**31 - 1:
-        errors[f"{prefix}version"] = ["Required: a non-negative integer (the target version the agent applied)."]
 
-    config = data.get("config", {})
-    sensors: list[dict] = []
-    if not isinstance(config, dict):
-        errors[f"{prefix}config"] = ["Must be a JSON object."]
-    else:
-        raw_sensors = config.get("protocolAdapterDevices", [])
-        if not isinstance(raw_sensors, list):
-            errors[f"{prefix}config.protocolAdapterDevices"] = ["Must be a list of sensor objects."]
-        else:
-            names: set[str] = set()
-            for index, raw in enumerate(raw_sensors):
-                item = f"{prefix}config.protocolAdapterDevices[{index}]."
-                try:
-                    sensor = reported_sensor_parse(raw, prefix=item)
-                except ValidationError as exc:
-                    errors.update(exc.message_dict)
-                    continue
-                if sensor["name"] in names:
-                    errors[f"{item}name"] = [f"Duplicate sensor name '{sensor['name']}'."]
-                names.add(sensor["name"])
-                sensors.append(sensor)
-
-    apps = data.get("apps", {})
-    if not isinstance(apps, dict):
-        errors[f"{prefix}apps"] = ["Must be a JSON object."]
-
-    health = data.get("sensor_health", {})
-    if not isinstance(health, dict) or not all(isinstance(v, dict) for v in health.values()):
-        errors[f"{prefix}sensor_health"] = ["Must be an object mapping sensor names to objects."]
-
-    os_version = _text(data.get("os_version"), f"{prefix}os_version", errors)
-    agent_version = _text(data.get("agent_version"), f"{prefix}agent_version", errors)
+def facts_parse(data: dict, prefix: str, errors: dict) -> dict:
+    """The device fields a report sets: system info sent once per agent start, and the metrics sent every few
+    minutes (replacing the device's previous metrics whole). Only what the report carries."""
+    facts: dict = {}
+    for key, field in (("os_version", "os_version"), ("agent_version", "agent_version")):
+        value = _text(data.get(key), f"{prefix}{key}", errors)
+        if value is not None:
+            facts[field] = value
     local_ip = data.get("local_ip")
     if local_ip is not None:
         try:
             if not isinstance(local_ip, str):  # ip_address(123) would read an integer as 0.0.0.123
                 raise TypeError
-            local_ip = str(ip_address(local_ip))
+            facts["ip_address"] = str(ip_address(local_ip))
         except (ValueError, TypeError):
             errors[f"{prefix}local_ip"] = ["Must be an IPv4 or IPv6 address."]
-            local_ip = None
+    uptime = _number(data.get("uptime"), f"{prefix}uptime", errors)
+    if uptime is not None:
+        facts["uptime"] = float(uptime)
 
-    uptime, order = _clock_parse(data, prefix, errors)
+    metrics: dict = {}
+    for key in FACT_NUMBERS:
+        value = _number(data.get(key), f"{prefix}{key}", errors)
+        if value is not None:
+            metrics[key] = value
+    temperature = _number(data.get("temperature"), f"{prefix}temperature", errors, minimum=-273.15)
+    if temperature is not None:
+        metrics["temperature"] = temperature
+    for key, fields, limit in (
+        ("top_processes", PROCESS_FIELDS, PROCESSES_MAX),
+        ("network_interfaces", INTERFACE_FIELDS, INTERFACES_MAX),
+    ):
+        records = _records_parse(data.get(key), f"{prefix}{key}", errors, fields=fields, limit=limit)
+        if records is not None:
+            metrics[key] = records
+    is_online = data.get("is_online")
+    if is_online is not None and type(is_online) is not bool:
+        errors[f"{prefix}is_online"] = ["Must be a boolean."]
+    if metrics:
+        if uptime is not None:
+            metrics["uptime"] = float(uptime)
+        if type(is_online) is bool:
+            metrics["is_online"] = is_online
+        facts["facts"] = metrics
+    return facts
 
+
+def _health_entry(status, connected, quality, error, last_seen, error_count) -> dict:
+    return {
+        "status": status,
+        "connected": connected,
+        "quality": quality,
+        "lastError": error,
+        "lastSeen": last_seen,
+        "errorCount": error_count,
+    }
+
+
+def _health_fields(entry: dict, key: str, errors: dict, *, seen_field: str) -> tuple:
+    """(connected, lastError, lastSeen, errorCount) of one adapter health entry, type-checked."""
+    connected = entry.get("connected")
+    if connected is not None and type(connected) is not bool:
+        errors[f"{key}.connected"] = ["Must be a boolean."]
+        connected = None
+    error = entry.get("lastError")
+    if error is not None and not isinstance(error, str):
+        errors[f"{key}.lastError"] = ["Must be a string or null."]
+    error = error[:HEALTH_ERROR_MAX] if isinstance(error, str) else ""
+    last_seen = entry.get(seen_field)
+    if last_seen is not None:
+        try:
+            parsed = parse_datetime(last_seen) if isinstance(last_seen, str) else None
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            errors[f"{key}.{seen_field}"] = ["Must be an ISO 8601 timestamp or null."]
+            last_seen = None
+        else:
+            last_seen = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).isoformat()
+    error_count = entry.get("errorCount")
+    if error_count is not None and not (is_int(error_count) and 0 <= error_count <= 2**31 - 1):
+        errors[f"{key}.errorCount"] = ["Must be a non-negative integer."]
+        error_count = None
+    return connected, error, last_seen, error_count
+
+
+def _sensor_key_ok(name, key: str, errors: dict) -> bool:
+    if isinstance(name, str) and 1 <= len(name) <= 255 and not has_control_characters(name):
+        return True
+    errors[key] = ["Sensor names must be 1 to 255 characters, no control characters."]
+    return False
+
+
+def _health_parse(data: dict, prefix: str, errors: dict) -> dict[str, dict]:
+    """Each health map the report carries, normalized to {sensor name: entry} (SPEC section 5):
+
+    - ``endpoints_health`` (2025-11-22): keyed by sensor name, with ``status``, ``connected``,
+      ``communicationQuality``, ``lastError``, ``lastSeen``, ``errorCount`` (other fields are telemetry, dropped);
+    - ``protocol_adapters_health`` (2025-11-06): {protocol: [{deviceName, connected, lastPoll, errorCount,
+      lastError}]};
+    - ``sensor_health``: the seed note's {name: {healthy, lastError}}. The real agent sends sensor-publish
+      statistics here, keyed by pipe name and without ``healthy``: those entries say nothing of a sensor and
+      are dropped.
+    """
+    health: dict[str, dict] = {}
+    endpoints = data.get("endpoints_health")
+    if endpoints is not None:
+        key = f"{prefix}endpoints_health"
+        if not isinstance(endpoints, dict):
+            errors[key] = ["Must be an object mapping sensor names to objects."]
+        else:
+            entries = {}
+            for name, entry in endpoints.items():
+                entry_key = f"{key}.{name}"
+                if not _sensor_key_ok(name, entry_key, errors):
+                    continue
+                if not isinstance(entry, dict):
+                    errors[entry_key] = ["Must be an object."]
+                    continue
+                status = entry.get("status")
+                if status is not None and not isinstance(status, str):
+                    errors[f"{entry_key}.status"] = ["Must be a string."]
+                quality = _text(
+                    entry.get("communicationQuality"), f"{entry_key}.communicationQuality", errors, limit=QUALITY_MAX
+                )
+                fields = _health_fields(entry, entry_key, errors, seen_field="lastSeen")
+                # The agent leaves ``status`` out for an adapter that never connected; a status this server does
+                # not know (the agent grows) is not refused either: both are read from ``connected``.
+                known = status if status in HEALTH_STATUSES else {True: "online", False: "offline"}.get(fields[0], "")
+                entries[name] = _health_entry(known, fields[0], quality or "", *fields[1:])
+            health["endpoints_health"] = entries
+
+    adapters = data.get("protocol_adapters_health")
+    if adapters is not None:
+        key = f"{prefix}protocol_adapters_health"
+        if not isinstance(adapters, dict) or not all(isinstance(v, list) for v in adapters.values()):
+            errors[key] = ["Must be an object mapping protocols to lists of device statuses."]
+        else:
+            entries = {}
+            for protocol, statuses in adapters.items():
+                for index, entry in enumerate(statuses):
+                    entry_key = f"{key}.{protocol}[{index}]"
+                    if not isinstance(entry, dict):
+                        errors[entry_key] = ["Must be an object."]
+                        continue
+                    name = entry.get("deviceName")
+                    if not _sensor_key_ok(name, f"{entry_key}.deviceName", errors):
+                        continue
+                    connected, error, last_seen, error_count = _health_fields(
+                        entry, entry_key, errors, seen_field="lastPoll"
+                    )
+                    status = {True: "online", False: "offline"}.get(connected, "")
+                    entries[name] = _health_entry(status, connected, "", error, last_seen, error_count)
+            health["protocol_adapters_health"] = entries
+
+    legacy = data.get("sensor_health")
+    if legacy is not None:
+        key = f"{prefix}sensor_health"
+        if not isinstance(legacy, dict) or not all(isinstance(v, dict) for v in legacy.values()):
+            errors[key] = ["Must be an object mapping names to objects."]
+        else:
+            entries = {}
+            for name, entry in legacy.items():
+                healthy = entry.get("healthy")
+                if type(healthy) is not bool:
+                    continue
+                error = entry.get("lastError")
+                error = error[:HEALTH_ERROR_MAX] if isinstance(error, str) else ""
+                entries[name] = _health_entry("online" if healthy else "offline", healthy, "", error, None, None)
+            health["sensor_health"] = entries
+    return health
+
+
+def health_merge(health_by_source: dict[str, dict]) -> dict[str, dict]:
+    """One entry per sensor name, from the most precise source that names it (``endpoints_health`` first)."""
+    merged: dict[str, dict] = {}
+    for source in HEALTH_SOURCES:
+        merged.update(health_by_source.get(source) or {})
+    return merged
+
+
+def _config_parse(config, prefix: str, errors: dict) -> tuple[dict, list[dict]]:
+    """The reported configuration with its sensors normalized under ``sensors`` (SPEC section 5): read from
+    ``config.sensors``, or ``config.protocolAdapterDevices`` only when ``sensors`` is absent."""
+    if not isinstance(config, dict):
+        errors[f"{prefix}config"] = ["Must be a JSON object."]
+        return {}, []
+    key = SENSORS_KEY if SENSORS_KEY in config else LEGACY_SENSORS_KEY
+    raw_sensors = config.get(key)
+    if raw_sensors is None:
+        raw_sensors = []
+    if not isinstance(raw_sensors, list):
+        errors[f"{prefix}config.{key}"] = ["Must be a list of sensor objects."]
+        raw_sensors = []
+    sensors: list[dict] = []
+    names: set[str] = set()
+    for index, raw in enumerate(raw_sensors):
+        item = f"{prefix}config.{key}[{index}]."
+        try:
+            sensor = reported_sensor_parse(raw, prefix=item)
+        except ValidationError as exc:
+            errors.update(exc.message_dict)
+            continue
+        if sensor["name"] in names:
+            errors[f"{item}name"] = [f"Duplicate sensor name '{sensor['name']}'."]
+        names.add(sensor["name"])
+        sensors.append(sensor)
+    others = {name: value for name, value in config.items() if name not in (SENSORS_KEY, LEGACY_SENSORS_KEY)}
+    return {**others, SENSORS_KEY: sensors}, sensors
+
+
+def report_parse(data, *, prefix: str = "", stored: StoredReport | None = None) -> Report | RepeatedReport:
+    """One device's report, validated whole; or, if its identity equals the ``stored`` report's, a
+    ``RepeatedReport`` with only its facts, clock and health validated."""
+    if not isinstance(data, dict):
+        raise ValidationError({prefix.rstrip(".") or "report": ["Must be a JSON object."]})
+    errors: dict[str, list[str]] = {}
+    facts = facts_parse(data, prefix, errors)
+    order = _clock_parse(data, prefix, errors)
+    health = _health_parse(data, prefix, errors)
+
+    version = data.get("version")
+    if version is not None and (not is_int(version) or version < 0 or version > 2**31 - 1):
+        errors[f"{prefix}version"] = ["Must be a non-negative integer (the target version the agent applied)."]
+    if errors:
+        raise ValidationError(errors)
+    parts = _parts(data, health, stored.parts if stored else {})
+    digest = identity_digest(version, parts)
+    if stored is not None and version is not None and digest == stored.digest:
+        return RepeatedReport(version=version, facts=facts, order=order, digest=digest)
+
+    config = sensors = None
+    if data.get("config") is not None:
+        config, sensors = _config_parse(data["config"], prefix, errors)
+    apps = data.get("apps")
+    if apps is not None and not isinstance(apps, dict):
+        errors[f"{prefix}apps"] = ["Must be a JSON object."]
     if errors:
         raise ValidationError(errors)
     return Report(
         version=version,
-        config={**config, "protocolAdapterDevices": sensors},
+        config=config,
         apps=apps,
         sensors=sensors,
-        sensor_health=health,
-        os_version=os_version,
-        agent_version=agent_version,
-        local_ip=local_ip,
-        uptime=uptime,
+        health=health,
+        facts=facts,
         order=order,
         digest=digest,
+        parts=parts,
     )
 
 
-def reports_parse(data, *, device_uuid: uuid_lib.UUID, stored_digest: str | None = None) -> Report | RepeatedReport:
+def reports_parse(data, *, device_uuid: uuid_lib.UUID, stored: StoredReport | None = None) -> Report | RepeatedReport:
     """The PATCH body: ``{"<uuid>": report}``; every uuid in it must be the authenticated device's.
-    ``stored_digest``: see ``report_parse``."""
+    ``stored``: see ``report_parse``."""
     if not isinstance(data, dict) or not data:
         raise ProtocolError(
             400, "validation_error", 'The body must be an object keyed by device uuid: {"<uuid>": {...}}.'
@@ -252,7 +567,7 @@ def reports_parse(data, *, device_uuid: uuid_lib.UUID, stored_digest: str | None
     if len(reports) > 1:
         raise ProtocolError(400, "validation_error", "The body names the device more than once.")
     try:
-        return report_parse(reports[0], prefix="", stored_digest=stored_digest)
+        return report_parse(reports[0], prefix="", stored=stored)
     except ValidationError as exc:
         fields = exc.message_dict
         first = next(iter(fields.items()))

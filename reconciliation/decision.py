@@ -12,7 +12,7 @@ from datetime import datetime
 
 from events.choices import EventTypeChoices
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
-from sensors.validation import sensors_differences
+from sensors.validation import POLL_INTERVAL_DEFAULT, sensors_differences, unreported_fields
 
 _UNNAMED_SENSORS = uuid.UUID("5b1c8f0e-6a43-4c55-9d0b-2f3e7a9c1d44")
 
@@ -39,6 +39,14 @@ class SensorRow:
     failed_at_version: int | None
     status_changed_at: datetime
     desired: dict | None
+    unreported_fields: list[str]
+    health_status: str
+    connected: bool | None
+    communication_quality: str
+    health_error: str
+    health_error_count: int | None
+    health_last_seen: datetime | None
+    health_changed_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,26 +61,57 @@ class Decision:
     drift_changed: bool
 
 
-def _shown(sensor: dict, *, version: int) -> dict:
+# What a running sensor shows for a field its agent did not report, when no desired value stands in for it.
+_UNREPORTED_DEFAULTS = {"enabled": True, "pollInterval": POLL_INTERVAL_DEFAULT, "connection": {}, "dataPoints": []}
+
+
+def _shown(sensor: dict, *, version: int, fallback: dict | None = None) -> dict:
+    """The row's configuration columns from a sensor object; a field the agent left out (None) shows the desired
+    value (``fallback``), else a default, and is listed in the row's ``unreported_fields``."""
+
+    def value(key: str):
+        if sensor[key] is not None:
+            return sensor[key]
+        return fallback[key] if fallback is not None else _UNREPORTED_DEFAULTS[key]
+
     return {
         "sensor_id": sensor["id"],
         "protocol": sensor["protocol"],
-        "enabled": sensor["enabled"],
-        "poll_interval": sensor["pollInterval"],
-        "connection": sensor["connection"],
-        "data_points": sensor["dataPoints"],
+        "enabled": value("enabled"),
+        "poll_interval": value("pollInterval"),
+        "connection": value("connection"),
+        "data_points": value("dataPoints"),
         "metadata": sensor["metadata"],
         "config_version": version,
     }
 
 
 def _health_error(health: Mapping, name: str) -> str:
+    """The adapter's own error for a sensor that is not online, as its agent reported it."""
     entry = health.get(name)
-    if isinstance(entry, dict) and entry.get("healthy") is False:
-        error = entry.get("lastError")
-        if isinstance(error, str) and error:
-            return error
+    if entry and entry["status"] != "online" and entry["lastError"]:
+        return entry["lastError"]
     return ""
+
+
+_NO_HEALTH = {"status": "", "connected": None, "quality": "", "lastError": "", "lastSeen": None, "errorCount": None}
+
+
+def _health_columns(entry: Mapping | None, prev: "SensorRow | None", now: datetime) -> dict:
+    """The row's health columns from the sensor's normalized health entry (``agent_protocol``), or none."""
+    entry = entry or _NO_HEALTH
+    last_seen = entry["lastSeen"]
+    columns = {
+        "health_status": entry["status"],
+        "connected": entry["connected"],
+        "communication_quality": entry["quality"],
+        "health_error": entry["lastError"],
+        "health_error_count": entry["errorCount"],
+        "health_last_seen": datetime.fromisoformat(last_seen) if last_seen else None,
+    }
+    changed = prev is None or (prev.health_status, prev.connected) != (entry["status"], entry["connected"])
+    columns["health_changed_at"] = (now if entry["status"] else None) if changed else prev.health_changed_at
+    return columns
 
 
 def _decide_one(
@@ -88,7 +127,7 @@ def _decide_one(
     applied = reported_version is not None and reported_version >= target_version
     T, V = target_version, reported_version
     if d is not None and r is not None:
-        shown = _shown(r, version=V)
+        shown = _shown(r, version=V, fallback=d)
         shown["sensor_id"] = d["id"]
         differences = sensors_differences(d, r)
         if not differences:
@@ -125,7 +164,8 @@ def decide(
     now: datetime,
 ) -> Decision:
     """Project target and report into rows. ``desired`` and ``running`` are normalized sensor objects (wire
-    format, ``id`` set on desired ones); ``reported_version`` is None when the device never reported."""
+    format, ``id`` set on desired ones, None for a field the agent did not report); ``sensor_health`` maps sensor
+    names to normalized health entries; ``reported_version`` is None when the device never reported."""
     desired_by_name = {s["name"]: s for s in desired}
     running_by_name = {s["name"]: s for s in running}
     names = list(desired_by_name) + [n for n in running_by_name if n not in desired_by_name]
@@ -161,6 +201,8 @@ def decide(
             failed_at_version=failed_at,
             status_changed_at=now if status_changed else prev.status_changed_at,
             desired=d,
+            unreported_fields=unreported_fields(r) if r is not None else [],
+            **_health_columns(sensor_health.get(name), prev, now),
         )
         rows[name] = row
         if status == Status.DEPLOYED and status_changed:

@@ -12,8 +12,15 @@ from prometheus_client.core import GaugeMetricFamily
 
 REPORTS = Counter(
     "sensorsync_reports",
-    "Agent state reports, by outcome: applied, unchanged (an identical repeat: the no-op), stale, rejected (4xx).",
+    "Agent state reports, by outcome: applied, unchanged (same sensors, apps, version and health: the no-op), "
+    "stale, queued (from the agent's offline queue: recorded, not applied), rejected (4xx).",
     ["outcome"],
+)
+REPORTS_REJECTED = Counter(
+    "sensorsync_reports_rejected",
+    "Agent state reports refused (4xx), by reason: the error code and, for a validation error, the first field it "
+    "names (list indexes and sensor names folded). The agent re-sends a refused report for ever: watch this.",
+    ["reason"],
 )
 POLLS = Counter("sensorsync_polls", "Agent target-state polls, by HTTP status answered (200 or 304).", ["status"])
 RECONCILE_SECONDS = Histogram(
@@ -57,7 +64,7 @@ class FleetCollector:
 
 
 # Every series exists from the start, so a dashboard sees 0 rather than no data.
-for _outcome in ("applied", "unchanged", "stale", "rejected"):
+for _outcome in ("applied", "unchanged", "stale", "queued", "rejected"):
     REPORTS.labels(_outcome)
 for _status in ("200", "304"):
     POLLS.labels(_status)

@@ -24,9 +24,10 @@ from events.context import actor_label
 from events.services import event_recording
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
+from sensors.validation import config_sensors
 from sensorsync_project.precompiled import CompiledLookup
 
-from .agent_protocol import RepeatedReport, Report
+from .agent_protocol import HEALTH_SOURCES, RepeatedReport, Report, health_merge
 from .choices import DriftEpisodeCauseChoices
 from .decision import Decision, SensorRow, decide
 from .metrics import RECONCILE_SECONDS
@@ -121,7 +122,12 @@ def sensor_rows_upsert(rows: list[dict]) -> None:
 def sensor_statuses(rows: dict[str, SensorRow]) -> dict[str, dict]:
     """What an agent's verdict says of each sensor (cached on the target state for unchanged reports)."""
     return {
-        name: {"status": str(row.deployment_status), "running": row.running, "error": row.deployment_error}
+        name: {
+            "status": str(row.deployment_status),
+            "running": row.running,
+            "error": row.deployment_error,
+            "health": row.health_status or None,
+        }
         for name, row in rows.items()
     }
 
@@ -137,10 +143,10 @@ def decide_for_device(
 ) -> Decision:
     return decide(
         target_version=target.version,
-        desired=target.config.get("protocolAdapterDevices", []),
+        desired=config_sensors(target.config),
         reported_version=current.version if current else None,
-        running=current.config.get("protocolAdapterDevices", []) if current else [],
-        sensor_health=current.sensor_health if current else {},
+        running=config_sensors(current.config) if current else [],
+        sensor_health=health_merge(current.sensor_health) if current else {},
         existing=existing,
         was_in_sync=not target.needs_deployment,
         now=timezone.now(),
@@ -324,6 +330,7 @@ class ReportOutcome(models.TextChoices):
     APPLIED = "applied"
     UNCHANGED = "unchanged"
     STALE = "stale"
+    QUEUED = "queued"
 
 
 @dataclass
@@ -332,9 +339,24 @@ class ReportVerdict:
 
     outcome: str
     device: Device
-    report_version: int
+    report_version: int | None
     result: ReconcileResult | None = None
     reconciliation_failed: bool = False
+
+
+# System info the agent sends once per start: written only when it differs from what the device holds.
+STATIC_FACTS = ("os_version", "agent_version", "ip_address")
+
+
+def _facts_changes(device: Device, report: Report | RepeatedReport, now) -> dict:
+    """The device fields a report changes: static facts that differ, and its metrics whole when it carries them."""
+    facts = report.facts
+    changes = {name: facts[name] for name in STATIC_FACTS if name in facts and facts[name] != getattr(device, name)}
+    if "facts" in facts:
+        changes.update(facts=facts["facts"], facts_reported_at=now)
+    if changes and "uptime" in facts:
+        changes["uptime"] = facts["uptime"]
+    return changes
 
 
 def _liveness_due(device: Device, now) -> bool:
@@ -345,22 +367,24 @@ def _liveness_due(device: Device, now) -> bool:
 def _liveness_touch(
     device: Device, *, now, report: Report | RepeatedReport | None = None, fetched_version: int | None = None
 ) -> None:
-    """Refresh liveness without a transaction. Coalesced: a device seen less than SENSORSYNC_LIVENESS_WRITE_SECONDS
-    ago is not written again unless it fetched a version it did not have (PERF_NOTES item 6)."""
-    changes = {}
+    """Refresh liveness and facts without a transaction, in at most one UPDATE. Coalesced: a device seen less than
+    SENSORSYNC_LIVENESS_WRITE_SECONDS ago is not written again unless it fetched a version it did not have or the
+    report brings facts to keep (PERF_NOTES item 6)."""
+    changes = _facts_changes(device, report, now) if report is not None else {}
     if fetched_version is not None and fetched_version != device.last_fetched_version:
         changes.update(last_fetched_version=fetched_version, last_fetched_at=now)
     if changes or _liveness_due(device, now):
         changes["last_seen_at"] = now
+        if report is not None and "uptime" in report.facts:  # a clock, like last_seen_at: written with it
+            changes["uptime"] = report.facts["uptime"]
         if fetched_version is not None:
             changes.update(last_fetched_version=fetched_version, last_fetched_at=now)
-        if report is not None:
-            if report.uptime is not None:
-                changes["uptime"] = report.uptime
-            if report.order is not None and (
-                device.last_report_order is None or report.order > device.last_report_order
-            ):
-                changes["last_report_order"] = report.order
+        if (
+            report is not None
+            and report.order is not None
+            and (device.last_report_order is None or report.order > device.last_report_order)
+        ):
+            changes["last_report_order"] = report.order
     if changes:
         Device.objects.filter(pk=device.pk).update(**changes)
         for name, value in changes.items():
@@ -376,23 +400,12 @@ def target_state_fetched(*, device: Device) -> None:
     _liveness_touch(device, now=timezone.now(), fetched_version=device.target_state.version)
 
 
-def _report_device_values(report: Report, now) -> dict:
-    values = {"last_seen_at": now}
-    for name, value in (
-        ("os_version", report.os_version),
-        ("agent_version", report.agent_version),
-        ("ip_address", report.local_ip),
-        ("uptime", report.uptime),
-    ):
-        if value is not None:
-            values[name] = value
-    return values
-
-
 def _report_lock(device: Device, report: Report, now) -> tuple[Device, int | None]:
-    """Lock the device by writing its liveness and system info; re-read its states only if another writer
-    committed since ``device`` was read. The same statement returns the target fields the lookup deferred."""
-    values = _report_device_values(report, now)
+    """Lock the device by writing its liveness and facts; re-read its states only if another writer committed
+    since ``device`` was read. The same statement returns the target fields the lookup deferred."""
+    values = {**_facts_changes(device, report, now), "last_seen_at": now}
+    if "uptime" in report.facts:
+        values["uptime"] = report.facts["uptime"]
     locked = device_row_lock(
         where="id", value=device.pk, values=values, report_order=report.order, target_fields=REPORT_DEFERRED_TARGET
     )
@@ -410,7 +423,38 @@ def _report_lock(device: Device, report: Report, now) -> tuple[Device, int | Non
     return device, locked.last_report_order
 
 
-def _current_state_store(device: Device, report: Report, now, *, reconcile: bool) -> DeviceCurrentState:
+def _report_effective(report: Report, previous: DeviceCurrentState | None) -> dict:
+    """The stored report's new content: each part the report carries, and the previous one for each it left out.
+
+    Only the stored parts the report leaves out and the stored report has are read (``parts`` names those; a
+    report stored before parts were kept has none, and is read whole), in one query."""
+    config, apps, health = report.config, report.apps, dict(report.health)
+    if previous is None:
+        return {"config": config or {}, "apps": apps or {}, "sensor_health": health}
+    stored = previous.parts or dict.fromkeys(("config", "apps", *HEALTH_SOURCES))
+    needed = []
+    if config is None and "config" in stored:
+        needed.append("config")
+    if apps is None and "apps" in stored:
+        needed.append("apps")
+    if any(source in stored and source not in health for source in HEALTH_SOURCES):
+        needed.append("sensor_health")
+    deferred = previous.get_deferred_fields()
+    if deferred.intersection(needed):
+        previous.refresh_from_db(fields=[name for name in needed if name in deferred])
+    if "sensor_health" in needed:
+        for source, entries in previous.sensor_health.items():
+            health.setdefault(source, entries)
+    return {
+        "config": config if config is not None else (previous.config if "config" in needed else {}),
+        "apps": apps if apps is not None else (previous.apps if "apps" in needed else {}),
+        "sensor_health": health,
+    }
+
+
+def _current_state_store(
+    device: Device, report: Report, effective: dict, now, *, reconcile: bool
+) -> DeviceCurrentState:
     """Store the report as the device's current state; saving fires reconciliation unless ``reconcile`` is
     False (the fallback after a failed reconciliation writes through the queryset, which sends no signal)."""
     current = device.current_state_or_none()
@@ -418,13 +462,12 @@ def _current_state_store(device: Device, report: Report, now, *, reconcile: bool
     if created:
         current = DeviceCurrentState(device=device)
     fields = {
-        "config": report.config,
-        "apps": report.apps,
+        **effective,
         "version": report.version,
         "seq": report.order,
-        "sensor_health": report.sensor_health,
         "reported_at": now,
         "digest": report.digest if reconcile else UNRECONCILED_DIGEST,
+        "parts": report.parts,
     }
     for name, value in fields.items():
         setattr(current, name, value)
@@ -438,32 +481,63 @@ def _current_state_store(device: Device, report: Report, now, *, reconcile: bool
     return current
 
 
-def _report_event(recorder, device: Device, report: Report, previous: DeviceCurrentState | None) -> None:
+def _report_event(recorder, device: Device, report: Report, effective: dict, previous) -> None:
     recorder.record(
         EventTypeChoices.CURRENT_STATE_REPORTED,
         {
             "version": report.version,
             "previous_version": previous.version if previous else None,
-            "running_sensors": [s["name"] for s in report.sensors],
+            "running_sensors": [s["name"] for s in config_sensors(effective["config"])],
+            "partial": sorted(
+                part for part, absent in (("config", report.config is None), ("apps", report.apps is None)) if absent
+            ),
             "digest": report.digest,
         },
         actor=f"agent:{device.uuid}",
     )
 
 
+def _queued_report_record(device: Device, report: Report, now) -> ReportVerdict:
+    """A report from the agent's offline queue: acknowledged so that the queue drains, recorded, never applied.
+
+    It carries no version and was made before reports that already arrived, so it can neither change the stored
+    report nor the rows. Of its facts, only system info the device has never had is kept (the agent sends it
+    once per start, so after an outage a queued report may be its only copy); older metrics are not."""
+    facts = {name: report.facts[name] for name in STATIC_FACTS if name in report.facts and not getattr(device, name)}
+    with transaction.atomic():
+        locked = device_row_lock(where="id", value=device.pk, values={**facts, "last_seen_at": now})
+        if locked is None:
+            raise Device.DoesNotExist(f"Device {device.uuid} was deleted.")
+        with event_recording(str(device.uuid)) as recorder:
+            recorder.record(
+                EventTypeChoices.CURRENT_STATE_QUEUED,
+                {
+                    "running_sensors": None if report.sensors is None else [s["name"] for s in report.sensors],
+                    "facts": {name: report.facts[name] for name in STATIC_FACTS if name in report.facts},
+                    "facts_kept": sorted(facts),
+                    "digest": report.digest,
+                },
+                actor=f"agent:{device.uuid}",
+            )
+    return ReportVerdict(ReportOutcome.QUEUED, device, None)
+
+
 def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> ReportVerdict:
     """Store an agent's report and reconcile the read model from it.
 
     ``device`` comes from authentication (``devices.selectors.device_for_report``), read without a lock. A report
-    older than the newest one seen, and an identical repeat of the stored one, only refresh liveness; both are
-    decided first without a transaction, then again under the device row lock, because a concurrent report may
-    have won in between. A ``RepeatedReport`` (parsed against this ``device``'s stored digest) is a repeat.
+    older than the newest one seen, and one whose identity (sensors, apps, version, health) equals the stored
+    one's, only refresh liveness and facts; both are decided first without a transaction, then again under the
+    device row lock, because a concurrent report may have won in between. A ``RepeatedReport`` (parsed against
+    this ``device``'s stored report) is such a repeat. A queued report (no version) is recorded, never applied.
 
     If reconciliation raises, the whole transaction is rolled back (the sensor rows stay exactly as they were)
     and the report is stored again without reconciling, with a ``device.reconcile_failed`` event and a digest no
     report matches, so the agent's next report, or ``manage.py reconcile``, repairs the rows.
     """
     now = timezone.now()
+    if report.queued:
+        return _queued_report_record(device, report, now)
     current = device.current_state_or_none()
     if _is_stale(report, device.last_report_order):
         _liveness_touch(device, now=now, report=report)
@@ -480,9 +554,10 @@ def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> Re
                 return ReportVerdict(ReportOutcome.STALE, locked, report.version)
             if previous is not None and previous.digest == report.digest:
                 return ReportVerdict(ReportOutcome.UNCHANGED, locked, report.version)
+            effective = _report_effective(report, previous)
             with event_recording(str(locked.uuid)) as recorder:
-                _report_event(recorder, locked, report, previous)
-                current = _current_state_store(locked, report, now, reconcile=True)
+                _report_event(recorder, locked, report, effective, previous)
+                current = _current_state_store(locked, report, effective, now, reconcile=True)
             return ReportVerdict(ReportOutcome.APPLIED, locked, report.version, result=current.reconciliation)
     except (OperationalError, InterfaceError, Device.DoesNotExist):
         raise  # the database went away or the device did: nothing was written, the agent retries
@@ -490,9 +565,11 @@ def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> Re
         error_id = uuid.uuid4().hex
         logger.exception("reconciliation failed device=%s error_id=%s", device.uuid, error_id)
         with device_write(uuid=device.uuid) as locked, device_events(locked) as recorder:
-            _report_event(recorder, locked, report, locked.current_state_or_none())
-            _current_state_store(locked, report, now, reconcile=False)
-            values = _report_device_values(report, now)
+            previous = locked.current_state_or_none()
+            effective = _report_effective(report, previous)
+            _report_event(recorder, locked, report, effective, previous)
+            _current_state_store(locked, report, effective, now, reconcile=False)
+            values = {**_facts_changes(locked, report, now), "last_seen_at": now}
             if not _is_stale(report, locked.last_report_order) and report.order is not None:
                 values["last_report_order"] = report.order
             Device.objects.filter(pk=locked.pk).update(**values)

@@ -13,3 +13,13 @@ class DeviceSensorDeploymentStatusChoices(models.TextChoices):
     RECONCILING = "reconciling", "Reconciling"
     DEPLOYED = "deployed", "Deployed"
     FAILED = "failed", "Failed"
+
+
+class DeviceSensorHealthStatusChoices(models.TextChoices):
+    """What the agent's adapter says of a sensor (``endpoints_health`` / ``protocol_adapters_health``): separate
+    from deployment, since a sensor can be deployed and running yet unable to reach its PLC."""
+
+    UNKNOWN = "", "Unknown"
+    ONLINE = "online", "Online"
+    OFFLINE = "offline", "Offline"
+    DISABLED = "disabled", "Disabled"

@@ -7,7 +7,11 @@ from django.utils import timezone
 from devices.models import Device
 from sensorsync_project.fields import JSONField
 
-from .choices import DeviceSensorDeploymentStatusChoices, DeviceSensorProtocolChoices
+from .choices import (
+    DeviceSensorDeploymentStatusChoices,
+    DeviceSensorHealthStatusChoices,
+    DeviceSensorProtocolChoices,
+)
 
 
 class DeviceSensor(models.Model):
@@ -40,6 +44,21 @@ class DeviceSensor(models.Model):
     failed_at_version = models.PositiveIntegerField(null=True, blank=True, editable=False)
     status_changed_at = models.DateTimeField(default=timezone.now)
     desired = JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    # Fields of the running sensor the agent did not report (the 2025-11-22 agent sends no dataPoints): the row
+    # shows the desired value there, and it is never counted as a difference.
+    unreported_fields = JSONField(default=list, blank=True, encoder=DjangoJSONEncoder)
+    # The adapter's own view (agent health maps): a sensor can be deployed and running but unable to reach its PLC.
+    health_status = models.CharField(
+        max_length=16, choices=DeviceSensorHealthStatusChoices.choices, blank=True, default=""
+    )
+    connected = models.BooleanField(null=True, blank=True)
+    communication_quality = models.CharField(max_length=32, blank=True)
+    health_error = models.TextField(blank=True, help_text="The adapter's last error, as the agent reported it.")
+    health_error_count = models.PositiveIntegerField(null=True, blank=True)
+    health_last_seen = models.DateTimeField(
+        null=True, blank=True, help_text="The adapter's last successful contact, as of the last health change."
+    )
+    health_changed_at = models.DateTimeField(null=True, blank=True)
     created_by = models.CharField(max_length=150, blank=True)
     updated_by = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -59,6 +78,10 @@ class DeviceSensor(models.Model):
             ),
             models.CheckConstraint(condition=models.Q(poll_interval__gte=1), name="sensor_poll_interval_positive"),
             models.CheckConstraint(condition=models.Q(config_version__gte=0), name="sensor_config_version_valid"),
+            models.CheckConstraint(
+                condition=models.Q(health_status__in=DeviceSensorHealthStatusChoices.values),
+                name="sensor_health_status_valid",
+            ),
         ]
         indexes = [
             models.Index(fields=["protocol"], name="sensor_protocol_idx"),
@@ -66,6 +89,7 @@ class DeviceSensor(models.Model):
             models.Index(fields=["device", "protocol"], name="sensor_device_protocol_idx"),
             models.Index(fields=["deployment_status", "protocol", "id"], name="sensor_status_protocol_idx"),
             models.Index(fields=["synced_to_config"], name="sensor_synced_idx"),
+            models.Index(fields=["health_status", "deployment_status"], name="sensor_health_status_idx"),
         ]
 
     def __str__(self) -> str:

@@ -13,11 +13,11 @@ from events.context import actor_label
 from sensorsync_project.exceptions import SensorNotFound, if_match_check
 
 from .models import DeviceSensor
-from .validation import COMPARED_FIELDS, sensor_validate
+from .validation import COMPARED_FIELDS, SENSORS_KEY, config_sensors, config_upcast, sensor_validate
 
 
 def _sensors(config: dict) -> list[dict]:
-    return list(config.get("protocolAdapterDevices", []))
+    return list(config_sensors(config))
 
 
 def _index_of(sensors: list[dict], name: str) -> int:
@@ -46,7 +46,7 @@ def _target_sensors_write(*, device, recorder, sensors: list[dict], user, change
     recorder.record(event, {**data, "version": target.version + 1}, actor=actor_label(user))
     target_state_write(
         device=device,
-        config={**target.config, "protocolAdapterDevices": sensors},
+        config={**config_upcast(target.config), SENSORS_KEY: sensors},
         apps=target.apps,
         user=user,
         change=change,

@@ -5,10 +5,11 @@ the agent report parser. Pure functions: plain data in, normalized plain data ou
 
 import re
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
+
+from sensorsync_project.strict_json import JSONBodyError, strict_json_loads
 
 from .choices import DeviceSensorProtocolChoices
 
@@ -18,7 +19,37 @@ POLL_INTERVAL_MAX = 86_400_000
 POLL_INTERVAL_DEFAULT = 5000
 SENSOR_FIELDS = ("id", "name", "protocol", "enabled", "pollInterval", "connection", "dataPoints", "metadata")
 COMPARED_FIELDS = ("protocol", "enabled", "pollInterval", "connection", "dataPoints")
+# What a report may leave out of a running sensor without it "differing" (the 2025-11-22 agent sends no
+# dataPoints). The protocol is never optional: it names the adapter, and the row cannot be shown without it.
+UNREPORTABLE_FIELDS = ("enabled", "pollInterval", "connection", "dataPoints")
 PROTOCOLS = frozenset(DeviceSensorProtocolChoices.values)
+
+# Where the desired sensors live in a target configuration: ``config.sensors``, where every version of the real
+# agent reads them. ``protocolAdapterDevices`` is the seed note's name for the same list, which the agent never
+# read; it is still accepted from staff and from reports (converted), and found in events written before.
+SENSORS_KEY = "sensors"
+LEGACY_SENSORS_KEY = "protocolAdapterDevices"
+
+
+def config_sensors(config: dict) -> list:
+    """The sensor list of a stored configuration (target, history or report), whichever name it was stored under."""
+    sensors = config.get(SENSORS_KEY)
+    if sensors is None:
+        sensors = config.get(LEGACY_SENSORS_KEY)
+    return sensors if isinstance(sensors, list) else []
+
+
+def config_upcast(config):
+    """A configuration as it is stored today: the sensors under ``sensors``, the legacy key gone.
+
+    Events are never rewritten, so a ``target_state.updated`` written before the rename is read through this. A
+    configuration that had both keys kept its managed sensors under the legacy one (``sensors`` was then an
+    untouched pass-through key), so the legacy list wins."""
+    if not isinstance(config, dict) or LEGACY_SENSORS_KEY not in config:
+        return config
+    upcast = {key: value for key, value in config.items() if key not in (LEGACY_SENSORS_KEY, SENSORS_KEY)}
+    upcast[SENSORS_KEY] = config[LEGACY_SENSORS_KEY]
+    return upcast
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -57,35 +88,12 @@ def _check_data_points(value: Any, errors: dict, key: str) -> None:
             seen.add(name)
 
 
-@dataclass(frozen=True)
-class _Rules:
-    """How strict a sensor parse is: staff writes define sensors; agent reports describe what already runs."""
-
-    name_charset: bool  # the SPEC's [A-Za-z0-9._-] (writes), or any 1-255 characters (reality)
-    poll_range: tuple[int, int]
-    poll_message: str
-    defining_fields_required: bool  # protocol and connection must be sent (writes); reports fall back to defaults
-    data_point_names: bool  # each data point an object with a unique name
+REPORTED_POLL_MESSAGE = "Must be a positive integer number of milliseconds."
+REPORTED_POLL_MAX = 2**31 - 1
 
 
-_WRITE = _Rules(
-    name_charset=True,
-    poll_range=(POLL_INTERVAL_MIN, POLL_INTERVAL_MAX),
-    poll_message=f"Must be an integer number of milliseconds from {POLL_INTERVAL_MIN} to {POLL_INTERVAL_MAX}.",
-    defining_fields_required=True,
-    data_point_names=True,
-)
-_REPORT = _Rules(
-    name_charset=False,
-    poll_range=(1, 2**31 - 1),
-    poll_message="Must be a positive integer number of milliseconds.",
-    defining_fields_required=False,
-    data_point_names=False,
-)
-
-
-def _sensor_parse(data: dict, *, prefix: str, rules: _Rules, errors: dict[str, list[str]]) -> dict:
-    """Check every field of a sensor object into ``errors`` and return it normalized, defaults filled in."""
+def _sensor_parse(data: dict, *, prefix: str, errors: dict[str, list[str]]) -> dict:
+    """Check every field of a staff-defined sensor object into ``errors``; return it normalized, defaults filled in."""
     sensor_id = data.get("id")
     if sensor_id is not None:
         try:
@@ -93,17 +101,13 @@ def _sensor_parse(data: dict, *, prefix: str, rules: _Rules, errors: dict[str, l
         except ValueError:
             errors[f"{prefix}id"] = ["Must be a UUID."]
 
-    name = data.get("name")
-    if rules.name_charset:
-        if "name" not in data:
-            errors[f"{prefix}name"] = ["This field is required."]
-        else:
-            _check_name(name, errors, f"{prefix}name")
-    elif not isinstance(name, str) or not 1 <= len(name) <= 255 or has_control_characters(name):
-        errors[f"{prefix}name"] = ["Required: a string of 1 to 255 characters, no control characters."]
+    if "name" not in data:
+        errors[f"{prefix}name"] = ["This field is required."]
+    else:
+        _check_name(data["name"], errors, f"{prefix}name")
 
     protocol = data.get("protocol")
-    if rules.defining_fields_required and "protocol" not in data:
+    if "protocol" not in data:
         errors[f"{prefix}protocol"] = ["This field is required."]
     elif not isinstance(protocol, str) or protocol not in PROTOCOLS:
         errors[f"{prefix}protocol"] = [f"Must be one of: {', '.join(sorted(PROTOCOLS))}."]
@@ -113,20 +117,19 @@ def _sensor_parse(data: dict, *, prefix: str, rules: _Rules, errors: dict[str, l
         errors[f"{prefix}enabled"] = ["Must be a boolean."]
 
     poll = data.get("pollInterval", POLL_INTERVAL_DEFAULT)
-    if not is_int(poll) or not rules.poll_range[0] <= poll <= rules.poll_range[1]:
-        errors[f"{prefix}pollInterval"] = [rules.poll_message]
+    if not is_int(poll) or not POLL_INTERVAL_MIN <= poll <= POLL_INTERVAL_MAX:
+        errors[f"{prefix}pollInterval"] = [
+            f"Must be an integer number of milliseconds from {POLL_INTERVAL_MIN} to {POLL_INTERVAL_MAX}."
+        ]
 
-    if rules.defining_fields_required and "connection" not in data:
+    if "connection" not in data:
         errors[f"{prefix}connection"] = ["This field is required."]
     connection = data.get("connection", {})
     if not isinstance(connection, dict):
         errors[f"{prefix}connection"] = ["Must be a JSON object."]
 
     data_points = data.get("dataPoints", [])
-    if rules.data_point_names:
-        _check_data_points(data_points, errors, f"{prefix}dataPoints")
-    elif not isinstance(data_points, list):
-        errors[f"{prefix}dataPoints"] = ["Must be a list."]
+    _check_data_points(data_points, errors, f"{prefix}dataPoints")
 
     metadata = data.get("metadata", {})
     if not isinstance(metadata, dict):
@@ -134,7 +137,7 @@ def _sensor_parse(data: dict, *, prefix: str, rules: _Rules, errors: dict[str, l
 
     return {
         "id": sensor_id,
-        "name": name,
+        "name": data.get("name"),
         "protocol": protocol,
         "enabled": enabled,
         "pollInterval": poll,
@@ -158,51 +161,134 @@ def sensor_validate(data: Any, *, prefix: str = "", allow_id: bool = False) -> d
         for key in data
         if key not in allowed
     }
-    sensor = _sensor_parse(data, prefix=prefix, rules=_WRITE, errors=errors)
+    sensor = _sensor_parse(data, prefix=prefix, errors=errors)
     if errors:
         raise ValidationError(errors)
     return sensor
+
+
+def _reported_enabled(value: Any, key: str, errors: dict) -> bool | None:
+    # The 2025-11-22 agent stores ``enabled`` as an SQLite integer and reports it as 0 or 1.
+    if type(value) is bool:
+        return value
+    if is_int(value) and value in (0, 1):
+        return bool(value)
+    errors[key] = ["Must be a boolean (or 0 or 1)."]
+    return None
+
+
+def _reported_connection(data: dict, prefix: str, errors: dict) -> dict | None:
+    """``connection`` as an object, or the 2025-11-22 agent's ``connectionString``: that object as JSON text."""
+    if "connection" in data:
+        connection = data["connection"]
+        if not isinstance(connection, dict):
+            errors[f"{prefix}connection"] = ["Must be a JSON object."]
+        return connection
+    text = data.get("connectionString")
+    if text is None:
+        return None
+    try:
+        connection = strict_json_loads(text.encode()) if isinstance(text, str) else None
+    except (JSONBodyError, UnicodeEncodeError):
+        connection = None
+    if not isinstance(connection, dict):
+        errors[f"{prefix}connectionString"] = ["Must be a JSON object encoded as a string."]
+    return connection
 
 
 def reported_sensor_parse(data: Any, *, prefix: str) -> dict:
-    """Parse one sensor the agent reports as running. Reality is not refused for extra fields, but every field
-    the server stores must have the right type (the read model's constraints hold for reported rows too)."""
+    """Parse one sensor the agent reports as running, in either agent generation's shape (SPEC section 5).
+
+    Reality is not refused for extra fields or the agent's own ``id`` (ignored: sensors are matched by name), but
+    every field the server stores must have the right type. A field the agent did not report comes back as None:
+    it is compared with nothing (``sensors_differences``) and the row lists it as unreported."""
     if not isinstance(data, dict):
         raise ValidationError({prefix.rstrip("."): ["Must be a JSON object."]})
     errors: dict[str, list[str]] = {}
-    sensor = _sensor_parse(data, prefix=prefix, rules=_REPORT, errors=errors)
+    name = data.get("name")
+    if not isinstance(name, str) or not 1 <= len(name) <= 255 or has_control_characters(name):
+        errors[f"{prefix}name"] = ["Required: a string of 1 to 255 characters, no control characters."]
+
+    protocol = data.get("protocol")
+    if not isinstance(protocol, str) or protocol not in PROTOCOLS:
+        errors[f"{prefix}protocol"] = [f"Must be one of: {', '.join(sorted(PROTOCOLS))}."]
+
+    enabled = data.get("enabled")
+    if enabled is not None:
+        enabled = _reported_enabled(enabled, f"{prefix}enabled", errors)
+
+    poll = data.get("pollInterval")
+    if poll is not None and (not is_int(poll) or not 1 <= poll <= REPORTED_POLL_MAX):
+        errors[f"{prefix}pollInterval"] = [REPORTED_POLL_MESSAGE]
+
+    connection = _reported_connection(data, prefix, errors)
+
+    data_points = data.get("dataPoints")
+    if data_points is not None and not isinstance(data_points, list):
+        errors[f"{prefix}dataPoints"] = ["Must be a list."]
+
+    metadata = data.get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict):
+        errors[f"{prefix}metadata"] = ["Must be a JSON object."]
+
     if errors:
         raise ValidationError(errors)
-    return sensor
+    return {
+        "id": None,
+        "name": name,
+        "protocol": protocol,
+        "enabled": enabled,
+        "pollInterval": poll,
+        "connection": connection,
+        "dataPoints": data_points,
+        "metadata": metadata,
+    }
 
 
-def sensors_same(a: dict, b: dict) -> bool:
-    """SPEC section 6's "same": metadata is left out because the agent may enrich it."""
-    return all(a[key] == b[key] for key in COMPARED_FIELDS)
+def unreported_fields(running: dict) -> list[str]:
+    """The fields of a reported sensor that the agent left out (None after ``reported_sensor_parse``)."""
+    return [key for key in UNREPORTABLE_FIELDS if running[key] is None]
 
 
 def sensors_differences(desired: dict, running: dict) -> list[str]:
-    return [key for key in COMPARED_FIELDS if desired[key] != running[key]]
+    """SPEC section 6's "same", field by field: metadata is left out because the agent may enrich it, and a field
+    the agent did not report (None) is compared with nothing."""
+    return [key for key in COMPARED_FIELDS if running[key] is not None and desired[key] != running[key]]
 
 
 def target_config_validate(config: Any, *, previous: dict) -> dict:
     """Validate a whole target configuration document (PUT target-state).
 
-    Sensors keep their ids: a sensor sent without ``id`` takes the id its name had in ``previous``, or a new one.
-    Top-level keys other than ``protocolAdapterDevices`` belong to the agent and pass through untouched.
+    The sensors go under ``sensors``; a document that still names them ``protocolAdapterDevices`` (the seed note's
+    key) is converted, and one that sends both is refused as ambiguous. Sensors keep their ids: a sensor sent
+    without ``id`` takes the id its name had in ``previous``, or a new one. Other top-level keys belong to the agent
+    and pass through untouched.
     """
     if not isinstance(config, dict):
         raise ValidationError({"config": ["Must be a JSON object."]})
-    sensors = config.get("protocolAdapterDevices", [])
+    key = SENSORS_KEY
+    if LEGACY_SENSORS_KEY in config:
+        if SENSORS_KEY in config:
+            raise ValidationError(
+                {
+                    f"config.{LEGACY_SENSORS_KEY}": [
+                        f"The old name of config.{SENSORS_KEY}; send the sensors under config.{SENSORS_KEY} only."
+                    ]
+                }
+            )
+        key = LEGACY_SENSORS_KEY
+    sensors = config.get(key, [])
     if not isinstance(sensors, list):
-        raise ValidationError({"config.protocolAdapterDevices": ["Must be a list of sensor objects."]})
-    previous_ids = {s["name"]: s["id"] for s in previous.get("protocolAdapterDevices", [])}
+        raise ValidationError({f"config.{key}": ["Must be a list of sensor objects."]})
+    previous_ids = {s["name"]: s["id"] for s in config_sensors(previous)}
     errors: dict[str, list[str]] = {}
     normalized: list[dict] = []
     names: set[str] = set()
     ids: set[str] = set()
     for index, raw in enumerate(sensors):
-        prefix = f"config.protocolAdapterDevices[{index}]."
+        prefix = f"config.{key}[{index}]."
         try:
             sensor = sensor_validate(raw, prefix=prefix, allow_id=True)
         except ValidationError as exc:
@@ -220,4 +306,5 @@ def target_config_validate(config: Any, *, previous: dict) -> dict:
         normalized.append(sensor)
     if errors:
         raise ValidationError(errors)
-    return {**config, "protocolAdapterDevices": normalized}
+    others = {name: value for name, value in config.items() if name not in (SENSORS_KEY, LEGACY_SENSORS_KEY)}
+    return {**others, SENSORS_KEY: normalized}

@@ -90,7 +90,9 @@ class TargetStateSerializer(serializers.ModelSerializer):
 
 
 class TargetStateWriteSerializer(serializers.Serializer):
-    config = serializers.JSONField(help_text='{"protocolAdapterDevices": [sensor, ...], ...}')
+    config = serializers.JSONField(
+        help_text='{"sensors": [sensor, ...], ...} (the old key protocolAdapterDevices is accepted and converted)'
+    )
     apps = serializers.JSONField(required=False)
 
 

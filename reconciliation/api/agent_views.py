@@ -14,8 +14,15 @@ from django.views.decorators.csrf import csrf_exempt
 from devices.models import Device
 from devices.selectors import device_for_poll, device_for_report
 from reconciliation import services
-from reconciliation.agent_protocol import ProtocolError, api_key_from, body_inflate, json_parse, reports_parse
-from reconciliation.metrics import POLLS, REPORTS
+from reconciliation.agent_protocol import (
+    ProtocolError,
+    StoredReport,
+    api_key_from,
+    body_inflate,
+    json_parse,
+    reports_parse,
+)
+from reconciliation.metrics import POLLS, REPORTS, REPORTS_REJECTED
 from sensorsync_project.api.errors import error_response
 from sensorsync_project.ratelimit import rate_limit_hit, rate_parse
 
@@ -45,6 +52,7 @@ def agent_endpoint(*methods: str, count_rejected: bool = False):
             except ProtocolError as exc:
                 if count_rejected:
                     REPORTS.labels("rejected").inc()
+                    REPORTS_REJECTED.labels(exc.reason).inc()
                 headers = {"WWW_Authenticate": 'Bearer realm="device"'} if exc.status == 401 else {}
                 return error_response(exc.status, exc.code, exc.message, exc.fields, **headers, **exc.headers)
             except Device.DoesNotExist:
@@ -151,8 +159,9 @@ def device_state_report(request):
         raise ProtocolError(415, "unsupported_media_type", f"Content-Type '{content_type}' is not accepted; send JSON.")
     limit = settings.SENSORSYNC_MAX_REPORT_BYTES
     body = body_inflate(request.body, request.headers.get("Content-Encoding", ""), limit=limit)
-    stored = device.current_state_or_none()
-    report = reports_parse(json_parse(body), device_uuid=device.uuid, stored_digest=stored.digest if stored else None)
+    current = device.current_state_or_none()
+    stored = StoredReport(current.digest, current.parts) if current else None
+    report = reports_parse(json_parse(body), device_uuid=device.uuid, stored=stored)
     verdict = services.state_report_apply(device=device, report=report)
     REPORTS.labels(verdict.outcome).inc()
     return _json({str(device.uuid): _verdict_body(verdict)})

@@ -1,18 +1,25 @@
 from rest_framework import serializers
 
 from devices.models import DeviceCurrentState
+from reconciliation.agent_protocol import health_merge
 from reconciliation.models import DriftEpisode
 
 
 class CurrentStateSerializer(serializers.ModelSerializer):
     deviceUuid = serializers.UUIDField(source="device.uuid", read_only=True)
-    sensorHealth = serializers.JSONField(source="sensor_health", read_only=True)
+    sensorHealth = serializers.SerializerMethodField(
+        help_text="Each sensor's adapter health as last reported ({name: {status, connected, quality, lastError, "
+        "lastSeen, errorCount}}), from whichever health map the agent sends."
+    )
     reportedAt = serializers.DateTimeField(source="reported_at", read_only=True)
 
     class Meta:
         model = DeviceCurrentState
         fields = ["deviceUuid", "version", "seq", "config", "apps", "sensorHealth", "reportedAt", "digest"]
         read_only_fields = fields
+
+    def get_sensorHealth(self, current: DeviceCurrentState) -> dict:
+        return health_merge(current.sensor_health)
 
 
 class DriftSensorSerializer(serializers.Serializer):

@@ -37,9 +37,29 @@ COMPONENTS = {
             "metadata": {"type": "object"},
         },
     },
+    "AgentReportedSensor": {
+        "type": "object",
+        "description": (
+            "A sensor the agent runs, in either agent generation's shape: `enabled` a boolean or 0/1, `connection` an "
+            "object or `connectionString` holding one as JSON text; the agent's own `id` is ignored. A field left "
+            "out is 'not reported': never a difference, and listed in the row's `unreportedFields`."
+        ),
+        "required": ["name", "protocol"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string", "minLength": 1, "maxLength": 255},
+            "protocol": {"type": "string", "enum": DeviceSensorProtocolChoices.values},
+            "enabled": {"oneOf": [{"type": "boolean"}, {"type": "integer", "enum": [0, 1]}]},
+            "pollInterval": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+            "connection": {"type": "object"},
+            "connectionString": {"type": "string", "description": "A JSON object as text (2025-11-22 agent)."},
+            "dataPoints": {"type": "array", "items": {"type": "object"}},
+            "metadata": {"type": "object"},
+        },
+    },
     "AgentTargetState": {
         "type": "object",
-        "description": 'Keyed by the device uuid: {"<uuid>": {"apps": {}, "config": {}, "version": 43}}',
+        "description": 'Keyed by the device uuid: {"<uuid>": {"apps": {}, "config": {"sensors": []}, "version": 43}}',
         "additionalProperties": {
             "type": "object",
             "required": ["apps", "config", "version"],
@@ -47,26 +67,49 @@ COMPONENTS = {
                 "apps": {"type": "object"},
                 "config": {
                     "type": "object",
-                    "properties": {
-                        "protocolAdapterDevices": {
-                            "type": "array",
-                            "items": {"$ref": "#/components/schemas/AgentSensor"},
-                        }
-                    },
+                    "properties": {"sensors": {"type": "array", "items": {"$ref": "#/components/schemas/AgentSensor"}}},
                 },
                 "version": {"type": "integer", "minimum": 1},
             },
         },
     },
+    "AgentEndpointHealth": {
+        "type": "object",
+        "description": "One sensor's adapter health (2025-11-22 agent); other fields are accepted and not kept.",
+        "properties": {
+            "status": {"type": "string", "description": "online, offline or disabled (others: unknown)"},
+            "connected": {"type": "boolean", "nullable": True},
+            "communicationQuality": {"type": "string", "maxLength": 32, "nullable": True},
+            "lastError": {"type": "string", "nullable": True},
+            "lastSeen": {"type": "string", "format": "date-time", "nullable": True},
+            "errorCount": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "nullable": True},
+        },
+    },
+    "AgentAdapterStatus": {
+        "type": "object",
+        "description": "One sensor's adapter status (2025-11-06 agent).",
+        "required": ["deviceName"],
+        "properties": {
+            "deviceName": {"type": "string", "minLength": 1, "maxLength": 255},
+            "connected": {"type": "boolean", "nullable": True},
+            "lastPoll": {"type": "string", "format": "date-time", "nullable": True},
+            "errorCount": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "nullable": True},
+            "lastError": {"type": "string", "nullable": True},
+        },
+    },
     "AgentReport": {
         "type": "object",
-        "required": ["version"],
+        "description": (
+            "What the agent runs (SPEC section 5). `version` absent: a report from the agent's offline queue, "
+            "acknowledged (outcome `queued`) and never applied. `config`, `apps` or a health map absent: as before. "
+            "Unknown fields are ignored."
+        ),
         "properties": {
-            "version": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+            "version": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "nullable": True},
             "config": {
                 "type": "object",
                 "properties": {
-                    "protocolAdapterDevices": {"type": "array", "items": {"$ref": "#/components/schemas/AgentSensor"}}
+                    "sensors": {"type": "array", "items": {"$ref": "#/components/schemas/AgentReportedSensor"}}
                 },
             },
             "apps": {"type": "object"},
@@ -74,7 +117,15 @@ COMPONENTS = {
             "os_version": {"type": "string", "maxLength": 255, "nullable": True},
             "agent_version": {"type": "string", "maxLength": 255, "nullable": True},
             "local_ip": {"type": "string", "description": "An IPv4 or IPv6 address.", "nullable": True},
-            "uptime": {"type": "integer", "minimum": 0, "nullable": True},
+            "uptime": {"type": "number", "minimum": 0, "maximum": 1e15, "nullable": True},
+            "is_online": {"type": "boolean", "nullable": True},
+            **{
+                name: {"type": "number", "minimum": 0, "maximum": 1e15, "nullable": True}
+                for name in ("cpu_usage", "memory_usage", "memory_total", "storage_usage", "storage_total")
+            },
+            "temperature": {"type": "number", "minimum": -273.15, "maximum": 1e15, "nullable": True},
+            "top_processes": {"type": "array", "maxItems": 100, "items": {"type": "object"}, "nullable": True},
+            "network_interfaces": {"type": "array", "maxItems": 64, "items": {"type": "object"}, "nullable": True},
             "seq": {
                 "type": "integer",
                 "minimum": 0,
@@ -82,6 +133,14 @@ COMPONENTS = {
                 "nullable": True,
             },
             "reported_at": {"type": "string", "format": "date-time", "nullable": True},
+            "endpoints_health": {
+                "type": "object",
+                "additionalProperties": {"$ref": "#/components/schemas/AgentEndpointHealth"},
+            },
+            "protocol_adapters_health": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"$ref": "#/components/schemas/AgentAdapterStatus"}},
+            },
             "sensor_health": {
                 "type": "object",
                 "additionalProperties": {
@@ -103,9 +162,9 @@ COMPONENTS = {
             "type": "object",
             "required": ["outcome", "targetVersion", "reportedVersion", "appliedVersion", "inSync", "sensors"],
             "properties": {
-                "outcome": {"type": "string", "enum": ["applied", "unchanged", "stale"]},
+                "outcome": {"type": "string", "enum": ["applied", "unchanged", "stale", "queued"]},
                 "targetVersion": {"type": "integer"},
-                "reportedVersion": {"type": "integer"},
+                "reportedVersion": {"type": "integer", "nullable": True},
                 "appliedVersion": {"type": "integer", "nullable": True},
                 "inSync": {"type": "boolean"},
                 "reconciliation": {"type": "string"},
@@ -117,6 +176,7 @@ COMPONENTS = {
                             "status": {"type": "string", "enum": DeviceSensorDeploymentStatusChoices.values},
                             "running": {"type": "boolean"},
                             "error": {"type": "string"},
+                            "health": {"type": "string", "nullable": True, "enum": ["online", "offline", "disabled", None]},
                         },
                     },
                 },

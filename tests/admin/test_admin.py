@@ -107,13 +107,13 @@ def target(device) -> DeviceTargetState:
 
 
 def target_sensors(device) -> dict[str, dict]:
-    return {s["name"]: s for s in target(device).config["protocolAdapterDevices"]}
+    return {s["name"]: s for s in target(device).config["sensors"]}
 
 
 def report(device, *, sensors: list[dict], version: int) -> DeviceCurrentState:
     """Store an agent report (the reconciliation signal re-projects the rows, as on the agent path)."""
     device = Device.objects.select_related("target_state").get(pk=device.pk)
-    config = {"protocolAdapterDevices": sensors}
+    config = {"sensors": sensors}
     with transaction.atomic():
         current, _ = DeviceCurrentState.objects.update_or_create(
             device=device,
@@ -135,7 +135,7 @@ def make_fleet(count: int, *, user, sensors_per_device: int = 2) -> list[Device]
             sensor_create(device_uuid=device.uuid, data=SensorPayloadFactory(protocol=protocol), user=user)
         if index % 2:
             state = target(device)
-            report(device, sensors=state.config["protocolAdapterDevices"], version=state.version)
+            report(device, sensors=state.config["sensors"], version=state.version)
         devices.append(device)
     return devices
 
@@ -163,7 +163,7 @@ def running_only_sensor(device, superuser) -> DeviceSensor:
     """A sensor removed from the target that the agent still runs: its row has no desired config."""
     sensor_create(device_uuid=device.uuid, data=SensorPayloadFactory(name="legacy-1"), user=superuser)
     state = target(device)
-    report(device, sensors=state.config["protocolAdapterDevices"], version=state.version)
+    report(device, sensors=state.config["sensors"], version=state.version)
     sensor_delete(device_uuid=device.uuid, name="legacy-1", user=superuser)
     row = DeviceSensor.objects.get(device=device, name="legacy-1")
     assert row.desired is None and row.running and row.deployment_status == Status.RECONCILING
@@ -322,7 +322,7 @@ def test_edit_device_goes_through_the_service(browser, device_with_sensors):
 def test_device_change_page_shows_sensors_and_states_read_only(browser, device_with_sensors):
     device = device_with_sensors
     state = target(device)
-    running = state.config["protocolAdapterDevices"][:2]
+    running = state.config["sensors"][:2]
     report(device, sensors=running, version=state.version)
 
     response = browser.get(f"{DEVICES}{device.pk}/change/")
@@ -331,7 +331,7 @@ def test_device_change_page_shows_sensors_and_states_read_only(browser, device_w
     assert {row.name: row.deployment_status for row in response.context["sensors"]} == {
         running[0]["name"]: Status.DEPLOYED,
         running[1]["name"]: Status.DEPLOYED,
-        state.config["protocolAdapterDevices"][2]["name"]: Status.FAILED,
+        state.config["sensors"][2]["name"]: Status.FAILED,
     }
     assert response.context["inline_admin_formsets"] == []  # shown, not edited here
     readonly = {field.field["name"]: field.contents() for fs in response.context["adminform"] for line in fs

@@ -81,7 +81,7 @@ def report_entry(version, sensors: list[dict], *, health: dict | None = None, se
     """One device's report, as the agent sends it (system info included, so it is realistic)."""
     entry = {
         "version": version,
-        "config": {"protocolAdapterDevices": sensors},
+        "config": {"sensors": sensors},
         "apps": {},
         "os_version": "Debian GNU/Linux 12",
         "agent_version": "2.4.1",
@@ -153,7 +153,7 @@ def poll(client, device, etag: str | None = None, *, key: str | None = None, sty
 
 def target_sensors(device) -> list[dict]:
     """What the agent runs after deploying the current target: the target's sensors, ids included."""
-    return copy.deepcopy(DeviceTargetState.objects.get(device_id=device.pk).config["protocolAdapterDevices"])
+    return copy.deepcopy(DeviceTargetState.objects.get(device_id=device.pk).config["sensors"])
 
 
 def target_version(device) -> int:
@@ -190,9 +190,7 @@ def delete_sensor(admin_client, device, name: str) -> None:
 
 
 def put_target(admin_client, device, sensors: list[dict]) -> dict:
-    response = admin_client.put(
-        target_state_url(device.uuid), {"config": {"protocolAdapterDevices": sensors}}, format="json"
-    )
+    response = admin_client.put(target_state_url(device.uuid), {"config": {"sensors": sensors}}, format="json")
     assert response.status_code == 200, response.content
     return response.json()
 

@@ -141,7 +141,7 @@ def test_concurrent_different_reports_serialize_and_the_newest_seq_wins(
     stored = DeviceCurrentState.objects.get(device_id=device.pk)
     assert stored.seq == newest["seq"] == THREADS + 1
     assert stored.version == newest["version"]
-    assert stored.config["protocolAdapterDevices"] == newest_running
+    assert stored.config["sensors"] == newest_running
     assert stored.sensor_health == newest["health"]
     reported_events = [e for e in events_of(device) if e.type == "current_state.reported"]
     assert len(reported_events) == 1 + outcomes.count("applied")
@@ -163,7 +163,7 @@ def test_concurrent_different_first_reports_serialize_and_the_newest_seq_wins(ad
     assert outcomes[-1] == "applied"
     stored = DeviceCurrentState.objects.get(device_id=device.pk)
     assert stored.seq == THREADS
-    assert stored.config["protocolAdapterDevices"] == bodies[-1][0]
+    assert stored.config["sensors"] == bodies[-1][0]
     _assert_gapless(device)
     _assert_consistent_before_repair(admin_client, device)
     _assert_rows_are_the_projection(admin_client, device)
@@ -244,7 +244,7 @@ def test_reports_racing_staff_writes_leave_the_rows_the_projection_of_the_final_
     _outcomes(device, report_results)
     target = DeviceTargetState.objects.get(device_id=device.pk)
     assert target.version == 2 + 10
-    assert sorted(s["name"] for s in target.config["protocolAdapterDevices"]) == sorted(
+    assert sorted(s["name"] for s in target.config["sensors"]) == sorted(
         [f"s{i}" for i in range(5)] + [f"new-{i}" for i in range(10)]
     )
     versions = list(DeviceTargetStateVersion.objects.filter(device_id=device.pk).values_list("version", flat=True))

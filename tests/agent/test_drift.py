@@ -100,8 +100,17 @@ def test_current_state_is_404_until_the_device_reports(admin_client, agent, devi
     body = admin_client.get(current_state_url(device.uuid)).json()
     assert body["deviceUuid"] == str(device.uuid)
     assert (body["version"], body["seq"]) == (1, 4)
-    assert body["config"] == {"protocolAdapterDevices": []}
-    assert body["sensorHealth"] == {"x": {"healthy": True}}
+    assert body["config"] == {"sensors": []}
+    assert body["sensorHealth"] == {
+        "x": {
+            "status": "online",
+            "connected": True,
+            "quality": "",
+            "lastError": "",
+            "lastSeen": None,
+            "errorCount": None,
+        }
+    }
     assert body["reportedAt"] is not None
 
 

@@ -56,7 +56,7 @@ def test_a_staff_change_invalidates_the_agents_etag(admin_client, agent, two_sen
     response = poll(agent, two_sensors, etag=etag)
     assert response.status_code == 200
     assert response["ETag"] == '"4"'
-    assert [s["name"] for s in response.json()[str(two_sensors.uuid)]["config"]["protocolAdapterDevices"]] == [
+    assert [s["name"] for s in response.json()[str(two_sensors.uuid)]["config"]["sensors"]] == [
         "a",
         "b",
         "c",

@@ -124,7 +124,7 @@ def test_a_first_poll_answered_200(agent, sized, django_assert_num_queries):
         response = poll(agent, sized)
 
     assert response.status_code == 200
-    assert len(response.json()[str(sized.uuid)]["config"]["protocolAdapterDevices"]) == sized.n
+    assert len(response.json()[str(sized.uuid)]["config"]["sensors"]) == sized.n
 
 
 def test_a_poll_for_a_new_version_answered_200(agent, sized, django_assert_num_queries):

@@ -95,7 +95,7 @@ def test_a_failing_reconciliation_stores_the_report_keeps_the_rows_and_records_t
     # The report is stored.
     current = DeviceCurrentState.objects.get(device_id=device.pk)
     assert (current.version, current.seq) == (3, 2)
-    assert [s["name"] for s in current.config["protocolAdapterDevices"]] == ["a", "b"]
+    assert [s["name"] for s in current.config["sensors"]] == ["a", "b"]
     monkeypatch.undo()
     assert admin_client.get(current_state_url(device.uuid)).json()["version"] == 3
 

@@ -179,73 +179,69 @@ def _sensor_at(device, **changes) -> list[dict]:
     return running
 
 
+def _without(sensor: dict, key: str) -> dict:
+    return {name: value for name, value in sensor.items() if name != key}
+
+
 # (case id, how to break the report, the field the answer must name)
 INVALID_REPORTS = [
     ("report-not-object", lambda d: [], "report"),
     ("report-string", lambda d: "x", "report"),
-    ("version-missing", lambda d: {k: v for k, v in report_entry(2, []).items() if k != "version"}, "version"),
     ("version-negative", lambda d: report_entry(-1, []), "version"),
     ("version-float", lambda d: report_entry(1.5, []), "version"),
     ("version-integral-float", lambda d: report_entry(2.0, []), "version"),
     ("version-string", lambda d: report_entry("3", []), "version"),
     ("version-true", lambda d: report_entry(True, []), "version"),
-    ("version-null", lambda d: report_entry(None, []), "version"),
     ("version-huge", lambda d: report_entry(2**31, []), "version"),
     ("config-list", lambda d: report_entry(2, []) | {"config": []}, "config"),
     ("config-string", lambda d: report_entry(2, []) | {"config": "{}"}, "config"),
     (
         "adapters-object",
-        lambda d: report_entry(2, []) | {"config": {"protocolAdapterDevices": {}}},
-        "config.protocolAdapterDevices",
-    ),
-    (
-        "adapters-null",
-        lambda d: report_entry(2, []) | {"config": {"protocolAdapterDevices": None}},
-        "config.protocolAdapterDevices",
+        lambda d: report_entry(2, []) | {"config": {"sensors": {}}},
+        "config.sensors",
     ),
     (
         "duplicate-names",
         lambda d: report_entry(2, [*target_sensors(d), *target_sensors(d)]),
-        "config.protocolAdapterDevices[1].name",
+        "config.sensors[1].name",
     ),
-    ("sensor-not-object", lambda d: report_entry(2, ["a"]), "config.protocolAdapterDevices[0]"),
+    ("sensor-not-object", lambda d: report_entry(2, ["a"]), "config.sensors[0]"),
     (
         "sensor-no-name",
         lambda d: report_entry(2, [{k: v for k, v in target_sensors(d)[0].items() if k != "name"}]),
-        "config.protocolAdapterDevices[0].name",
+        "config.sensors[0].name",
     ),
-    ("sensor-empty-name", lambda d: report_entry(2, _sensor_at(d, name="")), "config.protocolAdapterDevices[0].name"),
+    ("sensor-empty-name", lambda d: report_entry(2, _sensor_at(d, name="")), "config.sensors[0].name"),
     (
         "poll-interval-string",
         lambda d: report_entry(2, _sensor_at(d, pollInterval="5000")),
-        "config.protocolAdapterDevices[0].pollInterval",
+        "config.sensors[0].pollInterval",
     ),
     (
         "poll-interval-negative",
         lambda d: report_entry(2, _sensor_at(d, pollInterval=-5)),
-        "config.protocolAdapterDevices[0].pollInterval",
+        "config.sensors[0].pollInterval",
     ),
     (
         "protocol-unknown",
         lambda d: report_entry(2, _sensor_at(d, protocol="zigbee")),
-        "config.protocolAdapterDevices[0].protocol",
+        "config.sensors[0].protocol",
     ),
     (
         "enabled-string",
         lambda d: report_entry(2, _sensor_at(d, enabled="yes")),
-        "config.protocolAdapterDevices[0].enabled",
+        "config.sensors[0].enabled",
     ),
     (
         "connection-list",
         lambda d: report_entry(2, _sensor_at(d, connection=[])),
-        "config.protocolAdapterDevices[0].connection",
+        "config.sensors[0].connection",
     ),
     (
         "data-points-object",
         lambda d: report_entry(2, _sensor_at(d, dataPoints={})),
-        "config.protocolAdapterDevices[0].dataPoints",
+        "config.sensors[0].dataPoints",
     ),
-    ("sensor-id-not-uuid", lambda d: report_entry(2, _sensor_at(d, id="x")), "config.protocolAdapterDevices[0].id"),
     ("apps-list", lambda d: report_entry(2, []) | {"apps": []}, "apps"),
     ("health-list", lambda d: report_entry(2, [], health=[]), "sensor_health"),  # type: ignore[arg-type]
     ("health-string", lambda d: report_entry(2, []) | {"sensor_health": "ok"}, "sensor_health"),
@@ -255,8 +251,62 @@ INVALID_REPORTS = [
     ("local-ip-number", lambda d: report_entry(2, [], local_ip=167772161), "local_ip"),
     ("uptime-negative", lambda d: report_entry(2, [], uptime=-1), "uptime"),
     ("uptime-string", lambda d: report_entry(2, [], uptime="1h"), "uptime"),
-    ("uptime-float", lambda d: report_entry(2, [], uptime=1.5), "uptime"),
     ("os-version-number", lambda d: report_entry(2, [], os_version=12), "os_version"),
+    ("enabled-two", lambda d: report_entry(2, _sensor_at(d, enabled=2)), "config.sensors[0].enabled"),
+    (
+        "connection-string-not-json",
+        lambda d: report_entry(2, [_without(target_sensors(d)[0], "connection") | {"connectionString": "host=x"}]),
+        "config.sensors[0].connectionString",
+    ),
+    (
+        "connection-string-a-list",
+        lambda d: report_entry(2, [_without(target_sensors(d)[0], "connection") | {"connectionString": "[1]"}]),
+        "config.sensors[0].connectionString",
+    ),
+    ("uptime-bool", lambda d: report_entry(2, [], uptime=True), "uptime"),
+    ("cpu-usage-string", lambda d: report_entry(2, [], cpu_usage="52%"), "cpu_usage"),
+    ("memory-negative", lambda d: report_entry(2, [], memory_usage=-1), "memory_usage"),
+    ("temperature-below-absolute-zero", lambda d: report_entry(2, [], temperature=-300), "temperature"),
+    ("is-online-string", lambda d: report_entry(2, [], is_online="yes"), "is_online"),
+    ("processes-object", lambda d: report_entry(2, [], top_processes={}), "top_processes"),
+    ("processes-too-many", lambda d: report_entry(2, [], top_processes=[{}] * 101), "top_processes"),
+    ("process-pid-string", lambda d: report_entry(2, [], top_processes=[{"pid": "1"}]), "top_processes[0].pid"),
+    (
+        "interface-default-string",
+        lambda d: report_entry(2, [], network_interfaces=[{"default": "y"}]),
+        "network_interfaces[0].default",
+    ),
+    ("endpoints-health-list", lambda d: report_entry(2, []) | {"endpoints_health": []}, "endpoints_health"),
+    (
+        "endpoints-health-entry-string",
+        lambda d: report_entry(2, []) | {"endpoints_health": {"a": "up"}},
+        "endpoints_health.a",
+    ),
+    (
+        "endpoints-health-connected-string",
+        lambda d: report_entry(2, []) | {"endpoints_health": {"a": {"connected": "yes"}}},
+        "endpoints_health.a.connected",
+    ),
+    (
+        "endpoints-health-error-count-negative",
+        lambda d: report_entry(2, []) | {"endpoints_health": {"a": {"errorCount": -1}}},
+        "endpoints_health.a.errorCount",
+    ),
+    (
+        "endpoints-health-last-seen-garbage",
+        lambda d: report_entry(2, []) | {"endpoints_health": {"a": {"lastSeen": "yesterday"}}},
+        "endpoints_health.a.lastSeen",
+    ),
+    (
+        "adapters-health-not-lists",
+        lambda d: report_entry(2, []) | {"protocol_adapters_health": {"modbus": {}}},
+        "protocol_adapters_health",
+    ),
+    (
+        "adapters-health-no-name",
+        lambda d: report_entry(2, []) | {"protocol_adapters_health": {"modbus": [{}]}},
+        "protocol_adapters_health.modbus[0].deviceName",
+    ),
     ("agent-version-too-long", lambda d: report_entry(2, [], agent_version="v" * 256), "agent_version"),
     ("seq-negative", lambda d: report_entry(2, [], seq=-1), "seq"),
     ("seq-string", lambda d: report_entry(2, [], seq="7"), "seq"),

@@ -54,8 +54,8 @@ def test_an_identical_repeat_is_unchanged_writes_nothing_but_refreshes_liveness(
     assert answer["appliedVersion"] == 3
     assert answer["inSync"] is False
     assert answer["sensors"] == {
-        "a": {"status": "deployed", "running": True, "error": ""},
-        "b": {"status": "failed", "running": False, "error": "can0 down"},
+        "a": {"status": "deployed", "running": True, "error": "", "health": None},
+        "b": {"status": "failed", "running": False, "error": "can0 down", "health": "offline"},
     }
     assert Event.objects.count() == events_before
     assert _row_stamps(reported) == stamps
@@ -104,7 +104,8 @@ def test_a_changed_report_is_applied_and_recorded(agent, reported):
     device = fresh(reported)
     assert device.os_version == "Debian 13"
     assert device.last_seen_at > last_seen
-    assert DeviceCurrentState.objects.get(device_id=reported.pk).sensor_health == {}
+    # An empty health map is health the agent sent (nothing to say), unlike a report without one (as before).
+    assert DeviceCurrentState.objects.get(device_id=reported.pk).sensor_health == {"sensor_health": {}}
     # The failed sensor's error falls back to the default: the agent no longer says why.
     assert answer["sensors"]["b"]["status"] == "failed"
     assert answer["sensors"]["b"]["error"] != "can0 down"
@@ -166,7 +167,7 @@ def test_an_offline_queue_flushed_oldest_first_ends_on_the_newest_report(admin_c
     assert outcomes == ["applied", "applied", "stale"]
     current = admin_client.get(current_state_url(reported.uuid)).json()
     assert current["seq"] == 21
-    assert [s["name"] for s in current["config"]["protocolAdapterDevices"]] == ["a", "b"]
+    assert [s["name"] for s in current["config"]["sensors"]] == ["a", "b"]
 
 
 def test_a_stale_answer_names_both_the_stale_and_the_applied_version(agent, reported):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from devices.models import DeviceCurrentState, DeviceTargetState
+from devices.models import Device, DeviceCurrentState, DeviceTargetState
 
 from .helpers import (
     add_sensor,
@@ -29,7 +29,7 @@ def test_example_1_user_adds_a_sensor_agent_polls_deploys_and_reports(admin_clie
     created = add_sensor(admin_client, device, sensor("modbus-sensor-1"))
     target = _target(device)
     assert (target.version, target.needs_deployment) == (2, True)
-    assert [s["name"] for s in target.config["protocolAdapterDevices"]] == ["modbus-sensor-1"]
+    assert [s["name"] for s in target.config["sensors"]] == ["modbus-sensor-1"]
     assert created["deploymentStatus"] == "pending"
     row = rows(admin_client, device)["modbus-sensor-1"]
     assert row["deploymentStatus"] == "pending"
@@ -52,7 +52,7 @@ def test_example_1_user_adds_a_sensor_agent_polls_deploys_and_reports(admin_clie
     state = body[str(device.uuid)]
     assert state["version"] == 2
     assert state["apps"] == {}
-    assert [s["name"] for s in state["config"]["protocolAdapterDevices"]] == ["modbus-sensor-1"]
+    assert [s["name"] for s in state["config"]["sensors"]] == ["modbus-sensor-1"]
     after_first = fresh(device)
     assert after_first.last_fetched_version == 2
     assert after_first.last_fetched_at is not None
@@ -68,14 +68,16 @@ def test_example_1_user_adds_a_sensor_agent_polls_deploys_and_reports(admin_clie
     assert after_second.last_fetched_at > after_first.last_fetched_at
 
     # 5-6. The agent deploys what it fetched and reports it: the row becomes deployed at version 2.
-    deployed = state["config"]["protocolAdapterDevices"]
+    deployed = state["config"]["sensors"]
     answer = verdict(report(agent, device, 2, deployed), device)
     assert answer["outcome"] == "applied"
     assert answer["targetVersion"] == 2
     assert answer["reportedVersion"] == 2
     assert answer["appliedVersion"] == 2
     assert answer["inSync"] is True
-    assert answer["sensors"] == {"modbus-sensor-1": {"status": "deployed", "running": True, "error": ""}}
+    assert answer["sensors"] == {
+        "modbus-sensor-1": {"status": "deployed", "running": True, "error": "", "health": None}
+    }
 
     # 7. The UI reads the table: the sensor runs, deployed at version 2, in sync with the config.
     row = rows(admin_client, device)["modbus-sensor-1"]
@@ -109,12 +111,13 @@ def test_example_2_agent_runs_two_of_three_sensors(admin_client, agent, device):
 
     assert answer["outcome"] == "applied"
     assert answer["inSync"] is False
-    assert answer["sensors"]["sensor1"] == {"status": "deployed", "running": True, "error": ""}
-    assert answer["sensors"]["sensor2"] == {"status": "deployed", "running": True, "error": ""}
+    assert answer["sensors"]["sensor1"] == {"status": "deployed", "running": True, "error": "", "health": "online"}
+    assert answer["sensors"]["sensor2"] == {"status": "deployed", "running": True, "error": "", "health": "online"}
     assert answer["sensors"]["sensor3"] == {
         "status": "failed",
         "running": False,
         "error": "opc.tcp://10.0.0.7:4840: connection refused",
+        "health": "offline",
     }
     # The table shows reality (two run) but never hides the desired sensor that failed: it says why.
     table = rows(admin_client, device)
@@ -129,7 +132,7 @@ def test_example_2_agent_runs_two_of_three_sensors(admin_client, agent, device):
     assert failed["desired"]["name"] == "sensor3"
     # The config still has all three, and drift keeps the deployment needed.
     target = _target(device)
-    assert len(target.config["protocolAdapterDevices"]) == 3
+    assert len(target.config["sensors"]) == 3
     assert target.needs_deployment is True
     assert admin_client.get(f"/api/v1/devices/{device.uuid}").json()["needsDeployment"] is True
 
@@ -146,9 +149,11 @@ def test_example_3_agent_restarts_on_an_old_version_then_converges(admin_client,
     add_sensor(admin_client, device, sensor("s3", protocol="can", connection={"interface": "can0"}))
     assert _target(device).version == 5
 
-    # 1-2. The agent restarts (upgraded) and reports what it runs: version 3. The rows reflect that reality.
+    # 1-2. The agent restarts (upgraded) and reports what it runs: version 3. Its sensors, apps and version are
+    # those of its last report, so only its facts are kept; the rows already reflect that reality.
     answer = verdict(report(agent, device, 3, old, uptime=5, agent_version="2.5.0"), device)
-    assert answer["outcome"] == "applied"
+    assert answer["outcome"] == "unchanged"
+    assert Device.objects.get(pk=device.pk).agent_version == "2.5.0"
     assert (answer["targetVersion"], answer["reportedVersion"], answer["inSync"]) == (5, 3, False)
     table = rows(admin_client, device)
     assert table["s1"]["deploymentStatus"] == "reconciling"

@@ -61,7 +61,7 @@ def test_desired_and_running_the_same_at_the_target_version_is_deployed(admin_cl
 
     answer = verdict(report(agent, device, 2, running), device)
 
-    assert answer["sensors"]["a"] == {"status": "deployed", "running": True, "error": ""}
+    assert answer["sensors"]["a"] == {"status": "deployed", "running": True, "error": "", "health": None}
     row = rows(admin_client, device)["a"]
     assert row["deploymentStatus"] == "deployed"
     assert row["running"] is True
@@ -120,7 +120,7 @@ def test_a_changed_sensor_still_running_the_old_config_is_reconciling_until_appl
 
     answer = verdict(report(agent, deployed, 2, old, health={"a": {"healthy": True}}), deployed)
 
-    assert answer["sensors"]["a"] == {"status": "reconciling", "running": True, "error": ""}
+    assert answer["sensors"]["a"] == {"status": "reconciling", "running": True, "error": "", "health": "online"}
     row = rows(admin_client, deployed)["a"]
     assert row["deploymentStatus"] == "reconciling"
     assert row["running"] is True
@@ -179,7 +179,7 @@ def test_a_desired_sensor_not_yet_applied_is_pending(admin_client, agent, deploy
 
     answer = verdict(report(agent, deployed, 2, target_sensors(deployed)[:1], health={}), deployed)
 
-    assert answer["sensors"]["b"] == {"status": "pending", "running": False, "error": ""}
+    assert answer["sensors"]["b"] == {"status": "pending", "running": False, "error": "", "health": None}
     row = rows(admin_client, deployed)["b"]
     assert row["deploymentStatus"] == "pending"
     assert row["running"] is False
@@ -209,7 +209,12 @@ def test_an_enabled_sensor_missing_at_the_target_version_failed_with_the_agents_
 
     answer = verdict(report(agent, deployed, 3, target_sensors(deployed)[:1], health=health), deployed)
 
-    assert answer["sensors"]["b"] == {"status": "failed", "running": False, "error": "can1: no such device"}
+    assert answer["sensors"]["b"] == {
+        "status": "failed",
+        "running": False,
+        "error": "can1: no such device",
+        "health": "offline",
+    }
     row = rows(admin_client, deployed)["b"]
     assert row["deploymentStatus"] == "failed"
     assert row["running"] is False
@@ -246,7 +251,7 @@ def test_a_disabled_sensor_not_running_at_the_target_version_is_deployed(admin_c
     answer = verdict(report(agent, deployed, 3, target_sensors(deployed)[:1]), deployed)
 
     assert answer["inSync"] is True
-    assert answer["sensors"]["b"] == {"status": "deployed", "running": False, "error": ""}
+    assert answer["sensors"]["b"] == {"status": "deployed", "running": False, "error": "", "health": None}
     row = rows(admin_client, deployed)["b"]
     assert _verdict(row) == ("deployed", False, 3, True, "", 0)
     assert row["enabled"] is False
@@ -264,7 +269,7 @@ def test_a_removed_sensor_still_running_before_the_new_version_is_reconciling(ad
 
     answer = verdict(report(agent, deployed, 2, running, health={"a": {"healthy": True}}), deployed)
 
-    assert answer["sensors"]["a"] == {"status": "reconciling", "running": True, "error": ""}
+    assert answer["sensors"]["a"] == {"status": "reconciling", "running": True, "error": "", "health": "online"}
     row = rows(admin_client, deployed)["a"]
     assert _verdict(row) == ("reconciling", True, 2, False, "", 0)
     assert row["desired"] is None

@@ -26,11 +26,11 @@ def report_running(device, *, sensors: list[dict] | None = None, version: int | 
     """
     device = Device.objects.select_related("target_state").get(pk=device.pk)  # fresh: no cached old target
     target = DeviceTargetState.objects.get(device=device)
-    running = target.config["protocolAdapterDevices"] if sensors is None else sensors
+    running = target.config["sensors"] if sensors is None else sensors
     report = report_parse(
         {
             "version": target.version if version is None else version,
-            "config": {**target.config, "protocolAdapterDevices": running},
+            "config": {**target.config, "sensors": running},
             "apps": target.apps,
         }
     )

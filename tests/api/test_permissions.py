@@ -70,7 +70,7 @@ ENDPOINTS = {
         "devices.view_devicetargetstate",
         "devices.change_devicetargetstate",
         200,
-        {"config": {"protocolAdapterDevices": []}},
+        {"config": {"sensors": []}},
     ),
     "sensors-list": Endpoint(
         "get", lambda d: sensors_url(d.uuid), "sensors.view_devicesensor", "sensors.view_devicesensor", 200

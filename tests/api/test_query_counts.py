@@ -23,7 +23,7 @@ def _fleet(devices: int, sensors: int, user) -> list:
     for n in range(devices):
         device = DeviceFactory(name=f"dev-{n:03}")
         config = {
-            "protocolAdapterDevices": [
+            "sensors": [
                 SensorPayloadFactory(name=f"s-{i:03}", protocol=("modbus", "can", "opcua", "mqtt")[i % 4])
                 for i in range(sensors)
             ]

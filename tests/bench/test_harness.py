@@ -40,8 +40,8 @@ def test_a_report_body_is_a_valid_gzip_report_whose_digest_ignores_uptime_and_se
     later = _parsed(reports.report_body(prefix, uptime=160, seq=8))
 
     assert first.digest == later.digest == reports.entry_digest(entry)
-    assert (first.order, first.uptime, later.order, later.uptime) == (7, 100, 8, 160)
-    assert [s["name"] for s in first.sensors] == [s["name"] for s in entry["config"]["protocolAdapterDevices"]]
+    assert (first.order, first.facts["uptime"], later.order, later.facts["uptime"]) == (7, 100, 8, 160)
+    assert [s["name"] for s in first.sensors] == [s["name"] for s in entry["config"]["sensors"]]
 
 
 def test_the_two_variants_differ_for_the_digest_but_not_for_same():
@@ -49,7 +49,7 @@ def test_the_two_variants_differ_for_the_digest_but_not_for_same():
     a, b = (reports.report_entry(sensors=sensors, version=2, variant=v) for v in reports.VARIANTS)
 
     assert reports.entry_digest(a) != reports.entry_digest(b)
-    running = b["config"]["protocolAdapterDevices"]
+    running = b["config"]["sensors"]
     assert all(not sensors_differences(d, r) for d, r in zip(sensors, running, strict=True))  # still "deployed"
     assert all(r["metadata"] != d["metadata"] for d, r in zip(sensors, running, strict=True))  # every row changes
 
@@ -93,7 +93,7 @@ def test_device_state_and_path_files_round_trip(tmp_path):
 # The database ceiling's SQL ---------------------------------------------------------------------------------------
 
 
-_LONG_JSON = "'" + orjson.dumps({"protocolAdapterDevices": [{"name": f"s{i}"} for i in range(9)]}).decode() + "'::jsonb"
+_LONG_JSON = "'" + orjson.dumps({"sensors": [{"name": f"s{i}"} for i in range(9)]}).decode() + "'::jsonb"
 _CAPTURED_REPORT = [
     {"sql": 'SELECT "id" FROM "devices_device" WHERE "digest" = %s', "params": ["'abc'"]},
     {"sql": "BEGIN", "params": None},
@@ -288,8 +288,7 @@ def test_clones_are_consistent_devices_of_their_own(superuser):
     assert len({d.uuid for d in devices}) == len({d.api_key_digest for d in devices}) == 6
     template, clone = fleet[0], fleet[2]
     sensor_ids = [
-        {s["id"] for s in Device.objects.get(uuid=c.uuid).target_state.config["protocolAdapterDevices"]}
-        for c in (template, clone)
+        {s["id"] for s in Device.objects.get(uuid=c.uuid).target_state.config["sensors"]} for c in (template, clone)
     ]
     assert not sensor_ids[0] & sensor_ids[1]  # every uuid is the clone's own
     body = orjson.dumps({clone.uuid: clone.entries[0]})

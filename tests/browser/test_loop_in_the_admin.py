@@ -52,7 +52,7 @@ def test_a_sensor_added_in_the_admin_goes_pending_deployed_then_failed(logged_in
     # The device's agent polls its target state and reports that it runs it (plain HTTP, with its key).
     agent = HttpAgent(live_server.url, device)
     state = agent.poll()
-    verdict = agent.report(version=state["version"], running=state["config"]["protocolAdapterDevices"])
+    verdict = agent.report(version=state["version"], running=state["config"]["sensors"])
     assert verdict[str(device.uuid)]["inSync"] is True
     page.reload()
     expect(sensor_row(page, SENSOR).locator(".ss-badge")).to_have_text("deployed")

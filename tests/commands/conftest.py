@@ -25,11 +25,11 @@ def agent_report(device, *, running: list[str] | None = None, health: dict | Non
     target_state_fetched(device=device_get(uuid=device.uuid))
     device = device_get(uuid=device.uuid)
     target = device.target_state
-    sensors = [s for s in target.config["protocolAdapterDevices"] if running is None or s["name"] in running]
+    sensors = [s for s in target.config["sensors"] if running is None or s["name"] in running]
     report = report_parse(
         {
             "version": target.version if version is None else version,
-            "config": {"protocolAdapterDevices": sensors},
+            "config": {"sensors": sensors},
             "sensor_health": health or {},
         }
     )

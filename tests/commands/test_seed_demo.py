@@ -43,16 +43,28 @@ def test_the_protocols_are_mixed_and_the_sensors_realistic(db):
 
     assert set(DeviceSensor.objects.values_list("protocol", flat=True)) == {"modbus", "can", "opcua", "mqtt"}
     for row in DeviceSensor.objects.all():
-        assert row.connection and row.data_points
+        # A sensor still running after its removal has no desired data points to show where the agent sent none.
+        assert row.connection and (row.data_points or (row.desired is None and "dataPoints" in row.unreported_fields))
 
 
 def test_agent_reports_went_through_the_agent_path(db):
     run("seed_demo")
 
     device = Device.objects.select_related("current_state").get(name="boiler-room")
-    assert device.agent_version == "2.7.1"
+    assert device.agent_version == "1.0.84"
     assert device.last_seen_at is not None
-    assert device.current_state.sensor_health["mqtt-environment"]["lastError"] == "connection refused"
+    assert device.facts["network_interfaces"][0]["name"] == "eth0"
+    health = device.current_state.sensor_health["endpoints_health"]
+    assert health["mqtt-environment"]["lastError"] == "connection refused"
+    failed = DeviceSensor.objects.get(device=device, name="mqtt-environment")
+    assert (failed.deployment_status, failed.health_status, failed.deployment_error) == (
+        "failed",
+        "offline",
+        "connection refused",
+    )
+    # The agent's own row shape: no dataPoints reported, so the rows list them as unreported and show the target's.
+    deployed = DeviceSensor.objects.filter(device=device, deployment_status="deployed")
+    assert deployed and all(row.unreported_fields == ["dataPoints"] and row.data_points for row in deployed)
     reported = Event.objects.get(aggregate_id=str(device.uuid), type="current_state.reported")
     assert reported.metadata == {**reported.metadata, "source": "command", "actor": f"agent:{device.uuid}"}
     assert set(Event.objects.values_list("metadata__source", flat=True)) == {"command"}

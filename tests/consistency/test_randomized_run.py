@@ -164,7 +164,7 @@ def test_a_tampered_sensor_row_fails_the_read_model_check_with_a_readable_line(a
 
 def test_a_tampered_history_row_fails_the_replay_check_with_a_readable_line(after_a_long_run):
     version = DeviceTargetStateVersion.objects.order_by("id")[3]
-    DeviceTargetStateVersion.objects.filter(pk=version.pk).update(config={"protocolAdapterDevices": []} | {"x": 1})
+    DeviceTargetStateVersion.objects.filter(pk=version.pk).update(config={"sensors": []} | {"x": 1})
 
     code, output = _check("replay_events")
 

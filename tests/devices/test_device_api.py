@@ -132,7 +132,7 @@ def test_create_returns_the_key_once_and_stores_only_its_digest(admin_client, su
     stored = json.dumps(list(Device.objects.values()), default=str)
     assert api_key not in stored
     target = DeviceTargetState.objects.get(device=device)
-    assert (target.version, target.config, target.apps) == (1, {"protocolAdapterDevices": []}, {})
+    assert (target.version, target.config, target.apps) == (1, {"sensors": []}, {})
     history = DeviceTargetStateVersion.objects.get(device=device)
     assert (history.version, history.created_by, history.source) == (1, superuser, "api")
     events = list(Event.objects.filter(aggregate_id=str(device.uuid)).order_by("sequence"))

@@ -39,7 +39,7 @@ def test_get_returns_the_document_with_a_strong_etag(admin_client, device_with_s
     assert not response["ETag"].startswith("W/")
     assert body["needsDeployment"] is True
     assert body["updatedBy"] == "admin"
-    sensors = body["config"]["protocolAdapterDevices"]
+    sensors = body["config"]["sensors"]
     assert [s["protocol"] for s in sensors] == ["modbus", "can", "opcua"]
     assert all(str(uuid.UUID(s["id"])) == s["id"] for s in sensors)
 
@@ -51,10 +51,10 @@ def test_get_of_an_unknown_device_is_404(admin_client):
 def test_put_stores_a_new_version_keeps_ids_and_projects_the_rows(admin_client, superuser, device_with_sensors):
     uuid_ = device_with_sensors.uuid
     current = admin_client.get(target_state_url(uuid_)).json()
-    kept, changed, removed = current["config"]["protocolAdapterDevices"]
+    kept, changed, removed = current["config"]["sensors"]
     changed_without_id = {k: v for k, v in changed.items() if k != "id"} | {"pollInterval": 1000}
     new = SensorPayloadFactory(name="brand-new", protocol="mqtt")
-    config = {"protocolAdapterDevices": [kept, changed_without_id, new], "logLevel": "debug"}
+    config = {"sensors": [kept, changed_without_id, new], "logLevel": "debug"}
     last = write_snapshot().last_event_id
 
     response = admin_client.put(
@@ -67,7 +67,7 @@ def test_put_stores_a_new_version_keeps_ids_and_projects_the_rows(admin_client, 
     assert response["ETag"] == '"5"' == body["etag"]
     assert body["apps"] == {"agent": {"image": "x:1"}}
     assert body["config"]["logLevel"] == "debug"  # agent keys pass through
-    stored = {s["name"]: s for s in body["config"]["protocolAdapterDevices"]}
+    stored = {s["name"]: s for s in body["config"]["sensors"]}
     assert list(stored) == [kept["name"], changed["name"], "brand-new"]
     assert stored[kept["name"]]["id"] == kept["id"]
     assert stored[changed["name"]]["id"] == changed["id"]  # same name, no id sent: the id is kept
@@ -104,7 +104,7 @@ def test_put_without_apps_keeps_the_apps(admin_client, device):
     admin_client.put(target_state_url(device.uuid), {"config": {}, "apps": {"a": 1}}, format="json")
 
     response = admin_client.put(
-        target_state_url(device.uuid), {"config": {"protocolAdapterDevices": [SensorPayloadFactory()]}}, format="json"
+        target_state_url(device.uuid), {"config": {"sensors": [SensorPayloadFactory()]}}, format="json"
     )
 
     assert response.status_code == 200
@@ -130,7 +130,7 @@ def test_put_of_the_identical_document_makes_no_new_version(admin_client, device
 def test_put_of_the_same_sensors_without_ids_makes_no_new_version(admin_client, device_with_sensors):
     current = admin_client.get(target_state_url(device_with_sensors.uuid)).json()
     config = copy.deepcopy(current["config"])
-    for sensor in config["protocolAdapterDevices"]:
+    for sensor in config["sensors"]:
         del sensor["id"]
     before = write_snapshot()
 
@@ -146,9 +146,7 @@ def test_put_that_removes_a_running_sensor_leaves_it_reconciling(admin_client, s
     row = DeviceSensor.objects.get(device=sensor_device, name="temp-1")
     assert (row.deployment_status, row.running) == ("deployed", True)
 
-    response = admin_client.put(
-        target_state_url(sensor_device.uuid), {"config": {"protocolAdapterDevices": []}}, format="json"
-    )
+    response = admin_client.put(target_state_url(sensor_device.uuid), {"config": {"sensors": []}}, format="json")
 
     assert response.status_code == 200
     row = DeviceSensor.objects.get(device=sensor_device, name="temp-1")
@@ -185,7 +183,7 @@ def test_put_with_a_stale_if_match_is_412_and_writes_nothing(admin_client, senso
 def test_the_etag_of_one_put_is_the_if_match_of_the_next(admin_client, device):
     etag = admin_client.get(target_state_url(device.uuid))["ETag"]
     for n in range(3):
-        config = {"protocolAdapterDevices": [SensorPayloadFactory(name=f"s{n}")]}
+        config = {"sensors": [SensorPayloadFactory(name=f"s{n}")]}
         response = admin_client.put(
             target_state_url(device.uuid), {"config": config}, format="json", HTTP_IF_MATCH=etag
         )
@@ -201,7 +199,7 @@ def test_the_etag_of_one_put_is_the_if_match_of_the_next(admin_client, device):
 
 
 def _sensors(*sensors):
-    return {"config": {"protocolAdapterDevices": list(sensors)}}
+    return {"config": {"sensors": list(sensors)}}
 
 
 INVALID_TARGET_BODIES = [
@@ -215,64 +213,58 @@ INVALID_TARGET_BODIES = [
     pytest.param({"config": {}, "apps": 1}, ["apps"], id="apps-number"),
     pytest.param({"config": {}, "apps": None}, ["apps"], id="apps-null"),
     pytest.param({"config": {}, "version": 9}, ["version"], id="unknown-top-level-field"),
-    pytest.param(
-        {"config": {"protocolAdapterDevices": {"a": 1}}}, ["config.protocolAdapterDevices"], id="sensors-not-a-list"
-    ),
+    pytest.param({"config": {"sensors": {"a": 1}}}, ["config.sensors"], id="sensors-not-a-list"),
     pytest.param(
         _sensors(SensorPayloadFactory(pollInterval=5000.0)),
-        ["config.protocolAdapterDevices[0].pollInterval"],
+        ["config.sensors[0].pollInterval"],
         id="sensor-float-poll",
     ),
     pytest.param(
         _sensors(SensorPayloadFactory(), SensorPayloadFactory(pollInterval=99)),
-        ["config.protocolAdapterDevices[1].pollInterval"],
+        ["config.sensors[1].pollInterval"],
         id="second-sensor-poll-too-small",
     ),
     pytest.param(
         _sensors(SensorPayloadFactory(name="dup"), SensorPayloadFactory(name="dup")),
-        ["config.protocolAdapterDevices[1].name"],
+        ["config.sensors[1].name"],
         id="duplicate-names",
     ),
-    pytest.param(
-        _sensors(SensorPayloadFactory(name="a b")), ["config.protocolAdapterDevices[0].name"], id="sensor-bad-name"
-    ),
+    pytest.param(_sensors(SensorPayloadFactory(name="a b")), ["config.sensors[0].name"], id="sensor-bad-name"),
     pytest.param(
         _sensors(SensorPayloadFactory(protocol="http")),
-        ["config.protocolAdapterDevices[0].protocol"],
+        ["config.sensors[0].protocol"],
         id="sensor-bad-protocol",
     ),
     pytest.param(
         _sensors({k: v for k, v in SensorPayloadFactory().items() if k != "connection"}),
-        ["config.protocolAdapterDevices[0].connection"],
+        ["config.sensors[0].connection"],
         id="sensor-missing-connection",
     ),
     pytest.param(
         _sensors(SensorPayloadFactory(enabled="true")),
-        ["config.protocolAdapterDevices[0].enabled"],
+        ["config.sensors[0].enabled"],
         id="sensor-enabled-string",
     ),
     pytest.param(
         _sensors(SensorPayloadFactory(dataPoints=[{"name": "t"}, {"name": "t"}])),
-        ["config.protocolAdapterDevices[0].dataPoints[1].name"],
+        ["config.sensors[0].dataPoints[1].name"],
         id="sensor-duplicate-data-point",
     ),
     pytest.param(
         _sensors(SensorPayloadFactory(colour="red")),
-        ["config.protocolAdapterDevices[0].colour"],
+        ["config.sensors[0].colour"],
         id="sensor-unknown-field",
     ),
-    pytest.param(
-        _sensors(SensorPayloadFactory(id="not-a-uuid")), ["config.protocolAdapterDevices[0].id"], id="sensor-bad-id"
-    ),
+    pytest.param(_sensors(SensorPayloadFactory(id="not-a-uuid")), ["config.sensors[0].id"], id="sensor-bad-id"),
     pytest.param(
         _sensors(
             SensorPayloadFactory(name="a", id="6f1c0b7e-0000-4000-8000-000000000001"),
             SensorPayloadFactory(name="b", id="6f1c0b7e-0000-4000-8000-000000000001"),
         ),
-        ["config.protocolAdapterDevices[1].id"],
+        ["config.sensors[1].id"],
         id="sensor-duplicate-id",
     ),
-    pytest.param(_sensors("modbus"), ["config.protocolAdapterDevices[0]"], id="sensor-not-an-object"),
+    pytest.param(_sensors("modbus"), ["config.sensors[0]"], id="sensor-not-an-object"),
 ]
 
 

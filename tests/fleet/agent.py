@@ -17,7 +17,7 @@ def report_body(device, *, version: int, running: list[dict], health: dict | Non
     return {
         str(device.uuid): {
             "version": version,
-            "config": {"protocolAdapterDevices": running},
+            "config": {"sensors": running},
             "apps": {},
             "os_version": "Debian GNU/Linux 12",
             "agent_version": "2.7.1",
@@ -53,12 +53,12 @@ class Agent:
     def deploy_all(self) -> None:
         """Poll, then report running every sensor of the target exactly as desired."""
         state = self.poll()
-        self.report(version=state["version"], running=state["config"]["protocolAdapterDevices"])
+        self.report(version=state["version"], running=state["config"]["sensors"])
 
     def deploy_failing(self, name: str, error: str) -> None:
         """Poll, then report running everything but ``name``, which failed with ``error``."""
         state = self.poll()
-        sensors = state["config"]["protocolAdapterDevices"]
+        sensors = state["config"]["sensors"]
         health = {s["name"]: {"healthy": True} for s in sensors if s["name"] != name}
         health[name] = {"healthy": False, "lastError": error}
         self.report(version=state["version"], running=[s for s in sensors if s["name"] != name], health=health)

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from events.choices import EventTypeChoices as Ev
+from reconciliation.agent_protocol import health_merge, report_parse
 from reconciliation.decision import Decision, SensorRow, decide
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
-from sensors.validation import COMPARED_FIELDS, sensors_differences, sensors_same
+from sensors.validation import COMPARED_FIELDS, sensors_differences
 
 T0 = datetime(2025, 11, 2, 10, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=1)
@@ -72,7 +73,8 @@ def run(
         desired=list(desired),
         reported_version=reported_version,
         running=list(running),
-        sensor_health=sensor_health or {},
+        # The seed note's {name: {healthy, lastError}}, normalized as the report parser does.
+        sensor_health=health_merge(report_parse({"version": 1, "sensor_health": sensor_health or {}}).health),
         existing=existing or {},
         was_in_sync=was_in_sync,
         now=now,
@@ -322,7 +324,7 @@ def test_a_difference_in_a_compared_field_is_not_deployed(field):
     d = sensor()
     r = running_copy(d, **{field: CHANGES[field]})
 
-    assert sensors_same(d, r) is False
+    assert sensors_differences(d, r)
     assert sensors_differences(d, r) == [field]
     applied = run(desired=[d], reported_version=TARGET, running=[r]).rows[NAME]
     assert applied.deployment_status == Status.FAILED
@@ -341,7 +343,7 @@ def test_enriched_metadata_still_counts_as_deployed_and_the_row_shows_it():
     d = sensor(metadata={"site": "plant-a"})
     r = running_copy(d, metadata={"site": "plant-a", "firmware": "2.1", "serial": "XYZ"})
 
-    assert sensors_same(d, r) is True
+    assert not sensors_differences(d, r)
     assert sensors_differences(d, r) == []
     decision = run(desired=[d], reported_version=TARGET, running=[r])
 

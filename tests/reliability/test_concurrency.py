@@ -141,7 +141,7 @@ EDITS = {
     "target-put": (
         "PUT",
         lambda d: target_state_url(d.uuid),
-        lambda i: {"config": {"protocolAdapterDevices": [sensor_payload(f"only-{i}")]}},
+        lambda i: {"config": {"sensors": [sensor_payload(f"only-{i}")]}},
     ),
     "rollback": ("POST", lambda d: target_state_url(d.uuid) + "/rollback", lambda i: {"version": 1 + i % 3}),
 }
@@ -196,7 +196,7 @@ def test_a_race_to_create_the_same_sensor_name_has_one_winner_and_clear_refusals
         if status != 201:
             assert isinstance(body.get("error"), str) and isinstance(body.get("message"), str), body
     target = DeviceTargetState.objects.get(device=device)
-    assert [s["name"] for s in target.config["protocolAdapterDevices"]].count("contested") == 1
+    assert [s["name"] for s in target.config["sensors"]].count("contested") == 1
     assert target.version == version + 1
     assert_target_history_contiguous(device)
     assert_gapless(device.uuid)
@@ -227,11 +227,11 @@ def test_unconditional_edits_piling_up_get_strictly_increasing_versions_none_reu
     total = THREADS * per_thread
     target = DeviceTargetState.objects.get(device=device)
     assert target.version == 1 + total
-    assert len(target.config["protocolAdapterDevices"]) == total
+    assert len(target.config["sensors"]) == total
     assert_target_history_contiguous(device)
     # Each version holds exactly one sensor more than the one before: no edit was lost or applied twice.
     counts = [
-        len(config["protocolAdapterDevices"])
+        len(config["sensors"])
         for config in DeviceTargetStateVersion.objects.filter(device=device)
         .order_by("version")
         .values_list("config", flat=True)
@@ -263,7 +263,7 @@ def test_reports_and_edits_racing_for_one_device_leave_it_consistent(staff_token
     # The newest report wins: applied, or an identical repeat of what is stored (a no-op that keeps its order).
     assert Device.objects.get(pk=device.pk).last_report_order == THREADS - 1
     newest = [s["name"] for s in desired[: 1 + (THREADS - 1) % 3]]
-    stored = DeviceCurrentState.objects.get(device=device).config["protocolAdapterDevices"]
+    stored = DeviceCurrentState.objects.get(device=device).config["sensors"]
     assert [s["name"] for s in stored] == newest
     assert_target_history_contiguous(device)
     assert_gapless(device.uuid)

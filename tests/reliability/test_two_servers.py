@@ -96,9 +96,7 @@ def test_two_servers_hammered_with_reports_and_edits_for_one_device_stay_consist
     target = DeviceTargetState.objects.get(device=device)
     # Every create and every patch (each a different value) made exactly one new version.
     assert target.version == 4 + len(created) + patches, (target.version, len(created), patches)
-    assert sorted(created) == sorted(
-        s["name"] for s in target.config["protocolAdapterDevices"] if s["name"].startswith("w")
-    )
+    assert sorted(created) == sorted(s["name"] for s in target.config["sensors"] if s["name"].startswith("w"))
     assert DeviceTargetStateVersion.objects.filter(device=device).count() == target.version
     assert_target_history_contiguous(device)
     assert_gapless(device.uuid)

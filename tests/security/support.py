@@ -67,7 +67,7 @@ def sensor_payload(name: str, **overrides) -> dict:
 def report_entry(version, sensors: list[dict], *, seq: int | None = None, **extra) -> dict:
     entry = {
         "version": version,
-        "config": {"protocolAdapterDevices": sensors},
+        "config": {"sensors": sensors},
         "apps": {},
         "os_version": "Debian GNU/Linux 12",
         "agent_version": "2.4.1",
@@ -86,7 +86,7 @@ def report_body(device, version, sensors: list[dict], **kwargs) -> bytes:
 
 def target_sensors(device) -> list[dict]:
     """What an agent runs after deploying the current target (ids included)."""
-    return copy.deepcopy(DeviceTargetState.objects.get(device_id=device.pk).config["protocolAdapterDevices"])
+    return copy.deepcopy(DeviceTargetState.objects.get(device_id=device.pk).config["sensors"])
 
 
 def target_version(device) -> int:

@@ -70,7 +70,7 @@ MANAGEMENT = {
         "devices/{a}/target-state",
         "devices.change_devicetargetstate",
         200,
-        {"config": {"protocolAdapterDevices": []}},
+        {"config": {"sensors": []}},
     ),
     "target-versions": Endpoint("GET", "devices/{a}/target-state/versions", "devices.view_devicetargetstate", 200),
     "target-rollback": Endpoint(
@@ -122,7 +122,7 @@ class World:
         self.a = device_with_sensors("s-1", name="a")
         state_report_apply(
             device=type(self.a).objects.select_related("target_state").get(pk=self.a.pk),
-            report=report_parse({"version": 1, "config": {"protocolAdapterDevices": target_sensors(self.a)}}),
+            report=report_parse({"version": 1, "config": {"sensors": target_sensors(self.a)}}),
         )
         # Damage a's read model (as a bug or a manual edit would), so that an allowed reconcile has a row to repair.
         DeviceSensor.objects.filter(device=self.a).update(deployment_status="failed", deployment_error="damaged")

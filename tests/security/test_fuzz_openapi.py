@@ -93,7 +93,7 @@ class World:
             running = target_sensors(device)[:1]
             state_report_apply(
                 device=fresh,
-                report=report_parse({"version": 1, "config": {"protocolAdapterDevices": running}, "seq": 1}),
+                report=report_parse({"version": 1, "config": {"sensors": running}, "seq": 1}),
             )
         self.keys = [d.api_key for d in self.devices]
         self.uuids = [str(d.uuid) for d in self.devices]
@@ -102,7 +102,7 @@ class World:
         if device_uuid not in self.uuids:
             return []
         target = DeviceTargetState.objects.filter(device__uuid=device_uuid).values_list("config", flat=True).first()
-        return [s["name"] for s in (target or {}).get("protocolAdapterDevices", [])]
+        return [s["name"] for s in (target or {}).get("sensors", [])]
 
     def etag(self, device_uuid) -> str | None:
         if device_uuid not in self.uuids:

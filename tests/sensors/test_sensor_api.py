@@ -29,7 +29,7 @@ POINTS = [{"name": "temperature", "address": 40001, "type": "float32", "unit": "
 
 
 def _target_sensor(device, name: str) -> dict:
-    return next(s for s in target_of(device).config["protocolAdapterDevices"] if s["name"] == name)
+    return next(s for s in target_of(device).config["sensors"] if s["name"] == name)
 
 
 def _assert_iso_datetime(value):
@@ -281,7 +281,7 @@ def test_create_writes_the_target_first_and_projects_a_pending_row(admin_client,
     target = target_of(device)
     assert target.version == 2  # exactly one bump
     assert target.needs_deployment is True
-    desired = target.config["protocolAdapterDevices"]
+    desired = target.config["sensors"]
     assert len(desired) == 1
     assert desired[0] == {"id": desired[0]["id"], **payload}
     assert str(uuid.UUID(desired[0]["id"])) == desired[0]["id"] == row["id"]
@@ -456,7 +456,7 @@ def test_rename_keeps_the_id(admin_client, sensor_device, method):
     assert response.status_code == 200, response.content
     assert response.json()["name"] == "temp-renamed"
     assert response.json()["id"] == sensor_id
-    assert [s["name"] for s in target_of(sensor_device).config["protocolAdapterDevices"]] == ["temp-renamed"]
+    assert [s["name"] for s in target_of(sensor_device).config["sensors"]] == ["temp-renamed"]
     assert _target_sensor(sensor_device, "temp-renamed")["id"] == sensor_id
     rows = list(DeviceSensor.objects.filter(device=sensor_device).values_list("name", "sensor_id"))
     assert [(n, str(i)) for n, i in rows] == [("temp-renamed", sensor_id)]
@@ -553,8 +553,8 @@ def test_delete_of_a_never_reported_sensor_removes_its_row(admin_client, device_
     assert response.content == b""
     target = target_of(device_with_sensors)
     assert target.version == 5
-    assert name not in [s["name"] for s in target.config["protocolAdapterDevices"]]
-    assert len(target.config["protocolAdapterDevices"]) == 2
+    assert name not in [s["name"] for s in target.config["sensors"]]
+    assert len(target.config["sensors"]) == 2
     assert not DeviceSensor.objects.filter(device=device_with_sensors, name=name).exists()
     assert DeviceSensor.objects.filter(device=device_with_sensors).count() == 2
     assert DeviceTargetStateVersion.objects.get(device=device_with_sensors, version=5).change == {"removed": [name]}
@@ -571,7 +571,7 @@ def test_delete_of_a_running_sensor_keeps_its_row_reconciling(admin_client, sens
     response = admin_client.delete(sensor_url(sensor_device.uuid, "temp-1"))
 
     assert response.status_code == 204
-    assert target_of(sensor_device).config["protocolAdapterDevices"] == []
+    assert target_of(sensor_device).config["sensors"] == []
     row = admin_client.get(sensor_url(sensor_device.uuid, "temp-1")).json()
     assert (row["deploymentStatus"], row["running"], row["desired"]) == ("reconciling", True, None)
     assert target_of(sensor_device).needs_deployment is True
@@ -610,5 +610,5 @@ def test_every_version_stays_in_the_history(admin_client, sensor_device):
 
     history = DeviceTargetStateVersion.objects.filter(device=sensor_device).order_by("version")
     assert [h.version for h in history] == [1, 2, 3, 4, 5, 6]
-    assert [h.config["protocolAdapterDevices"][0]["pollInterval"] for h in history[2:5]] == [200, 300, 400]
-    assert history[5].config["protocolAdapterDevices"] == []
+    assert [h.config["sensors"][0]["pollInterval"] for h in history[2:5]] == [200, 300, 400]
+    assert history[5].config["sensors"] == []

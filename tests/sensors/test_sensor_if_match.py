@@ -62,7 +62,7 @@ def test_a_lost_update_is_prevented(admin_client, sensor_device):
     assert first.status_code == 200
     assert second.status_code == 412
     assert second["ETag"] == first["ETag"] == '"3"'
-    stored = target_of(sensor_device).config["protocolAdapterDevices"][0]
+    stored = target_of(sensor_device).config["sensors"][0]
     assert stored["pollInterval"] == 111
     third = admin_client.patch(
         sensor_url(sensor_device.uuid, "temp-1"), {"pollInterval": 222}, format="json", HTTP_IF_MATCH=second["ETag"]

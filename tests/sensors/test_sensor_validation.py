@@ -133,7 +133,7 @@ def test_create_accepts(admin_client, busy_device, payload):
     response = admin_client.post(sensors_url(busy_device.uuid), payload, format="json")
 
     assert response.status_code == 201, response.content
-    stored = next(s for s in target_of(busy_device).config["protocolAdapterDevices"] if s["name"] == payload["name"])
+    stored = next(s for s in target_of(busy_device).config["sensors"] if s["name"] == payload["name"])
     assert {k: v for k, v in stored.items() if k != "id"} == payload
     assert target_of(busy_device).version == 4
 

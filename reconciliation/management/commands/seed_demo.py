@@ -5,12 +5,14 @@ Everything is written the way production writes it: staff changes through the se
 applied by ``state_report_apply``, so the demo rows are exactly what a real fleet would show.
 """
 
+import uuid as uuid_lib
 from dataclasses import dataclass
 from uuid import UUID
 
 import orjson
 from django.core.management.base import CommandError
 from django.db import transaction
+from django.utils import timezone
 
 from devices.selectors import device_get, device_list
 from devices.services import DeviceWithKey, device_create
@@ -19,6 +21,7 @@ from reconciliation.selectors import drift_explain
 from reconciliation.services import ReportOutcome, state_report_apply, target_state_fetched
 from sensors.selectors import sensor_list
 from sensors.services import sensor_create, sensor_delete, sensor_update
+from sensors.validation import config_sensors
 from sensorsync_project.commands import OperatorCommand, user_or_none
 
 MAX_DEVICES = 1000
@@ -33,6 +36,7 @@ DEMO_DEVICES = (
 )
 SCENARIOS = tuple(scenario for _, _, scenario in DEMO_DEVICES)
 FAILING_SENSOR_ERROR = "connection refused"
+UNREACHABLE_SENSOR_ERROR = "timeout after 3000 ms"
 
 # Sensor templates; "{net}" is the device's subnet and "{device}" its name.
 SENSOR_CATALOG = (
@@ -155,27 +159,71 @@ class _DemoAgent:
     def poll(self) -> None:
         target_state_fetched(device=device_get(uuid=self.device_uuid))
 
-    def report(self, *, running: list[str], health: dict | None = None) -> None:
-        """Report running the named sensors of the target exactly as desired, at the target version."""
+    def report(self, *, running: list[str], offline: dict[str, str] | None = None) -> None:
+        """Report running the named sensors of the target exactly as desired, at the target version, as the
+        2025-11-22 agent does: its own row shape, its adapters' health, its metrics. ``offline``: sensors whose
+        adapter cannot reach the device, with its error (they may be running, or not)."""
         device = device_get(uuid=self.device_uuid)
         target = device.target_state
-        self.seq += 1
+        offline = offline or {}
+        now = timezone.now().isoformat()
+
+        def health(sensor: dict) -> dict:
+            error = offline.get(sensor["name"])
+            return {
+                "protocol": sensor["protocol"],
+                "status": "offline" if error else "online",
+                "connected": not error,
+                "lastPoll": now,
+                "lastSeen": None if error else now,
+                "errorCount": 3 if error else 0,
+                "lastError": error,
+                "communicationQuality": "offline" if error else "good",
+            }
+
+        def reported(sensor: dict) -> dict:
+            return {
+                "id": str(uuid_lib.uuid5(uuid_lib.NAMESPACE_URL, sensor["name"])),  # the agent's own row id
+                "name": sensor["name"],
+                "protocol": sensor["protocol"],
+                "connectionString": orjson.dumps(sensor["connection"]).decode(),
+                "pollInterval": sensor["pollInterval"],
+                "enabled": int(sensor["enabled"]),
+                "metadata": sensor["metadata"],
+            }
+
+        sensors = config_sensors(target.config)
         body = {
             str(self.device_uuid): {
-                "version": target.version,
-                "config": {
-                    **target.config,
-                    "protocolAdapterDevices": [
-                        s for s in target.config["protocolAdapterDevices"] if s["name"] in running
-                    ],
-                },
                 "apps": target.apps,
+                "is_online": True,
+                "version": target.version,
+                "config": {"sensors": [reported(s) for s in sensors if s["name"] in running]},
+                "endpoints_health": {
+                    s["name"]: health(s) for s in sensors if s["name"] in running or s["name"] in offline
+                },
                 "os_version": "Ubuntu 22.04.4 LTS",
-                "agent_version": "2.7.1",
+                "agent_version": "1.0.84",
                 "local_ip": f"10.20.{10 + self.index % 200}.10",
-                "uptime": 86_400 + 3_600 * self.index,
-                "seq": self.seq,
-                "sensor_health": health or {name: {"healthy": True} for name in running},
+                "uptime": 86_400.5 + 3_600 * self.index,
+                "cpu_usage": 20 + self.index,
+                "memory_usage": 1_800,
+                "memory_total": 3_906,
+                "storage_usage": 9_400,
+                "storage_total": 29_600,
+                "temperature": 48.5,
+                "top_processes": [{"pid": 812, "name": "agent", "cpu": 3.1, "mem": 1.2}],
+                "network_interfaces": [
+                    {
+                        "name": "eth0",
+                        "ip4": f"10.20.{10 + self.index % 200}.10",
+                        "mac": "02:42:ac:11:00:02",
+                        "type": "wired",
+                        "default": True,
+                        "virtual": False,
+                        "operstate": "up",
+                    }
+                ],
             }
         }
         # Through the bytes and the parser the agent endpoint uses, so the demo cannot store what an agent could not.
@@ -191,7 +239,8 @@ class Command(OperatorCommand):
 Creates up to four named devices (then demo-device-5, ...), each with a mix of modbus, can, opcua and mqtt
 sensors, and plays the agent's side so that the sensor table shows every status:
 
-  press-line-1    the agent applied the target: every sensor deployed, in sync
+  press-line-1    the agent applied the target: every sensor deployed, in sync; one cannot reach its device
+                  ("{UNREACHABLE_SENSOR_ERROR}"): deployed but offline
   boiler-room     the agent applied the target, but one sensor reports "{FAILING_SENSOR_ERROR}": failed
   packaging-cell  the agent never connected: every sensor pending
   cold-store      a sensor was changed and another removed; the agent fetched but has not applied: reconciling
@@ -269,13 +318,12 @@ exit status: 0 seeded (or everything already there); 1 bad option or a write tha
 
         if scenario == "in_sync":
             agent.poll()
-            agent.report(running=names)
+            # Every sensor deployed and running; the last one's adapter cannot reach its device: deployed, offline.
+            agent.report(running=names, offline={names[-1]: UNREACHABLE_SENSOR_ERROR} if len(names) > 1 else None)
         elif scenario == "failed":
             agent.poll()
             *healthy, failing = names
-            health = {n: {"healthy": True} for n in healthy}
-            health[failing] = {"healthy": False, "lastError": FAILING_SENSOR_ERROR}
-            agent.report(running=healthy, health=health)
+            agent.report(running=healthy, offline={failing: FAILING_SENSOR_ERROR})
         elif scenario == "reconciling":
             agent.poll()
             agent.report(running=names)

@@ -24,7 +24,7 @@ install: $(INSTALLED)
 # the server answers and stopped with it (Ctrl-C stops both). FLEET=off runs the server alone. The server's log
 # leaves out the fleet's successful polls and reports (refused ones still show); its staff requests all show.
 FLEET ?= on
-FLEET_ARGS ?= --devices 6 --sensors 4 --failure-rate 0.15 --poll-interval 10 --report-interval 10
+FLEET_ARGS ?= --devices 6 --sensors 4 --failure-rate 0.15 --poll-interval 10 --report-interval 10 --metrics-interval 30
 run: $(INSTALLED)
 	DJANGO_DEBUG=true $(BIN)/python manage.py migrate --noinput
 	DJANGO_DEBUG=true $(BIN)/python manage.py quickstart --url http://$(HOST):$(PORT)

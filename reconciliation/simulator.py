@@ -1,15 +1,21 @@
 """Simulated on-device agents for ``manage.py simulate_fleet`` (SPEC sections 5 and 8).
 
-Each agent speaks the real wire protocol: it polls ``GET /api/v1/device/<uuid>/state`` with its key and
-``If-None-Match``, "deploys" what it fetched (failing each sensor with a given probability), and reports what runs
-with a gzip-compressed ``PATCH /api/v1/device/state``. The agent is a plain state machine (requests out,
-responses in, the clock passed as a number), so it is tested without a server; ``run_fleet`` drives many of them
-per worker thread over keep-alive HTTP connections to one address, and stops by itself at a deadline.
+Each agent speaks the wire protocol of the real agent (Iotistica/iotistic ``agent/``, as recorded in
+``agent-wire/`` beside the SPEC), in one of its two generations: the 2025-11-06 agent (``sync-state.ts``) or the
+2025-11-22 agent (``device-manager/sync.ts``). It polls ``GET /api/v1/device/<uuid>/state`` with its key and
+``If-None-Match``, "deploys" the sensors it finds under ``config.sensors`` (failing some on purpose), and reports
+with gzip-compressed ``PATCH /api/v1/device/state`` bodies shaped as that generation shapes them: metrics every
+metrics interval, some facts once per start, no ``seq`` or ``reported_at``, an offline queue of failed reports
+(``version`` stripped) flushed oldest first after the next success, and the real agent's backoff on errors.
 
-No database access here: the command creates the fleet and reads the final picture.
+The agent is a plain state machine (requests out, responses in, the clock passed as a number), so it is tested
+without a server; ``run_fleet`` drives many of them per worker thread over keep-alive HTTP connections to one
+address, and stops by itself at a deadline. No database access here: the command creates the fleet and reads the
+final picture.
 """
 
 import gzip
+import hashlib
 import heapq
 import http.client
 import math
@@ -17,23 +23,49 @@ import random
 import socket
 import threading
 import time
-from collections import Counter
+import uuid
+import zlib
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 from urllib.parse import urlsplit
 
 import orjson
 
-AGENT_VERSION = "sim-1.0"
-USER_AGENT = f"sensorsync-simulator/{AGENT_VERSION}"
+USER_AGENT = "sensorsync-simulator"
 PROTOCOLS = ("modbus", "can", "opcua", "mqtt")
+
+# The two generations of the real agent the simulator can speak as (SPEC section 5, agent-wire/README.md).
+AGENT_2025_11_06 = "2025-11-06"
+AGENT_2025_11_22 = "2025-11-22"
+AGENTS = (AGENT_2025_11_06, AGENT_2025_11_22)
+DEFAULT_AGENT = AGENT_2025_11_22
+# ``agent_version`` in the real ones' format ("upstream" from the 2025-11-06 agent, "1.0.84" from the newest),
+# marked so that a simulated device is never mistaken for a real one in the admin.
+AGENT_VERSIONS = {AGENT_2025_11_06: "upstream-sim", AGENT_2025_11_22: "1.0.84-sim"}
 
 POLL = "poll"
 REPORT = "report"
-ENDPOINTS = {POLL: "GET /api/v1/device/<uuid>/state", REPORT: "PATCH /api/v1/device/state"}
+QUEUED = "queued"  # a report from the agent's offline queue, re-sent after a successful report
+KINDS = (POLL, REPORT, QUEUED)
+ENDPOINTS = {
+    POLL: "GET /api/v1/device/<uuid>/state",
+    REPORT: "PATCH /api/v1/device/state",
+    QUEUED: "PATCH /api/v1/device/state (queued)",
+}
 
-# What a real adapter says when it cannot start: one of these becomes ``sensor_health[name].lastError``.
+# The real agent's error handling (both generations): any non-2xx answer or network error is a failure, retried
+# after 15 s x 2^(n-1) +-30 %, at most 15 minutes; Retry-After is not read.
+BACKOFF_BASE = 15.0
+BACKOFF_MAX = 15 * 60.0
+BACKOFF_JITTER = 0.3
+BACKOFF_MAX_ERRORS = 10  # the 2025-11-22 agent's cap on its error count (the delay is at its maximum by then)
+OFFLINE_AFTER = 3  # consecutive failed polls or reports before the agent's connection monitor says "offline"
+QUEUE_MAX = 1000  # the offline queue drops its oldest report beyond this
+
+# What a real adapter says when it cannot start or reach its device: one becomes the sensor health's lastError.
 FAILURE_ERRORS: dict[str, tuple[str, ...]] = {
     "modbus": (
         "connection refused",
@@ -164,7 +196,7 @@ def server_address_parse(url: str) -> ServerAddress:
 
 @dataclass(frozen=True)
 class Request:
-    kind: str  # POLL or REPORT
+    kind: str  # POLL, REPORT or QUEUED
     method: str
     path: str
     headers: dict[str, str]
@@ -186,11 +218,87 @@ class AgentSettings:
     failure_rate: float
     poll_interval: float
     report_interval: float
+    metrics_interval: float = 300.0
+    agent: str = DEFAULT_AGENT  # AGENT_2025_11_06 or AGENT_2025_11_22
     base_path: str = ""
 
 
+# What became of a sensor the agent was asked to run.
+RUNNING = "running"  # registered, its adapter reaches the device
+UNREACHABLE = "unreachable"  # registered and configured, but its adapter cannot reach the PLC (health, not deployment)
+NOT_RUN = "not_run"  # the agent could not set it up: absent from the reported config.sensors
+DISABLED = "disabled"  # registered with enabled false: correctly not polled
+
+
+@dataclass
+class SensorRun:
+    served: dict  # the sensor as the target state served it
+    state: str
+    own_id: str  # the id the agent's own database gives the row (the 2025-11-22 agent reports it)
+    started: float  # when its adapter started, on the caller's clock
+    error: str | None = None
+    row: dict | None = None  # the 2025-11-22 agent's row, made once
+
+    @property
+    def name(self) -> str:
+        return self.served["name"]
+
+    @property
+    def protocol(self) -> str:
+        return self.served.get("protocol") or "modbus"
+
+    @property
+    def poll_ms(self) -> int:
+        poll = self.served.get("pollInterval")
+        return poll if type(poll) is int and poll > 0 else 5000
+
+
+@dataclass
+class Outgoing:
+    """The report in flight, and what the agent remembers once it was accepted."""
+
+    entry: dict
+    state_only: dict | None = None  # the 2025-11-22 agent's "last report" for its change detection
+    config_hash: str | None = None
+    health_hash: str | None = None
+
+
+_MISSING = object()
+
+# What the agent keeps of a failed report in its offline queue (in this order): no version, processes or health.
+QUEUED_KEYS = (
+    "config",
+    "os_version",
+    "agent_version",
+    "local_ip",
+    "cpu_usage",
+    "memory_usage",
+    "memory_total",
+    "storage_usage",
+    "storage_total",
+    "temperature",
+    "uptime",
+)
+
+
+def _js(number: float) -> float | int:
+    """A number as JSON.stringify writes it: a whole float has no fraction (1.0 -> 1)."""
+    return int(number) if isinstance(number, float) and number.is_integer() else number
+
+
+def _hash(value) -> str:
+    return hashlib.blake2b(orjson.dumps(value), digest_size=16).hexdigest()
+
+
+# Health figures that vary from poll to poll (response time, registers updated) come from the poll count, not from
+# the agent's random generator, so a report depends only on the clock: a cheap, stable pseudo-random number.
+def _noise(*parts) -> int:
+    return zlib.crc32(":".join(map(str, parts)).encode())
+
+
 class Agent:
-    """One simulated device agent. Times are the caller's monotonic clock, in seconds."""
+    """One simulated device agent. Times are the caller's monotonic clock, in seconds; ``wall_start`` is the wall
+    clock (epoch seconds) at ``start``, for the ISO times the agent writes into its health."""
 
     def __init__(
         self,
@@ -201,31 +309,87 @@ class Agent:
         settings: AgentSettings,
         rng: random.Random,
         start: float,
-        seq_base: int = 0,
+        wall_start: float = 1_767_225_600.0,
     ) -> None:
+        if settings.agent not in AGENTS:
+            raise ValueError(f"Unknown agent generation '{settings.agent}' (one of {', '.join(AGENTS)}).")
         self.index = index
         self.device_uuid = str(device_uuid)
         self.api_key = api_key
         self.settings = settings
-        self.rng = rng
+        self.generation = settings.agent
+        self.agent_version = AGENT_VERSIONS[settings.agent]
         self.started_at = start
-        # The server refuses a seq older than the last one it saw (stale), and a re-run reuses devices, so the
-        # caller starts every run above the previous one (wall-clock microseconds).
-        self.seq = seq_base
-        self.boot_uptime = rng.randint(3600, 30 * 86400)
+        self.wall_start = wall_start
+        # Jitter, metrics and backoff draw from ``rng``, whose sequence depends on timing; which sensors fail and
+        # the agent's own ids draw from their own generator, so a seed repeats them whatever the server's pace.
+        self.rng = rng
+        self.decisions = random.Random(rng.getrandbits(64))
+
+        # Facts of the device.
+        self.boot_uptime = rng.uniform(3600, 30 * 86400)
         self.os_version = rng.choice(OS_VERSIONS)
         self.local_ip = f"10.{100 + index // 64516 % 100}.{index // 254 % 254 + 1}.{index % 254 + 1}"
+        self.memory_total = rng.choice((1906, 3795, 7812, 15_895))
+        self.storage_total = rng.choice((29_127, 58_829, 117_236, 238_475))
+        self.storage_base = int(self.storage_total * rng.uniform(0.15, 0.6))
+        self.agent_pid = rng.randint(300, 4000)
+        self.network_interfaces = [
+            {
+                "name": "lo",
+                "ip4": "127.0.0.1",
+                "ip6": "::1",
+                "mac": "00:00:00:00:00:00",
+                "type": "virtual",
+                "default": False,
+                "virtual": False,
+                "operstate": "unknown",
+            },
+            {
+                "name": "eth0",
+                "ip4": self.local_ip,
+                "ip6": f"fd00::{index:x}",
+                "mac": "02:fc:" + ":".join(f"{(index >> shift) & 0xFF:02x}" for shift in (24, 16, 8, 0)),
+                "type": "wired",
+                "default": True,
+                "virtual": False,
+                "operstate": "up",
+            },
+        ]
 
+        # The target state, and what runs.
         self.etag: str | None = None
-        self.target_version: int | None = None  # the version last fetched
-        self.applied_version: int | None = None
-        self.running: list[dict] = []
-        self.sensor_health: dict[str, dict] = {}
-        self.injected_failures = 0  # sensors failed on purpose at the applied version
+        self.target_version = 0  # the version last fetched: the agent reports it as the one it applied
+        self.target_key: bytes | None = None  # the last target fetched, to see whether a new one differs
+        self.sensors: dict[str, SensorRun] = {}  # registered with the agent, in registration order
+        self.not_run: dict[str, SensorRun] = {}  # desired, but the agent could not set them up
+        self.echo_config: dict = {}  # 2025-11-22: every non-"sensors" key of the configs it was served
+        self.sensor_list_made = False  # 2025-11-06: its config has a "sensors" list once one was registered
+        self.injected_failures = 0  # sensors failed on purpose at the last deployment
 
-        # Jitter within the shorter interval: the fleet does not fire at once, yet every agent polls early.
+        # Its connection monitor and error counters (a success resets the count of its own kind).
+        self.poll_errors = 0
+        self.report_errors = 0
+        self.online = True
+
+        # Reporting.
+        self.metrics_at = -math.inf
+        self.facts_sent = False  # os_version, agent_version: once per start, marked before the request succeeds
+        self.local_ip_sent = False
+        self.first_report = True  # 2025-11-22: until a report is accepted, config and health always go along
+        self.last_state: dict | None = None
+        self.last_config_hash: str | None = None
+        self.last_health_hash: str | None = None
+        self.in_flight: Outgoing | None = None
+        self.queue: deque[dict] = deque()  # the offline queue, oldest first
+        self.flushing = 0  # queued reports still to send in the current flush
+        self.queued_total = 0  # failed reports put into the queue
+        self.reports_skipped = 0  # report cycles with nothing to send
+
+        # Jitter within the shorter interval: the fleet does not fire at once, yet every agent polls early. The
+        # reporting loop starts once the first poll is done, as the agent starts it after its first poll.
         self.next_poll_at = start + rng.uniform(0, min(settings.poll_interval, settings.report_interval))
-        self.next_report_at = math.inf  # nothing to report before the first deployment
+        self.next_report_at = math.inf
 
     # Scheduling ---------------------------------------------------------------------------------------------
 
@@ -233,12 +397,41 @@ class Agent:
         return min(self.next_poll_at, self.next_report_at)
 
     def next_kind(self) -> str:
-        return POLL if self.next_poll_at <= self.next_report_at else REPORT
+        if self.next_poll_at <= self.next_report_at:
+            return POLL
+        return QUEUED if self.flushing else REPORT
+
+    def _backoff(self, errors: int) -> float:
+        delay = min(BACKOFF_BASE * 2 ** (min(errors, BACKOFF_MAX_ERRORS) - 1), BACKOFF_MAX)
+        return delay * (1 + self.rng.uniform(-BACKOFF_JITTER, BACKOFF_JITTER))
+
+    def _start_reporting(self, now: float) -> None:
+        if self.next_report_at == math.inf:
+            self.next_report_at = now
+
+    # The connection monitor: offline after 3 failures in a row of either kind, online again once both succeed.
+
+    def _succeeded(self, kind: str) -> None:
+        if kind == POLL:
+            self.poll_errors = 0
+        else:
+            self.report_errors = 0
+        if not self.online and self.poll_errors == 0 and self.report_errors == 0:
+            self.online = True
+
+    def _failed(self, kind: str) -> int:
+        if kind == POLL:
+            self.poll_errors += 1
+        else:
+            self.report_errors += 1
+        if max(self.poll_errors, self.report_errors) >= OFFLINE_AFTER:
+            self.online = False
+        return self.poll_errors if kind == POLL else self.report_errors
 
     # Requests -----------------------------------------------------------------------------------------------
 
     def _headers(self) -> dict[str, str]:
-        return {"X-Device-API-Key": self.api_key, "Accept": "application/json", "User-Agent": USER_AGENT}
+        return {"Content-Type": "application/json", "X-Device-API-Key": self.api_key, "User-Agent": USER_AGENT}
 
     def poll_request(self) -> Request:
         headers = self._headers()
@@ -246,109 +439,360 @@ class Agent:
             headers["If-None-Match"] = self.etag
         return Request(POLL, "GET", f"{self.settings.base_path}/api/v1/device/{self.device_uuid}/state", headers)
 
-    def report_entry(self, now: float) -> dict:
-        """What the agent says it runs; between deployments only ``uptime`` and ``seq`` change."""
-        return {
-            "version": self.applied_version,
-            "config": {"protocolAdapterDevices": self.running},
-            "apps": {},
-            "os_version": self.os_version,
-            "agent_version": AGENT_VERSION,
-            "local_ip": self.local_ip,
-            "uptime": int(self.boot_uptime + max(0.0, now - self.started_at)),
-            "seq": self.seq,
-            "sensor_health": self.sensor_health,
-        }
-
-    def report_request(self, now: float) -> Request:
-        self.seq += 1
-        raw = orjson.dumps({self.device_uuid: self.report_entry(now)})
-        headers = {**self._headers(), "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    def _patch(self, kind: str, entry: dict) -> Request:
+        raw = orjson.dumps({self.device_uuid: entry})
+        headers = {**self._headers(), "Content-Encoding": "gzip"}
         body = gzip.compress(raw, compresslevel=6, mtime=0)
-        return Request(REPORT, "PATCH", f"{self.settings.base_path}/api/v1/device/state", headers, body, len(raw))
+        return Request(kind, "PATCH", f"{self.settings.base_path}/api/v1/device/state", headers, body, len(raw))
 
-    def request(self, now: float) -> Request:
-        return self.poll_request() if self.next_kind() == POLL else self.report_request(now)
+    def report_request(self, now: float) -> Request | None:
+        """This report cycle's report, or None when the agent has nothing to send (2025-11-22: nothing changed
+        and no metrics due); the next cycle is then one report interval on."""
+        build = self._report_2025_11_06 if self.generation == AGENT_2025_11_06 else self._report_2025_11_22
+        outgoing = build(now)
+        if outgoing is None:
+            self.reports_skipped += 1
+            self.next_report_at = now + self.settings.report_interval
+            return None
+        self.in_flight = outgoing
+        return self._patch(REPORT, outgoing.entry)
+
+    def queued_request(self) -> Request:
+        """The oldest report of the offline queue, sent as it was queued."""
+        return self._patch(QUEUED, self.queue[0])
+
+    def request(self, now: float) -> Request | None:
+        kind = self.next_kind()
+        if kind == POLL:
+            return self.poll_request()
+        if kind == QUEUED:
+            return self.queued_request()
+        return self.report_request(now)
+
+    # What the agent reports ---------------------------------------------------------------------------------
+
+    def uptime(self, now: float) -> float | int:
+        return _js(round(self.boot_uptime + max(0.0, now - self.started_at), 2))
+
+    def _facts(self, entry: dict) -> None:
+        if not self.facts_sent:
+            entry["os_version"] = self.os_version
+            entry["agent_version"] = self.agent_version
+            self.facts_sent = True
+
+    def _metrics(self, entry: dict, now: float) -> None:
+        rng = self.rng
+        entry["cpu_usage"] = rng.randint(2, 85)
+        entry["memory_usage"] = int(self.memory_total * rng.uniform(0.18, 0.72))
+        entry["memory_total"] = self.memory_total
+        entry["storage_usage"] = self.storage_base + int(max(0.0, now - self.started_at) // 600)
+        entry["storage_total"] = self.storage_total
+        entry["temperature"] = _js(round(rng.uniform(38.0, 71.0), 1))
+        entry["uptime"] = self.uptime(now)
+        processes = [{"pid": self.agent_pid, "name": "agent", "cpu": _js(round(rng.uniform(0.4, 6.0), 1)), "mem": 1.2}]
+        protocols = dict.fromkeys(run.protocol for run in self.sensors.values() if run.state != DISABLED)
+        for n, protocol in enumerate(list(protocols)[:4]):
+            cpu, mem = _js(round(rng.uniform(0.1, 2.5), 1)), _js(round(0.3 + 0.1 * n, 1))
+            processes.append({"pid": self.agent_pid + 17 + n, "name": f"{protocol}-adapter", "cpu": cpu, "mem": mem})
+        entry["top_processes"] = processes
+        entry["network_interfaces"] = self.network_interfaces
+        if not self.local_ip_sent:  # once per start, from the default interface
+            entry["local_ip"] = self.local_ip
+            self.local_ip_sent = True
+
+    def _iso(self, moment: float) -> str:
+        when = datetime.fromtimestamp(self.wall_start + (moment - self.started_at), UTC)
+        return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def _polls(self, run: SensorRun, now: float) -> tuple[int, float]:
+        """How many times the adapter polled the sensor's device so far (the first at its start), and when last."""
+        polls = int(max(0.0, now - run.started) * 1000 // run.poll_ms) + 1
+        return polls, run.started + (polls - 1) * run.poll_ms / 1000
+
+    def _endpoint_health(self, run: SensorRun, now: float) -> dict:
+        """2025-11-22: one ``endpoints_health`` entry."""
+        health = {
+            "protocol": run.protocol,
+            "status": "offline",
+            "connected": False,
+            "lastPoll": None,
+            "lastSeen": None,
+            "errorCount": 0,
+            "lastError": None,
+            "responseTimeMs": None,
+            "pollSuccessRate": 0,
+            "registersUpdated": 0,
+            "communicationQuality": "offline",
+        }
+        if run.state == DISABLED:
+            health.update(status="disabled", communicationQuality="disabled")
+        elif run.state == NOT_RUN:
+            health.update(errorCount=1, lastError=run.error)
+        else:
+            polls, last = self._polls(run, now)
+            if run.state == UNREACHABLE:
+                health.update(lastPoll=self._iso(last), errorCount=polls, lastError=run.error)
+            else:
+                noise = _noise(run.name, polls)
+                health.update(
+                    status="online",
+                    connected=True,
+                    lastPoll=self._iso(last),
+                    lastSeen=self._iso(last),
+                    responseTimeMs=4 + noise % 37,
+                    pollSuccessRate=1,
+                    registersUpdated=noise % (len(run.served.get("dataPoints") or ()) + 1),
+                    communicationQuality="good",
+                )
+        return health
+
+    def endpoints_health(self, now: float) -> dict:
+        runs = [*self.sensors.values(), *self.not_run.values()]
+        return {run.name: self._endpoint_health(run, now) for run in runs}
+
+    def protocol_adapters_health(self, now: float) -> dict:
+        """2025-11-06: ``{"<protocol>": [device status, ...]}`` of the sensors its adapters were given."""
+        health: dict[str, list[dict]] = {}
+        for run in [*self.sensors.values(), *self.not_run.values()]:
+            if run.state == DISABLED:
+                continue  # its adapters only take enabled devices
+            status = {"deviceName": run.name, "connected": False, "lastPoll": None, "errorCount": 1}
+            if run.state == NOT_RUN:
+                status["lastError"] = run.error
+            else:
+                polls, last = self._polls(run, now)
+                status["lastPoll"] = self._iso(last)
+                if run.state == UNREACHABLE:
+                    status.update(errorCount=polls, lastError=run.error)
+                else:
+                    status.update(connected=True, errorCount=0, lastError=None)
+            health.setdefault(run.protocol, []).append(status)
+        return health
+
+    def reported_config(self) -> dict:
+        """The ``config`` of a report: what the agent's adapters were set up with, in its generation's shape."""
+        if self.generation == AGENT_2025_11_06:
+            # The sensors as it was served them; no list until it registered one, and no other key.
+            return {"sensors": [run.served for run in self.sensors.values()]} if self.sensor_list_made else {}
+        return {**self.echo_config, "sensors": [run.row for run in self.sensors.values()]}
+
+    def _report_2025_11_06(self, now: float) -> Outgoing:
+        entry = {"apps": {}, "config": self.reported_config(), "is_online": self.online, "version": self.target_version}
+        self._facts(entry)
+        if now - self.metrics_at >= self.settings.metrics_interval:
+            self.metrics_at = now
+            self._metrics(entry, now)
+            health = self.protocol_adapters_health(now)
+            if health:
+                entry["protocol_adapters_health"] = health
+        # It reports only what changed since its last report, or when metrics are due; but it compares its config
+        # by object identity, and builds a new one for every report, so in practice every cycle has a report.
+        return Outgoing(entry)
+
+    def _report_2025_11_22(self, now: float) -> Outgoing | None:
+        include_metrics = now - self.metrics_at >= self.settings.metrics_interval
+        config = self.reported_config()
+        config_hash = _hash(config)
+        config_changed = self.first_report or config_hash != self.last_config_hash
+        health = self.endpoints_health(now)
+        health_hash = _hash(health)
+        health_changed = self.first_report or health_hash != self.last_health_hash
+
+        entry = {"apps": {}, "is_online": self.online, "version": self.target_version}
+        if config_changed:  # left out when unchanged since the last report it sent: "as before"
+            entry["config"] = config
+        if health_changed or include_metrics:
+            entry["endpoints_health"] = health
+        self._facts(entry)
+        if include_metrics:
+            self.metrics_at = now
+            self._metrics(entry, now)
+
+        state_keys = ("apps", "is_online", "version", "config", "endpoints_health", "os_version", "agent_version")
+        state_only = {key: entry[key] for key in state_keys if key in entry}
+        last = self.last_state
+        # Its change detection: health (an object compared by identity) always counts as changed when present.
+        changed = last is None or any(
+            key == "endpoints_health" or last.get(key, _MISSING) != value for key, value in state_only.items()
+        )
+        if not (changed or include_metrics or config_changed or health_changed):
+            return None
+        return Outgoing(entry, state_only, config_hash, health_hash)
+
+    @staticmethod
+    def queued_form(entry: dict) -> dict:
+        """A failed report as the agent stores it in its offline queue: no ``version``, no process list,
+        interfaces or health."""
+        stripped = {"apps": {}, "is_online": entry["is_online"]}
+        for key in QUEUED_KEYS:
+            if key in entry:
+                stripped[key] = entry[key]
+        return stripped
 
     # Deployment ---------------------------------------------------------------------------------------------
 
-    def deploy(self, version: int, config: dict) -> None:
-        """Start the adapters of ``version``: each enabled sensor fails with probability ``failure_rate``.
+    def _sensor_start(self, sensor: dict, now: float, own_id: str | None) -> SensorRun:
+        decisions = self.decisions
+        own_id = own_id or str(uuid.UUID(int=decisions.getrandbits(128), version=4))
+        run = SensorRun(served=sensor, state=RUNNING, own_id=own_id, started=now)
+        if sensor.get("enabled", True) is False:
+            run.state = DISABLED
+        elif self.settings.failure_rate > 0 and decisions.random() < self.settings.failure_rate:
+            run.error = decisions.choice(FAILURE_ERRORS.get(run.protocol, GENERIC_ERRORS))
+            run.state = decisions.choice((NOT_RUN, UNREACHABLE))
+        if self.generation == AGENT_2025_11_22:
+            connection = sensor.get("connection") if isinstance(sensor.get("connection"), dict) else {}
+            unit_id = connection.get("unitId")
+            run.row = {
+                "id": run.own_id,
+                "name": run.name,
+                "protocol": run.protocol,
+                "connectionString": orjson.dumps(connection).decode(),
+                "pollInterval": run.poll_ms,
+                "enabled": 0 if run.state == DISABLED else 1,
+                "metadata": {"slaveId": unit_id} if run.protocol == "modbus" and unit_id is not None else {},
+            }
+        return run
 
-        Decided once per applied version, so the reports that follow are identical (the server's no-op path).
-        """
-        running: list[dict] = []
-        health: dict[str, dict] = {}
-        failures = 0
-        sensors = config.get("protocolAdapterDevices", []) if isinstance(config, dict) else []
+    def deploy(self, config: dict, now: float) -> None:
+        """Set up the sensors of a new target: a sensor served unchanged keeps running as it was; a new or changed
+        one (or one that could not be set up before) starts again, failing with probability ``failure_rate``."""
+        served: dict[str, dict] = {}
+        sensors = config.get("sensors")
         for sensor in sensors if isinstance(sensors, list) else []:
-            if not isinstance(sensor, dict) or not isinstance(sensor.get("name"), str):
+            if isinstance(sensor, dict) and isinstance(sensor.get("name"), str):
+                served.setdefault(sensor["name"], sensor)
+        if self.generation == AGENT_2025_11_22:
+            # It copies every other key into the config it runs (and never drops one).
+            self.echo_config.update((key, value) for key, value in config.items() if key != "sensors")
+
+        registered = {name: run for name, run in self.sensors.items() if name in served}
+        not_run: dict[str, SensorRun] = {}
+        failures = 0
+        for name, sensor in served.items():
+            old = registered.get(name)
+            if old is not None and old.served == sensor:
                 continue
-            if sensor.get("enabled", True) is False:
-                continue  # correctly not running
-            if self.rng.random() < self.settings.failure_rate:
-                errors = FAILURE_ERRORS.get(sensor.get("protocol"), GENERIC_ERRORS)
-                health[sensor["name"]] = {"healthy": False, "lastError": self.rng.choice(errors)}
-                failures += 1
+            run = self._sensor_start(sensor, now, old.own_id if old is not None else None)
+            failures += run.state in (NOT_RUN, UNREACHABLE)
+            if run.state == NOT_RUN:
+                registered.pop(name, None)
+                not_run[name] = run
             else:
-                running.append(sensor)
-                health[sensor["name"]] = {"healthy": True}
-        self.applied_version = version
-        self.running = running
-        self.sensor_health = health
+                registered[name] = run
+        self.sensors = registered
+        self.not_run = not_run
+        self.sensor_list_made = self.sensor_list_made or bool(registered)
         self.injected_failures = failures
 
     # Responses ----------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _backoff(response: Response, interval: float) -> float:
-        """The interval, or longer when the server asks for it (429 / 503 with ``Retry-After`` in seconds)."""
-        if response.status in (429, 503):
-            try:
-                return max(interval, float(response.headers.get("retry-after", "")))
-            except ValueError:
-                pass
-        return interval
-
     def handle_poll(self, response: Response, now: float) -> str:
-        """``"deployed"`` (a new version), ``"not_modified"`` (304), ``"same_version"`` or ``"error"``."""
-        self.next_poll_at = now + self._backoff(response, self.settings.poll_interval)
+        """``"deployed"`` (a new target), ``"not_modified"`` (304), ``"same_target"``, ``"no_state"`` (a 200 without
+        this device, which the agent shrugs off) or ``"error"`` (backoff)."""
+        result = self._poll_read(response, now)
+        if result == "error":
+            self.next_poll_at = now + self._backoff(self._failed(POLL))
+        else:
+            self._succeeded(POLL)
+            self.next_poll_at = now + self.settings.poll_interval
+        self._start_reporting(now)
+        return result
+
+    def _poll_read(self, response: Response, now: float) -> str:
         if response.status == 304:
             return "not_modified"
-        if response.status != 200:
+        if not 200 <= response.status < 300:
             return "error"
+        if response.headers.get("etag"):
+            self.etag = response.headers["etag"]
         try:
-            state = orjson.loads(response.body)[self.device_uuid]
-            version, config = state["version"], state["config"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            answer = orjson.loads(response.body)
+        except orjson.JSONDecodeError:
             return "error"
-        if type(version) is not int or not isinstance(config, dict):
+        state = answer.get(self.device_uuid) if isinstance(answer, dict) else None
+        if not isinstance(state, dict):
+            return "no_state"
+        version, apps, config = state.get("version") or 1, state.get("apps") or {}, state.get("config") or {}
+        if type(version) is not int or not isinstance(apps, dict) or not isinstance(config, dict):
             return "error"
-        self.etag = response.headers.get("etag") or None
         self.target_version = version
-        if version == self.applied_version:
-            return "same_version"
-        self.deploy(version, config)
-        self.next_report_at = now  # a real agent reports right after deploying
+        key = orjson.dumps({"apps": apps, "config": config})
+        if key == self.target_key:
+            return "same_target"
+        self.target_key = key
+        self.deploy(config, now)
         return "deployed"
 
-    def handle_report(self, response: Response, now: float) -> str | None:
-        """The server's verdict (``applied``, ``unchanged``, ``stale``), or None for a refused report."""
-        self.next_report_at = now + self._backoff(response, self.settings.report_interval)
-        if response.status != 200:
+    @staticmethod
+    def outcome(response: Response) -> str | None:
+        """The server's verdict on a report (applied, unchanged, stale, queued), if it gave a readable one."""
+        if not 200 <= response.status < 300:
             return None
         try:
-            outcome = orjson.loads(response.body)[self.device_uuid]["outcome"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            answer = orjson.loads(response.body)
+        except orjson.JSONDecodeError:
             return None
+        verdict = next(iter(answer.values()), None) if isinstance(answer, dict) and len(answer) == 1 else None
+        outcome = verdict.get("outcome") if isinstance(verdict, dict) else None
         return outcome if isinstance(outcome, str) else None
 
-    def handle_failure(self, kind: str, now: float) -> None:
-        """No answer at all: try again at the next interval (a real agent would also queue the report)."""
-        if kind == POLL:
-            self.next_poll_at = now + self.settings.poll_interval
-        else:
+    def _report_done(self, accepted: bool, now: float) -> None:
+        sent, self.in_flight = self.in_flight, None
+        if accepted:
+            self._succeeded(REPORT)
+            if sent is not None and sent.state_only is not None:
+                self.last_state = sent.state_only
+                self.last_config_hash, self.last_health_hash = sent.config_hash, sent.health_hash
+                self.first_report = False
+            if self.queue:  # flush the offline queue now, oldest first, each report on its own
+                self.flushing = len(self.queue)
+                self.next_report_at = now
+                return
             self.next_report_at = now + self.settings.report_interval
+            return
+        # 2025-11-22 queues every failed report; 2025-11-06 only once its connection monitor says offline.
+        if sent is not None and (self.generation == AGENT_2025_11_22 or not self.online):
+            self.queue.append(self.queued_form(sent.entry))
+            self.queued_total += 1
+            if len(self.queue) > QUEUE_MAX:
+                self.queue.popleft()
+        self.next_report_at = now + self._backoff(self._failed(REPORT))
+
+    def _queued_done(self, accepted: bool, now: float) -> None:
+        if accepted:
+            self.queue.popleft()
+            self.flushing -= 1
+        else:
+            self.flushing = 0  # it stays first in the queue, and is sent again after the next successful report
+        self.next_report_at = now if self.flushing else now + self.settings.report_interval
+
+    def handle_report(self, response: Response, now: float) -> str | None:
+        """The answer to the report in flight: the server's verdict, or None (refused or unreadable)."""
+        self._report_done(200 <= response.status < 300, now)
+        return self.outcome(response)
+
+    def handle_queued(self, response: Response, now: float) -> str | None:
+        """The answer to the queued report at the head of the queue."""
+        self._queued_done(200 <= response.status < 300, now)
+        return self.outcome(response)
+
+    def handle(self, request: Request, response: Response, now: float) -> str | None:
+        if request.kind == POLL:
+            return self.handle_poll(response, now)
+        if request.kind == QUEUED:
+            return self.handle_queued(response, now)
+        return self.handle_report(response, now)
+
+    def handle_failure(self, request: Request, now: float) -> None:
+        """No answer at all (connection refused, timeout): the same as a refusal."""
+        if request.kind == POLL:
+            self.next_poll_at = now + self._backoff(self._failed(POLL))
+            self._start_reporting(now)
+        elif request.kind == QUEUED:
+            self._queued_done(False, now)
+        else:
+            self._report_done(False, now)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -369,12 +813,14 @@ class FleetStats:
     """Everything the run counts; shared by the worker threads."""
 
     requests: Counter = field(default_factory=Counter)  # (kind, status) -> count
-    latencies: dict[str, list[float]] = field(default_factory=lambda: {POLL: [], REPORT: []})
-    outcomes: Counter = field(default_factory=Counter)  # applied / unchanged / stale
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
+    outcomes: Counter = field(default_factory=Counter)  # applied / unchanged / stale / queued
     connection_errors: Counter = field(default_factory=Counter)  # (kind, reason) -> count
-    bad_answers: int = 0  # a 200 whose body the agent could not read
+    bad_answers: int = 0  # a 2xx whose body the agent could not read
     deployments: int = 0
     injected_failures: int = 0
+    reports_queued: int = 0  # failed reports the agents put into their offline queues
+    reports_skipped: int = 0  # report cycles in which an agent had nothing to send
     report_bytes_json: int = 0
     report_bytes_sent: int = 0
     error_samples: list[str] = field(default_factory=list)
@@ -393,17 +839,20 @@ class FleetStats:
         with self._lock:
             self.requests[(request.kind, response.status)] += 1
             self.latencies[request.kind].append(latency)
-            if request.kind == REPORT:
+            ok = 200 <= response.status < 300
+            if request.kind == POLL:
+                unreadable = ok and result in ("error", "no_state")
+                if result == "deployed":
+                    self.deployments += 1
+                    self.injected_failures += injected
+            else:
+                unreadable = ok and result is None
                 self.report_bytes_json += request.json_size
                 self.report_bytes_sent += len(request.body or b"")
                 if result is not None:
                     self.outcomes[result] += 1
-            elif result == "deployed":
-                self.deployments += 1
-                self.injected_failures += injected
-            if response.status == 200 and result in ("error", None):
-                self.bad_answers += 1
-            if response.status >= 500 or (response.status == 200 and result in ("error", None)):
+            self.bad_answers += unreadable
+            if response.status >= 500 or unreadable:
                 snippet = response.body[:200].decode("utf-8", "replace")
                 self._sample(f"{request.method} {request.path} -> {response.status}: {snippet}")
 
@@ -415,6 +864,12 @@ class FleetStats:
         with self._lock:
             self.connection_errors[(request.kind, reason)] += 1
             self._sample(f"{request.method} {request.path} -> {reason}")
+
+    def record_agent(self, *, queued: int = 0, skipped: int = 0) -> None:
+        if queued or skipped:
+            with self._lock:
+                self.reports_queued += queued
+                self.reports_skipped += skipped
 
     # Read by the progress line while workers add keys: under the lock, so no dict changes size mid-iteration.
 
@@ -507,7 +962,7 @@ class HttpTransport:
                 return self._once(request)
             except self._STALE:
                 # The server may close an idle keep-alive connection just as we reuse it: retry once on a new
-                # one (a repeated report is harmless: same seq, same digest).
+                # one (a repeated report is harmless: the same body, the same digest).
                 if self._used == 0:
                     raise
                 self.close()
@@ -523,21 +978,26 @@ class HttpTransport:
 
 
 def agent_step(agent: Agent, transport: Transport, stats: FleetStats, clock: Callable[[], float]) -> None:
-    """One request of one agent: build it, send it, feed the answer back to the agent, count it."""
+    """One step of one agent: build its request (a report cycle may have none), send it, feed the answer back to
+    the agent, count it."""
     started = clock()
     stats.record_lag(started - agent.next_due())
+    queued, skipped = agent.queued_total, agent.reports_skipped
     request = agent.request(started)
+    if request is None:
+        stats.record_agent(skipped=agent.reports_skipped - skipped)
+        return
     try:
         response = transport.send(request)
     except TransportError as exc:
         now = clock()
-        agent.handle_failure(request.kind, now)
+        agent.handle_failure(request, now)
         stats.record_failure(request, exc.reason, now - started)
-        return
-    now = clock()
-    handle = agent.handle_poll if request.kind == POLL else agent.handle_report
-    result = handle(response, now)
-    stats.record_response(request, response, now - started, result, injected=agent.injected_failures)
+    else:
+        now = clock()
+        result = agent.handle(request, response, now)
+        stats.record_response(request, response, now - started, result, injected=agent.injected_failures)
+    stats.record_agent(queued=agent.queued_total - queued)
 
 
 class Worker(threading.Thread):
@@ -679,10 +1139,15 @@ def _size(count: int) -> str:
     return f"{count / 1024:.1f} KiB" if count >= 1024 else f"{count} B"
 
 
+OUTCOMES = ("applied", "unchanged", "stale", "queued")
+
+
 def traffic_summary(stats: FleetStats) -> list[str]:
     lines = ["Requests by endpoint and status"]
     rows = []
-    for kind in (POLL, REPORT):
+    used = {kind for kind, _ in (*stats.requests, *stats.connection_errors)}
+    kinds = [kind for kind in KINDS if kind != QUEUED or kind in used]  # queued reports: only when there were some
+    for kind in kinds:
         answered = sorted((status, count) for (k, status), count in stats.requests.items() if k == kind)
         failed = sorted((reason, count) for (k, reason), count in stats.connection_errors.items() if k == kind)
         cells = [(str(status), count) for status, count in answered] + [(reason, count) for reason, count in failed]
@@ -694,7 +1159,7 @@ def traffic_summary(stats: FleetStats) -> list[str]:
 
     lines += ["", "Latency (ms)"]
     rows = []
-    for kind in (POLL, REPORT):
+    for kind in kinds:
         values = sorted(stats.latencies[kind])
         rows.append(
             [
@@ -715,15 +1180,25 @@ def traffic_summary(stats: FleetStats) -> list[str]:
         )
 
     lines += ["", "Reports, as the server answered them"]
-    outcomes = ["applied", "unchanged", "stale"] + sorted(set(stats.outcomes) - {"applied", "unchanged", "stale"})
+    outcomes = [*OUTCOMES, *sorted(set(stats.outcomes) - set(OUTCOMES))]
     lines += [f"  {outcome:<10} {stats.outcomes[outcome]}" for outcome in outcomes]
     if stats.report_bytes_json:
         lines.append(
             f"  bodies: {_size(stats.report_bytes_sent)} sent gzip-compressed "
             f"({_size(stats.report_bytes_json)} of JSON)"
         )
+    if stats.reports_queued or QUEUED in used:
+        sent = sum(count for (kind, _), count in stats.requests.items() if kind == QUEUED)
+        lines.append(
+            f"  offline queues: {stats.reports_queued} failed reports queued without 'version'; "
+            f"{sent} queued reports re-sent after a successful report"
+        )
+    if stats.reports_skipped:
+        lines.append(
+            f"  report cycles with nothing new to send (no report, as the agent does): {stats.reports_skipped}"
+        )
     lines.append(
-        f"  deployments: {stats.deployments} (new target versions applied by agents); "
+        f"  deployments: {stats.deployments} (new targets set up by agents); "
         f"sensors failed on purpose: {stats.injected_failures}"
     )
 
@@ -744,7 +1219,8 @@ def traffic_summary(stats: FleetStats) -> list[str]:
     if stats.refused:
         lines.append(
             f"Refused: {stats.refused} answers were 4xx (401: the key is unknown, e.g. rotated by another run with "
-            "this --prefix; 403: the device is inactive; 429: the per-device rate limit, which the agents honour "
-            "through Retry-After)"
+            "this --prefix; 403: the device is inactive; 429: the per-device rate limit). Like the real agent, an "
+            "agent retries after 15 s x 2^(n-1) +-30 % (at most 15 min), ignoring Retry-After, and queues the "
+            "failed report"
         )
     return lines

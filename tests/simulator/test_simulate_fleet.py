@@ -1,10 +1,9 @@
-"""``manage.py simulate_fleet`` (SPEC section 8) and the agent state machine behind it.
+"""``manage.py simulate_fleet`` (SPEC section 8): the fleet's layout, the transport, the scheduler, the command.
 
-The pure parts (layout, URL parsing, the agent given canned answers, scheduling with a fake transport) are
-tested without a server; the command runs small fleets against pytest-django's ``live_server`` over real HTTP.
+The pure parts (layout, URL parsing, scheduling with a fake transport) are tested without a server; the command
+runs small fleets against pytest-django's ``live_server`` over real HTTP. The agent itself: ``test_agent.py``.
 """
 
-import copy
 import gzip
 import io
 import random
@@ -25,25 +24,21 @@ from devices.services import target_state_update
 from events.choices import EventTypeChoices
 from events.models import Event
 from reconciliation.simulator import (
-    AGENT_VERSION,
-    FAILURE_ERRORS,
+    AGENT_2025_11_06,
+    AGENT_VERSIONS,
+    AGENTS,
     POLL,
-    REPORT,
     SIMULATED_ERRORS,
     Agent,
     AgentSettings,
-    FleetStats,
     HttpTransport,
     Response,
     ServerAddress,
-    TransportError,
-    agent_step,
     device_names,
     percentile,
     run_fleet,
     sensor_specs,
     server_address_parse,
-    traffic_summary,
 )
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
@@ -58,49 +53,29 @@ UUID = "0b0f2f4e-9a43-4c55-9d0b-2f3e7a9c1d44"
 # --------------------------------------------------------------------------------------------------------------
 
 
-def make_agent(failure_rate: float = 0.0, *, seed: int = 1, poll: float = 60.0, report: float = 10.0) -> Agent:
-    settings = AgentSettings(failure_rate=failure_rate, poll_interval=poll, report_interval=report)
-    return Agent(
-        index=7, device_uuid=UUID, api_key="k" * 43, settings=settings, rng=random.Random(seed), start=100.0, seq_base=5
-    )
+def make_agent() -> Agent:
+    settings = AgentSettings(failure_rate=0.0, poll_interval=60.0, report_interval=60.0)
+    return Agent(index=7, device_uuid=UUID, api_key="k" * 43, settings=settings, rng=random.Random(1), start=100.0)
 
 
 def desired(count: int = 4) -> list[dict]:
-    """The target's sensors as the server serves them (validated, ids assigned)."""
-    return target_config_validate({"protocolAdapterDevices": sensor_specs(3, count)}, previous={})[
-        "protocolAdapterDevices"
-    ]
+    """The target's sensors as the server serves them (ids assigned)."""
+    return [{"id": f"00000000-0000-4000-8000-{n:012d}", **spec} for n, spec in enumerate(sensor_specs(3, count))]
 
 
 def state_answer(version: int, sensors: list[dict], *, uuid: str = UUID) -> Response:
-    body = orjson.dumps({uuid: {"apps": {}, "config": {"protocolAdapterDevices": sensors}, "version": version}})
+    body = orjson.dumps({uuid: {"apps": {}, "config": {"sensors": sensors}, "version": version}})
     return Response(200, {"etag": f'"{version}"', "content-type": "application/json"}, body)
 
 
-def verdict_answer(outcome: str) -> Response:
-    return Response(200, {"content-type": "application/json"}, orjson.dumps({UUID: {"outcome": outcome}}))
-
-
-def sent_report(request) -> dict:
-    assert request.headers["Content-Encoding"] == "gzip"
-    assert request.headers["Content-Type"] == "application/json"
-    assert request.body[:2] == b"\x1f\x8b"  # gzip magic
-    body = orjson.loads(gzip.decompress(request.body))
-    assert list(body) == [UUID]
-    return body[UUID]
-
-
-def without_clock(entry: dict) -> dict:
-    return {key: value for key, value in entry.items() if key not in ("uptime", "seq")}
-
-
 class FakeServer:
-    """Answers like the agent endpoints, in memory: 200 then 304 for the same ETag; ``applied`` then ``unchanged``."""
+    """Answers like the agent endpoints, in memory: 200 then 304 for the same ETag; a report ``applied`` when its
+    version or config (absent: as before) changed, else ``unchanged``; a report without version ``queued``."""
 
     def __init__(self, sensors: list[dict], version: int = 2) -> None:
         self.sensors = sensors
         self.version = version
-        self.last_reports: dict[str, dict] = {}
+        self.last_reports: dict[str, tuple] = {}
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str]] = []
 
@@ -120,9 +95,13 @@ class FakeServer:
                         return state_answer(server.version, server.sensors, uuid=uuid)
                     body = orjson.loads(gzip.decompress(request.body))
                     ((uuid, entry),) = body.items()
-                    stable = without_clock(entry)
-                    outcome = "unchanged" if server.last_reports.get(uuid) == stable else "applied"
-                    server.last_reports[uuid] = stable
+                    assert "seq" not in entry and "reported_at" not in entry
+                    if "version" not in entry:
+                        return Response(200, {}, orjson.dumps({uuid: {"outcome": "queued"}}))
+                    before = server.last_reports.get(uuid)
+                    state = (entry["version"], entry.get("config", before[1] if before else None))
+                    server.last_reports[uuid] = state
+                    outcome = "unchanged" if state == before else "applied"
                     return Response(200, {}, orjson.dumps({uuid: {"outcome": outcome}}))
 
             def close(self):
@@ -144,8 +123,8 @@ def test_device_names_are_numbered_and_padded():
 def test_sensor_specs_are_valid_mixed_and_stable():
     sensors = sensor_specs(5, 8)
     # What the staff write path accepts (the command stores them through target_state_update).
-    validated = target_config_validate({"protocolAdapterDevices": sensors}, previous={})
-    assert len(validated["protocolAdapterDevices"]) == 8
+    validated = target_config_validate({"sensors": sensors}, previous={})
+    assert len(validated["sensors"]) == 8
     assert {s["protocol"] for s in sensors} == {"modbus", "can", "opcua", "mqtt"}
     assert len({s["name"] for s in sensors}) == 8
     assert all(s["connection"] and s["dataPoints"] for s in sensors)
@@ -193,171 +172,6 @@ def test_percentile_nearest_rank():
     assert percentile([], 0.5) is None
 
 
-# --------------------------------------------------------------------------------------------------------------
-# The agent, given canned answers
-# --------------------------------------------------------------------------------------------------------------
-
-
-def test_agent_polls_deploys_reports_then_gets_304_and_repeats_its_report():
-    agent = make_agent()
-    assert 100.0 <= agent.next_due() < 110.0  # jitter within the shorter interval
-    assert agent.next_kind() == POLL
-
-    first = agent.request(agent.next_due())
-    assert (first.method, first.path) == ("GET", f"/api/v1/device/{UUID}/state")
-    assert first.headers["X-Device-API-Key"] == "k" * 43
-    assert "If-None-Match" not in first.headers
-
-    sensors = desired(4)
-    assert agent.handle_poll(state_answer(2, sensors), now=101.0) == "deployed"
-    assert agent.etag == '"2"'
-    assert (agent.next_kind(), agent.next_due()) == (REPORT, 101.0)  # reports right after deploying
-
-    report = agent.request(101.0)
-    assert (report.method, report.path) == ("PATCH", "/api/v1/device/state")
-    entry = sent_report(report)
-    assert entry["version"] == 2
-    assert entry["config"] == {"protocolAdapterDevices": sensors}
-    assert entry["apps"] == {}
-    assert entry["agent_version"] == AGENT_VERSION
-    assert entry["local_ip"].startswith("10.")
-    assert entry["sensor_health"] == {s["name"]: {"healthy": True} for s in sensors}
-    assert entry["seq"] == 6
-    assert report.json_size > len(report.body)
-    assert agent.handle_report(verdict_answer("applied"), now=101.2) == "applied"
-    assert agent.next_report_at == pytest.approx(111.2)
-
-    second = agent.poll_request()
-    assert second.headers["If-None-Match"] == '"2"'
-    assert agent.handle_poll(Response(304, {"etag": '"2"'}), now=161.0) == "not_modified"
-    assert agent.next_poll_at == 221.0
-
-    again = sent_report(agent.request(162.0))
-    assert without_clock(again) == without_clock(entry)  # the same report, only the clock moved
-    assert again["seq"] == 7
-    assert again["uptime"] > entry["uptime"]
-
-
-def test_agent_redeploys_only_on_a_new_version():
-    agent = make_agent(0.5, seed=3)
-    sensors = desired(8)
-    agent.handle_poll(state_answer(2, sensors), now=101.0)
-    health = copy.deepcopy(agent.sensor_health)
-    running = copy.deepcopy(agent.running)
-
-    # The same version again (say the ETag was lost): the failure decisions stand.
-    assert agent.handle_poll(state_answer(2, sensors), now=161.0) == "same_version"
-    assert (agent.sensor_health, agent.running) == (health, running)
-
-    changed = copy.deepcopy(sensors)
-    changed[0]["enabled"] = False
-    changed[1]["pollInterval"] = 250
-    assert agent.handle_poll(state_answer(3, changed), now=221.0) == "deployed"
-    assert agent.applied_version == 3
-    assert changed[0]["name"] not in agent.sensor_health  # disabled: correctly not running, not a failure
-    assert all(s["name"] != changed[0]["name"] for s in agent.running)
-    assert sent_report(agent.request(221.0))["version"] == 3
-
-
-def test_agent_failure_rate_one_fails_every_enabled_sensor_with_a_realistic_error():
-    agent = make_agent(1.0)
-    sensors = desired(8)
-    sensors[2]["enabled"] = False
-    agent.handle_poll(state_answer(2, sensors), now=101.0)
-    entry = sent_report(agent.request(101.0))
-    assert entry["config"]["protocolAdapterDevices"] == []
-    enabled = [s for s in sensors if s["enabled"]]
-    assert set(entry["sensor_health"]) == {s["name"] for s in enabled}
-    for sensor in enabled:
-        health = entry["sensor_health"][sensor["name"]]
-        assert health["healthy"] is False
-        assert health["lastError"] in FAILURE_ERRORS[sensor["protocol"]]
-    assert agent.injected_failures == 7
-
-
-def test_agent_failures_are_reproducible_with_a_seed():
-    def decisions(seed):
-        agent = make_agent(0.5, seed=seed)
-        agent.handle_poll(state_answer(2, desired(16)), now=101.0)
-        return agent.sensor_health, agent.next_poll_at
-
-    assert decisions(11) == decisions(11)
-    assert decisions(11) != decisions(12)
-
-
-@pytest.mark.parametrize("status", [401, 403, 500, 503])
-def test_agent_keeps_its_state_on_a_refused_poll(status):
-    agent = make_agent()
-    agent.handle_poll(state_answer(2, desired(2)), now=101.0)
-    assert agent.handle_poll(Response(status, {}, b'{"error": "x"}'), now=161.0) == "error"
-    assert (agent.etag, agent.applied_version, agent.next_poll_at) == ('"2"', 2, 221.0)
-    assert agent.handle_report(Response(status, {}, b"{}"), now=162.0) is None
-    assert agent.next_report_at == 172.0
-
-
-def test_agent_backs_off_when_the_server_asks():
-    agent = make_agent(poll=1.0, report=0.5)
-    agent.handle_poll(state_answer(2, desired(2)), now=101.0)
-    assert agent.handle_poll(Response(429, {"retry-after": "7"}, b"{}"), now=102.0) == "error"
-    assert agent.next_poll_at == 109.0
-    assert agent.handle_report(Response(503, {"retry-after": "5"}, b"{}"), now=102.0) is None
-    assert agent.next_report_at == 107.0
-    agent.handle_report(Response(429, {"retry-after": "soon"}, b"{}"), now=110.0)
-    assert agent.next_report_at == 110.5  # unreadable: the normal interval
-
-
-def test_agent_reads_an_unreadable_answer_as_an_error():
-    agent = make_agent()
-    assert agent.handle_poll(Response(200, {}, b"<html>"), now=101.0) == "error"
-    assert agent.handle_poll(state_answer(2, [], uuid="another"), now=102.0) == "error"
-    assert agent.applied_version is None
-    assert agent.next_report_at == float("inf")  # nothing deployed, nothing to report
-
-
-def test_agent_step_counts_answers_and_connection_errors():
-    agent = make_agent()
-    stats = FleetStats()
-
-    class Refusing:
-        def send(self, request):
-            raise TransportError("connection refused")
-
-    agent_step(agent, Refusing(), stats, clock=lambda: 105.0)
-    assert stats.connection_errors == {(POLL, "connection refused"): 1}
-    assert stats.errors == 1
-    assert agent.next_poll_at == 165.0
-
-    class Answering:
-        def send(self, request):
-            return state_answer(2, desired(2)) if request.kind == POLL else verdict_answer("applied")
-
-    agent.next_poll_at = 105.0
-    agent_step(agent, Answering(), stats, clock=lambda: 105.0)
-    agent_step(agent, Answering(), stats, clock=lambda: 105.0)
-    assert stats.requests == {(POLL, 200): 1, (REPORT, 200): 1}
-    assert stats.outcomes == {"applied": 1}
-    assert stats.deployments == 1
-    assert stats.report_bytes_sent > 0
-    summary = "\n".join(traffic_summary(stats))
-    assert "connection refused 1" in summary
-    assert "GET /api/v1/device/<uuid>/state" in summary
-
-
-def test_summary_explains_refused_answers():
-    agent = make_agent()
-    stats = FleetStats()
-
-    class Unknown:
-        def send(self, request):
-            return Response(401, {}, b'{"error": "not_authenticated"}')
-
-    agent_step(agent, Unknown(), stats, clock=lambda: 105.0)
-    assert stats.errors == 0  # a 4xx is the server refusing, not failing
-    summary = "\n".join(traffic_summary(stats))
-    assert re.search(r"GET /api/v1/device/<uuid>/state\s+401\s+1", summary)
-    assert "Refused: 1 answers were 4xx" in summary
-
-
 def test_http_transport_keeps_the_connection_and_retries_once_when_the_server_dropped_it():
     """The server answers one request per connection without saying so: the reused connection is found closed,
     and the request goes out again on a new one."""
@@ -389,9 +203,10 @@ def test_http_transport_keeps_the_connection_and_retries_once_when_the_server_dr
     assert served == [f"GET /api/v1/device/{UUID}/state HTTP/1.1".encode()] * 2
 
 
-def test_run_fleet_schedules_many_agents_per_thread_and_stops_by_itself():
+@pytest.mark.parametrize("agent", AGENTS)
+def test_run_fleet_schedules_many_agents_per_thread_and_stops_by_itself(agent):
     server = FakeServer(desired(3))
-    settings = AgentSettings(failure_rate=0.0, poll_interval=0.1, report_interval=0.05)
+    settings = AgentSettings(failure_rate=0.0, poll_interval=0.1, report_interval=0.05, agent=agent)
     start = time.monotonic()
     agents = [
         Agent(
@@ -422,7 +237,11 @@ def test_run_fleet_schedules_many_agents_per_thread_and_stops_by_itself():
     assert stats.requests[(POLL, 200)] == 12  # one full answer per agent, then 304s
     assert stats.requests[(POLL, 304)] >= 12
     assert stats.outcomes["applied"] == 12
-    assert stats.outcomes["unchanged"] >= 12
+    if agent == AGENT_2025_11_06:
+        assert stats.outcomes["unchanged"] >= 12  # it reports every cycle
+    else:
+        # Nothing changed (its adapters poll every second or slower) and no metrics due: it stays quiet.
+        assert stats.reports_skipped >= 12
     assert stats.errors == 0
     assert {path for kind, path in server.requests if kind == POLL} == {
         f"/api/v1/device/{agent.device_uuid}/state" for agent in agents
@@ -462,20 +281,23 @@ def requests_table(output: str) -> dict[tuple[str, str], int]:
     table = output.split("Requests by endpoint and status\n", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
     counts, endpoint = {}, None
     for line in table:
-        match = re.match(r"^  (GET \S+|PATCH \S+)?\s+(\S+)\s+(\d+)$", line)
+        match = re.match(r"^  (GET \S+|PATCH \S+(?: \(queued\))?)?\s+(\S+)\s+(\d+)$", line)
         assert match, line
         endpoint = match.group(1) or endpoint
-        counts[(endpoint.split()[0], match.group(2))] = int(match.group(3))
+        method = endpoint.split()[0] + (" queued" if endpoint.endswith("(queued)") else "")
+        counts[(method, match.group(2))] = int(match.group(3))
     return counts
 
 
 def outcomes(output: str) -> dict[str, int]:
-    return {name: int(count) for name, count in re.findall(r"^  (applied|unchanged|stale)\s+(\d+)$", output, re.M)}
+    found = re.findall(r"^  (applied|unchanged|stale|queued)\s+(\d+)$", output, re.M)
+    return {name: int(count) for name, count in found}
 
 
 @LIVE
-def test_simulate_fleet_without_failures_converges(live_server):
-    output = simulate(live_server, failure_rate=0.0)
+@pytest.mark.parametrize("agent", AGENTS)
+def test_simulate_fleet_without_failures_converges(live_server, agent):
+    output = simulate(live_server, failure_rate=0.0, agent=agent)
 
     devices = list(Device.objects.filter(name__startswith="sim-").order_by("name"))
     assert [d.name for d in devices] == ["sim-0001", "sim-0002", "sim-0003"]
@@ -484,10 +306,10 @@ def test_simulate_fleet_without_failures_converges(live_server):
         target = DeviceTargetState.objects.get(device=device)
         current = DeviceCurrentState.objects.get(device=device)
         assert target.version == 2  # created (1), then one PUT-like write with all 4 sensors
-        assert len(target.config["protocolAdapterDevices"]) == 4
+        assert list(target.config) == ["sensors"] and len(target.config["sensors"]) == 4
         assert current.version == target.version
         assert not target.needs_deployment
-        assert (device.agent_version, device.last_fetched_version) == (AGENT_VERSION, 2)
+        assert (device.agent_version, device.last_fetched_version) == (AGENT_VERSIONS[agent], 2)
         assert device.ip_address.startswith("10.")
     sensors = DeviceSensor.objects.filter(device__in=devices)
     assert sensors.count() == 12
@@ -499,12 +321,15 @@ def test_simulate_fleet_without_failures_converges(live_server):
     requests = requests_table(output)
     assert requests[("GET", "200")] == 3  # the first poll of each agent; the target never changed
     assert requests[("GET", "304")] >= 3  # every later poll
-    # Gzip bodies (Content-Encoding: gzip) that the server read and judged.
-    assert requests[("PATCH", "200")] == sum(outcomes(output).values())
-    assert outcomes(output)["applied"] == 3
-    assert outcomes(output)["unchanged"] >= 3
+    # Gzip bodies (Content-Encoding: gzip) that the server read and judged; no report failed, so none was queued.
+    judged = outcomes(output)
+    assert requests[("PATCH", "200")] == sum(judged.values()) == judged["applied"] + judged["unchanged"]
+    assert judged["applied"] >= 3
+    if agent == AGENT_2025_11_06:
+        assert judged["unchanged"] >= 3  # it reports every cycle, the same report while nothing changes
+    assert ("PATCH queued", "200") not in requests
     assert "sent gzip-compressed" in output
-    assert Event.objects.filter(type=EventTypeChoices.CURRENT_STATE_REPORTED).count() == 3
+    assert Event.objects.filter(type=EventTypeChoices.CURRENT_STATE_REPORTED).count() >= 3
     assert "Errors: none" in output
     assert "devices: 3 in sync, 0 drifting" in output
     assert "deployed 12, failed 0" in output
@@ -514,7 +339,7 @@ def test_simulate_fleet_without_failures_converges(live_server):
 @LIVE
 def test_simulate_fleet_reuses_devices_rotates_keys_and_fails_every_sensor(live_server):
     old = [DeviceFactory(name=f"flaky-{n:04d}") for n in (1, 2)]
-    target_state_update(uuid=old[0].uuid, user=None, config={"protocolAdapterDevices": sensor_specs(0, 2)})
+    target_state_update(uuid=old[0].uuid, user=None, config={"sensors": sensor_specs(0, 2)})
 
     output = simulate(live_server, prefix="flaky", devices=2, failure_rate=1.0, duration=1.5)
 
@@ -524,13 +349,21 @@ def test_simulate_fleet_reuses_devices_rotates_keys_and_fails_every_sensor(live_
     assert all(device_for_key(api_key=device.api_key) is None for device in old)  # the old keys are dead
     rows = DeviceSensor.objects.filter(device__in=[d.pk for d in old])
     assert rows.count() == 8
+    failed = 0
     for status, running, error in rows.values_list("deployment_status", "running", "deployment_error"):
-        assert (status, running) == (Status.FAILED, False)
-        assert error in SIMULATED_ERRORS
+        if running:
+            # Set up on the agent but unable to reach its PLC: a matter of health, not of deployment.
+            assert status == Status.DEPLOYED
+        else:
+            # Not set up: absent from the reported config; the error is the agent's health lastError.
+            assert status == Status.FAILED
+            assert error in SIMULATED_ERRORS
+            failed += 1
+    assert 0 < failed < 8  # with seed 7, both kinds of failure
     assert DeviceTargetState.objects.filter(device__in=[d.pk for d in old], needs_deployment=True).count() == 2
     assert "devices: 0 in sync, 2 drifting" in output
-    assert "failed 8 (0 running)" in output
-    assert outcomes(output)["applied"] == 2
+    assert f"deployed {8 - failed}, failed {failed} ({8 - failed} running)" in output
+    assert outcomes(output)["applied"] >= 2
 
 
 @LIVE
@@ -557,6 +390,8 @@ def test_simulate_fleet_exits_1_when_the_server_answers_5xx(live_server, monkeyp
     assert re.search(r"\[\s*[\d.]+ s / 0.8 s\] requests \d+  errors [1-9]", err.getvalue())  # the progress line
     assert requests_table(out.getvalue())[("PATCH", "500")] >= 1
     assert "5xx answers" in out.getvalue()
+    # The agent queued the failed report and backs off (15 s at least): nothing else was sent in the run.
+    assert "1 failed reports queued without 'version'" in out.getvalue()
 
 
 @pytest.mark.django_db
@@ -588,6 +423,8 @@ def test_simulate_fleet_refuses_an_unreachable_server_before_writing_anything():
         ({"failure_rate": -0.1}, "--failure-rate is a probability from 0 to 1"),
         ({"duration": 0}, "--duration must be more than 0"),
         ({"poll_interval": 0}, "--poll-interval must be at least"),
+        ({"metrics_interval": 0}, "--metrics-interval must be at least"),
+        ({"agent": "2025-12-01"}, "--agent must be one of 2025-11-06, 2025-11-22"),
         ({"concurrency": 0}, "--concurrency must be from 1 to"),
         ({"prefix": "no spaces"}, "--prefix must be"),
         ({"url": "localhost:8000"}, "--url: 'localhost:8000' is not an http:// or https:// URL"),

@@ -18,6 +18,8 @@ from django.db.models import Count
 from devices.models import Device
 from devices.services import device_create, device_key_rotate, target_state_update
 from reconciliation.simulator import (
+    AGENTS,
+    DEFAULT_AGENT,
     Agent,
     AgentSettings,
     FleetStats,
@@ -78,9 +80,11 @@ def _validate(options: dict) -> ServerAddress:
         problems.append(f"--failure-rate is a probability from 0 to 1 (got {options['failure_rate']}).")
     if not 0 < options["duration"] <= MAX_DURATION:
         problems.append(f"--duration must be more than 0 and at most {MAX_DURATION} seconds.")
-    for option in ("poll_interval", "report_interval"):
+    for option in ("poll_interval", "report_interval", "metrics_interval"):
         if not options[option] >= MIN_INTERVAL:
             problems.append(f"--{option.replace('_', '-')} must be at least {MIN_INTERVAL} seconds.")
+    if options["agent"] not in AGENTS:
+        problems.append(f"--agent must be one of {', '.join(AGENTS)} (got {options['agent']}).")
     if options["concurrency"] is not None and not 1 <= options["concurrency"] <= MAX_CONCURRENCY:
         problems.append(f"--concurrency must be from 1 to {MAX_CONCURRENCY} (got {options['concurrency']}).")
     if not 0 < options["timeout"] <= 300:
@@ -169,9 +173,7 @@ def fleet_setup(*, prefix: str, devices: int, sensors: int, progress=None) -> Fl
                 setup.created += 1
             device = issued.device
             before = device.target_state.version
-            target = target_state_update(
-                uuid=device.uuid, user=None, config={"protocolAdapterDevices": sensor_specs(index, sensors)}
-            )
+            target = target_state_update(uuid=device.uuid, user=None, config={"sensors": sensor_specs(index, sensors)})
             if name in existing and target.version != before:
                 setup.retargeted += 1
             setup.devices.append(
@@ -226,17 +228,27 @@ def picture_summary(picture: dict) -> list[str]:
 class Command(OperatorCommand):
     help = (
         "Simulate N device agents against a running SensorSync server: they poll their target state, deploy it "
-        "(failing sensors at the given rate) and report what runs, over the real HTTP protocol."
+        "(failing sensors at the given rate) and report what runs, speaking the real agent's HTTP protocol."
     )
     epilog = """\
 The devices <prefix>-0001... are created in this command's database (or reused, with their API keys
 rotated: the old keys stop working), each with M sensors of mixed protocols. The server at --url must use the
 same database. Only --url is ever contacted.
 
+The agents speak as the real on-device agent (Iotistica/iotistic, agent/) of --agent's date does: they read
+their sensors from config.sensors, report them in that agent's shape (2025-11-22: enabled 0/1, connectionString,
+no dataPoints, config left out when unchanged, endpoints_health; 2025-11-06: the sensors as served,
+protocol_adapters_health), send metrics every --metrics-interval and some facts once per start, never send seq or
+reported_at, back off 15 s x 2^(n-1) on errors (Retry-After ignored), and keep failed reports in an offline queue
+without 'version', re-sent oldest first after the next successful report. A failed sensor is either not set up
+(absent from the reported config) or set up but unable to reach its device (health offline).
+
 examples:
   manage.py simulate_fleet --url http://127.0.0.1:8000 --devices 50 --sensors 8 --failure-rate 0.05 --duration 120
   manage.py simulate_fleet --url http://127.0.0.1:8000 --devices 1000 --sensors 4 --failure-rate 0 \\
       --duration 300 --concurrency 32 --seed 7
+  manage.py simulate_fleet --url http://127.0.0.1:8000 --devices 20 --sensors 4 --failure-rate 0.1 \\
+      --duration 600 --agent 2025-11-06 --poll-interval 10 --report-interval 10 --metrics-interval 30
 
 exit status: 0 no connection errors and no 5xx answers; 1 some, or invalid options, or the server unreachable
 or not sharing this database; 2 usage error (from the shell)"""
@@ -252,11 +264,26 @@ or not sharing this database; 2 usage error (from the shell)"""
             type=float,
             required=True,
             metavar="P",
-            help="probability (0 to 1) that a sensor fails to start, decided once per applied version",
+            help="probability (0 to 1) that a sensor fails (not set up, or cannot reach its device), decided "
+            "when the agent is first served it or served a changed definition",
         )
         parser.add_argument("--duration", type=float, required=True, metavar="S", help="seconds to run")
+        parser.add_argument(
+            "--agent",
+            choices=AGENTS,
+            default=DEFAULT_AGENT,
+            help=f"which generation of the real agent to speak as (default {DEFAULT_AGENT})",
+        )
         parser.add_argument("--poll-interval", type=float, default=60.0, help="seconds between polls (default 60)")
-        parser.add_argument("--report-interval", type=float, default=10.0, help="seconds between reports (default 10)")
+        parser.add_argument(
+            "--report-interval", type=float, default=60.0, help="seconds between report cycles (default 60)"
+        )
+        parser.add_argument(
+            "--metrics-interval",
+            type=float,
+            default=300.0,
+            help="seconds between reports with metrics and health (default 300)",
+        )
         parser.add_argument(
             "--concurrency", type=int, metavar="K", help="worker threads, each driving many agents (default min(N, 16))"
         )
@@ -285,13 +312,14 @@ or not sharing this database; 2 usage error (from the shell)"""
             failure_rate=options["failure_rate"],
             poll_interval=options["poll_interval"],
             report_interval=options["report_interval"],
+            metrics_interval=options["metrics_interval"],
+            agent=options["agent"],
             base_path=address.base_path,
         )
         if not connection.in_atomic_block:
             # Not held idle for the whole run (the server may need it); reopened for the final picture.
             connection.close()
-        start = time.monotonic()
-        seq_base = time.time_ns() // 1000
+        start, wall_start = time.monotonic(), time.time()
         agents = [
             Agent(
                 index=index + 1,
@@ -300,13 +328,14 @@ or not sharing this database; 2 usage error (from the shell)"""
                 settings=settings,
                 rng=random.Random(f"{seed}:{index}"),
                 start=start,
-                seq_base=seq_base,
+                wall_start=wall_start,
             )
             for index, device in enumerate(setup.devices)
         ]
         self.stdout.write(
-            f"Running {len(agents)} agents on {concurrency} threads against {address} for {options['duration']:g} s "
-            f"(poll every {options['poll_interval']:g} s, report every {options['report_interval']:g} s)."
+            f"Running {len(agents)} agents (the {options['agent']} agent) on {concurrency} threads against "
+            f"{address} for {options['duration']:g} s (poll every {options['poll_interval']:g} s, report every "
+            f"{options['report_interval']:g} s, metrics every {options['metrics_interval']:g} s)."
         )
         run = run_fleet(
             agents,
@@ -324,6 +353,9 @@ or not sharing this database; 2 usage error (from the shell)"""
         self.stdout.write("")
         for line in traffic_summary(stats):
             self.stdout.write(line)
+        left = sum(len(agent.queue) for agent in agents)
+        if left:
+            self.stdout.write(f"  still in the agents' offline queues at the end: {left} reports")
         self.stdout.write(f"HTTP connections opened: {run.connections} ({run.threads} threads, keep-alive)")
         self.stdout.write("")
         for line in picture_summary(fleet_picture([device.pk for device in setup.devices])):
@@ -380,7 +412,8 @@ or not sharing this database; 2 usage error (from the shell)"""
         def show(elapsed: float, stats: FleetStats) -> None:
             line = (
                 f"[{min(elapsed, duration):6.1f} s / {duration:g} s] requests {stats.total_requests}  "
-                f"errors {stats.errors}  reports applied {stats.outcomes['applied']}"
+                f"errors {stats.errors}  reports applied {stats.outcomes['applied']}  "
+                f"queued {stats.outcomes['queued']}"
             )
             self.stderr.write(f"\r{line}" if tty else line, ending="" if tty else "\n")
             self.stderr.flush()

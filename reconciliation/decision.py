@@ -126,17 +126,19 @@ def _decide_one(
     """(status, running, shown fields, error) for one name, straight from the SPEC table."""
     applied = reported_version is not None and reported_version >= target_version
     T, V = target_version, reported_version
+    # Both agents list a disabled sensor among the ones they have, with enabled false: configured, not running.
+    runs = r is not None and r["enabled"] is not False
     if d is not None and r is not None:
         shown = _shown(r, version=V, fallback=d)
         shown["sensor_id"] = d["id"]
         differences = sensors_differences(d, r)
         if not differences:
-            return Status.DEPLOYED, True, shown, ""
+            return Status.DEPLOYED, runs, shown, ""
         if not applied:
-            return Status.RECONCILING, True, shown, ""
+            return Status.RECONCILING, runs, shown, ""
         error = f"Running a configuration that differs from target version {T} in: {', '.join(differences)}."
         health = _health_error(health, name)
-        return Status.FAILED, True, shown, f"{error} {health}" if health else error
+        return Status.FAILED, runs, shown, f"{error} {health}" if health else error
     if d is not None:
         shown = _shown(d, version=T)
         if not applied:
@@ -148,8 +150,9 @@ def _decide_one(
     assert r is not None
     shown = _shown(r, version=V)
     if not applied:
-        return Status.RECONCILING, True, shown, ""
-    return Status.FAILED, True, shown, f"Still running although removed from target version {T}."
+        return Status.RECONCILING, runs, shown, ""
+    state = "running" if runs else "configured (disabled)"
+    return Status.FAILED, runs, shown, f"Still {state} although removed from target version {T}."
 
 
 def decide(

@@ -865,3 +865,31 @@ def test_seed_example_3_agent_restart_on_an_old_version():
     assert sorted(p["name"] for p in events_of(updated, Ev.SENSOR_DEPLOYED)) == ["added-sensor", "changed"]
     assert len(events_of(updated, Ev.DEVICE_IN_SYNC)) == 1
     assert not events_of(updated, Ev.DEVICE_CONFIG_DRIFT)
+
+
+# What the real agents report ------------------------------------------------------------------------------------
+
+
+def test_a_disabled_sensor_the_agent_lists_as_configured_is_deployed_and_not_running():
+    d = sensor(enabled=False)
+    decision = run(desired=[d], reported_version=TARGET, running=[running_copy(d)])
+    row = decision.rows[NAME]
+    assert (row.deployment_status, row.running) == ("deployed", False)
+    assert decision.in_sync is True
+
+
+def test_a_field_the_agent_did_not_report_is_no_difference_and_shows_the_desired_value():
+    d = sensor()
+    decision = run(desired=[d], reported_version=TARGET, running=[running_copy(d, dataPoints=None, pollInterval=None)])
+    row = decision.rows[NAME]
+    assert (row.deployment_status, row.running) == ("deployed", True)
+    assert row.unreported_fields == ["pollInterval", "dataPoints"]
+    assert (row.poll_interval, row.data_points) == (d["pollInterval"], d["dataPoints"])
+
+
+def test_a_reported_difference_still_counts_when_other_fields_went_unreported():
+    d = sensor()
+    decision = run(desired=[d], reported_version=TARGET, running=[running_copy(d, dataPoints=None, pollInterval=9)])
+    row = decision.rows[NAME]
+    assert row.deployment_status == "failed"
+    assert "pollInterval" in row.deployment_error and "dataPoints" not in row.deployment_error

@@ -222,6 +222,8 @@ DEVICE_FIELDS = (
     "agent_version",
     "ip_address",
     "uptime",
+    "facts",
+    "facts_reported_at",
     "last_fetched_version",
     "last_fetched_at",
     "last_report_order",

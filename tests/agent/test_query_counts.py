@@ -9,7 +9,18 @@ deliberate.
 
 import pytest
 
-from .helpers import poll, put_target, report, sensor, target_sensors, verdict
+from .helpers import (
+    device_snapshot,
+    events_after,
+    last_event_id,
+    poll,
+    put_target,
+    report,
+    send_body,
+    sensor,
+    target_sensors,
+    verdict,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -144,3 +155,93 @@ def test_a_poll_answered_304(agent, sized, coalesced_liveness, django_assert_num
         response = poll(agent, sized, etag='"2"')
 
     assert response.status_code == 304
+
+
+# The real agent's reports (SPEC section 5) -----------------------------------------------------------------------
+
+METRICS = {"cpu_usage": 12, "memory_usage": 100, "memory_total": 1000, "uptime": 1352.84, "is_online": True}
+METRICS_UPDATE_STATEMENTS = 2  # the key lookup, and one UPDATE of the device: facts and liveness together
+QUEUED_STATEMENTS = 3  # the key lookup; lock the device (UPDATE ... RETURNING, liveness); one INSERT of the event
+# The key lookup; the lock; the stored config the report left out; UPDATE the current state; SELECT the rows; the
+# upsert of the rows whose health changed; UPDATE the target (cached statuses carry health); INSERT the events
+PARTIAL_CHANGED_STATEMENTS = 8
+
+
+def _health(sized, status: str) -> dict:
+    return {
+        f"s{i:04}": {
+            "protocol": "modbus",
+            "status": status,
+            "connected": status == "online",
+            "lastError": None if status == "online" else "connect ECONNREFUSED",
+            "communicationQuality": "good" if status == "online" else "offline",
+            "lastSeen": None,
+            "errorCount": 0,
+            "responseTimeMs": 12,  # telemetry the agent sends: not part of the report's identity
+        }
+        for i in range(sized.n)
+    }
+
+
+def _partial(version: int, **fields) -> dict:
+    """A 2025-11-22 report that leaves ``config`` out (unchanged since its last report)."""
+    return {"apps": {}, "is_online": True, "version": version, **fields}
+
+
+@pytest.fixture
+def reported_2025_11_22(agent, sized, coalesced_liveness):
+    """``sized`` after a full 2025-11-22 report: every sensor deployed and online."""
+    body = {"config": {"sensors": target_sensors(sized)}, "endpoints_health": _health(sized, "online")}
+    assert verdict(send_body(agent, {str(sized.uuid): _partial(2, **body)}, key=sized.api_key), sized)["inSync"]
+    return sized
+
+
+def test_a_report_without_config_or_health_is_unchanged(agent, reported_2025_11_22, django_assert_num_queries):
+    device = reported_2025_11_22
+    with django_assert_num_queries(NO_OP_STATEMENTS):
+        answer = verdict(send_body(agent, {str(device.uuid): _partial(2)}, key=device.api_key), device)
+
+    assert answer["outcome"] == "unchanged"
+    assert {s["health"] for s in answer["sensors"].values()} == {"online"}
+
+
+def test_an_unchanged_report_with_new_metrics(agent, reported_2025_11_22, django_assert_num_queries):
+    device = reported_2025_11_22
+    events = last_event_id()
+    body = {"endpoints_health": _health(device, "online") | {}, **METRICS}
+    for entry in body["endpoints_health"].values():
+        entry["responseTimeMs"], entry["lastPoll"] = 40, "2026-12-04T10:00:00Z"  # telemetry moved; health did not
+
+    with django_assert_num_queries(METRICS_UPDATE_STATEMENTS):
+        answer = verdict(send_body(agent, {str(device.uuid): _partial(2, **body)}, key=device.api_key), device)
+
+    assert answer["outcome"] == "unchanged"
+    assert events_after(device, events) == []
+    device.refresh_from_db()
+    assert (device.facts["cpu_usage"], device.uptime) == (12, 1352.84)
+
+
+def test_a_queued_report(agent, reported_2025_11_22, django_assert_num_queries):
+    device = reported_2025_11_22
+    before = device_snapshot(device)
+    queued = {"apps": {}, "config": {"sensors": []}, "is_online": True, **METRICS}
+
+    with django_assert_num_queries(QUEUED_STATEMENTS + SAVEPOINTS):
+        answer = verdict(send_body(agent, {str(device.uuid): queued}, key=device.api_key), device)
+
+    assert answer["outcome"] == "queued"
+    after = device_snapshot(device)
+    assert (after["sensors"], after["current"]) == (before["sensors"], before["current"])
+
+
+def test_a_report_without_config_whose_health_changed(agent, reported_2025_11_22, django_assert_num_queries):
+    device = reported_2025_11_22
+    body = _partial(2, endpoints_health=_health(device, "offline"))
+
+    with django_assert_num_queries(PARTIAL_CHANGED_STATEMENTS + SAVEPOINTS):
+        answer = verdict(send_body(agent, {str(device.uuid): body}, key=device.api_key), device)
+
+    assert answer["outcome"] == "applied"
+    assert answer["inSync"] is True  # deployed and running: health is not drift
+    assert {(s["status"], s["health"]) for s in answer["sensors"].values()} == {("deployed", "offline")}
+    assert device.sensors.filter(health_status="offline", running=True).count() == device.n

@@ -49,17 +49,30 @@ def test_metrics_move_as_polls_and_reports_arrive(admin_client, device, settings
     assert verdict(report(agent, device, 2, running, seq=1), device)["outcome"] == "applied"
     assert verdict(report(agent, device, 2, running, seq=2), device)["outcome"] == "unchanged"
     assert verdict(report(agent, device, 2, running, seq=1), device)["outcome"] == "stale"
+    assert verdict(report(agent, device, None, running), device)["outcome"] == "queued"
     assert report(agent, device, -1, running).status_code == 400
+    assert report(agent, device, 2, [{**running[0], "enabled": "yes"}]).status_code == 400
+    assert report(agent, device, 2, [{**running[0], "enabled": 7}]).status_code == 400
+    assert report(agent, device, 2, running, endpoints_health={"m1": {"errorCount": -1}}).status_code == 400
 
     after = _scrape(agent)
 
     def moved(name, labels=""):
-        return _metric(after, name, labels) - _metric(before, name, labels)
+        # A labelled series appears with its first count: absent before means 0.
+        absent = f"\n{name}{labels} " not in before
+        return _metric(after, name, labels) - (0 if absent else _metric(before, name, labels))
 
     assert moved("sensorsync_polls_total", '{status="200"}') == 1
     assert moved("sensorsync_polls_total", '{status="304"}') == 1
-    for outcome in ("applied", "unchanged", "stale", "rejected"):
+    for outcome in ("applied", "unchanged", "stale", "queued"):
         assert moved("sensorsync_reports_total", f'{{outcome="{outcome}"}}') == 1, outcome
+    assert moved("sensorsync_reports_total", '{outcome="rejected"}') == 4
+    # Refusals by reason, so an operator sees what a fleet's agents keep re-sending (list indexes and sensor
+    # names folded, so the label set stays small).
+    rejected = "sensorsync_reports_rejected_total"
+    assert moved(rejected, '{reason="validation_error:version"}') == 1
+    assert moved(rejected, '{reason="validation_error:config.sensors[].enabled"}') == 2
+    assert moved(rejected, '{reason="validation_error:endpoints_health.*.errorCount"}') == 1
     # The staff write reconciled once, the applied report once.
     assert moved("sensorsync_reconciliation_duration_seconds_count") == 1
     assert _metric(after, "sensorsync_sensors", '{protocol="mqtt",status="deployed"}') == 1

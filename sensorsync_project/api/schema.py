@@ -143,10 +143,12 @@ COMPONENTS = {
             },
             "sensor_health": {
                 "type": "object",
-                "additionalProperties": {
-                    "type": "object",
-                    "properties": {"healthy": {"type": "boolean"}, "lastError": {"type": "string"}},
-                },
+                "description": (
+                    "The seed note's {name: {healthy, lastError}}; the real agent sends sensor-publish statistics "
+                    "here, keyed by pipe name: an entry without a boolean `healthy` says nothing of a sensor and "
+                    "is ignored."
+                ),
+                "additionalProperties": {"type": "object"},
             },
         },
     },
@@ -176,7 +178,11 @@ COMPONENTS = {
                             "status": {"type": "string", "enum": DeviceSensorDeploymentStatusChoices.values},
                             "running": {"type": "boolean"},
                             "error": {"type": "string"},
-                            "health": {"type": "string", "nullable": True, "enum": ["online", "offline", "disabled", None]},
+                            "health": {
+                                "type": "string",
+                                "nullable": True,
+                                "enum": ["online", "offline", "disabled", None],
+                            },
                         },
                     },
                 },

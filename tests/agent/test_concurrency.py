@@ -9,6 +9,7 @@ from django.db import connection
 from django.test import Client
 
 from devices.models import DeviceCurrentState, DeviceTargetState
+from reconciliation.agent_protocol import health_merge
 from reconciliation.models import DriftEpisode
 from sensors.models import DeviceSensor
 
@@ -72,13 +73,20 @@ def _varied_reports(device, *, first_seq: int, last_in_sync: bool) -> list[tuple
     for i in range(THREADS):
         if (i % 2 == 1) == last_in_sync:
             running, version = desired, 2
-            health = {"s0": {"healthy": True, "lastError": None, "checks": i}}
+            # Health the agent names differently each time, so that each in-sync report is a new one too (what only
+            # moves between polls, like a counter, would not make it new: it is not part of the report's identity).
+            health = {"s0": {"healthy": True, "lastError": None, "checks": i}, f"probe-{i}": {"healthy": True}}
         else:
             running = [dict(s, pollInterval=s["pollInterval"] + 1 + i % 3) for s in desired[: 1 + i % 4]]
             version = 1 + (i // 2) % 2
             health = {s["name"]: {"healthy": False, "lastError": f"error {i}"} for s in desired[len(running) :]}
         bodies.append((running, {"version": version, "seq": first_seq + i, "health": health, "uptime": i}))
     return bodies
+
+
+def _as_stored(running: list[dict]) -> list[dict]:
+    """Reported sensors as the stored report keeps them: the agent's own ids are not the sensors' ids."""
+    return [{**sensor, "id": None} for sensor in running]
 
 
 def _assert_consistent_before_repair(admin_client, device) -> None:
@@ -141,8 +149,8 @@ def test_concurrent_different_reports_serialize_and_the_newest_seq_wins(
     stored = DeviceCurrentState.objects.get(device_id=device.pk)
     assert stored.seq == newest["seq"] == THREADS + 1
     assert stored.version == newest["version"]
-    assert stored.config["sensors"] == newest_running
-    assert stored.sensor_health == newest["health"]
+    assert stored.config["sensors"] == _as_stored(newest_running)
+    assert set(health_merge(stored.sensor_health)) == set(newest["health"])
     reported_events = [e for e in events_of(device) if e.type == "current_state.reported"]
     assert len(reported_events) == 1 + outcomes.count("applied")
     _assert_gapless(device)
@@ -163,7 +171,7 @@ def test_concurrent_different_first_reports_serialize_and_the_newest_seq_wins(ad
     assert outcomes[-1] == "applied"
     stored = DeviceCurrentState.objects.get(device_id=device.pk)
     assert stored.seq == THREADS
-    assert stored.config["sensors"] == bodies[-1][0]
+    assert stored.config["sensors"] == _as_stored(bodies[-1][0])
     _assert_gapless(device)
     _assert_consistent_before_repair(admin_client, device)
     _assert_rows_are_the_projection(admin_client, device)

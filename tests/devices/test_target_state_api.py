@@ -111,6 +111,27 @@ def test_put_without_apps_keeps_the_apps(admin_client, device):
     assert response.json()["apps"] == {"a": 1}
 
 
+def test_put_with_the_seed_notes_key_is_converted_to_config_sensors(admin_client, device_with_sensors):
+    """A script written for protocolAdapterDevices keeps working; the agent only ever reads config.sensors."""
+    current = admin_client.get(target_state_url(device_with_sensors.uuid)).json()
+    sensors = [*current["config"]["sensors"], SensorPayloadFactory(name="added-by-old-script")]
+
+    response = admin_client.put(
+        target_state_url(device_with_sensors.uuid),
+        {"config": {"protocolAdapterDevices": sensors, "logLevel": "debug"}},
+        format="json",
+    )
+
+    assert response.status_code == 200, response.content
+    config = response.json()["config"]
+    assert set(config) == {"sensors", "logLevel"}
+    assert [s["name"] for s in config["sensors"]] == [s["name"] for s in sensors]
+    assert config["sensors"][0]["id"] == current["config"]["sensors"][0]["id"]  # ids kept across the rename
+    assert DeviceSensor.objects.filter(device=device_with_sensors, name="added-by-old-script").exists()
+    stored = DeviceTargetStateVersion.objects.get(device=device_with_sensors, version=response.json()["version"])
+    assert "protocolAdapterDevices" not in stored.config
+
+
 def test_put_of_the_identical_document_makes_no_new_version(admin_client, device_with_sensors):
     current = admin_client.get(target_state_url(device_with_sensors.uuid)).json()
     before = write_snapshot()
@@ -214,6 +235,16 @@ INVALID_TARGET_BODIES = [
     pytest.param({"config": {}, "apps": None}, ["apps"], id="apps-null"),
     pytest.param({"config": {}, "version": 9}, ["version"], id="unknown-top-level-field"),
     pytest.param({"config": {"sensors": {"a": 1}}}, ["config.sensors"], id="sensors-not-a-list"),
+    pytest.param(
+        {"config": {"sensors": [], "protocolAdapterDevices": []}},
+        ["config.protocolAdapterDevices"],
+        id="both-sensor-keys",
+    ),
+    pytest.param(
+        {"config": {"protocolAdapterDevices": [SensorPayloadFactory(pollInterval=1)]}},
+        ["config.protocolAdapterDevices[0].pollInterval"],
+        id="old-key-names-its-own-field",
+    ),
     pytest.param(
         _sensors(SensorPayloadFactory(pollInterval=5000.0)),
         ["config.sensors[0].pollInterval"],

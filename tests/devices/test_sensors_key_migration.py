@@ -1,0 +1,103 @@
+"""The move of the desired sensors from ``config.protocolAdapterDevices`` to ``config.sensors``: stored targets,
+their history and stored reports are converted by a data migration; events are not rewritten, and replaying them
+still rebuilds every version."""
+
+import uuid
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from devices.models import DeviceCurrentState, DeviceTargetState, DeviceTargetStateVersion
+from events.models import Event
+from tests.factories import DeviceFactory
+
+BEFORE = [("devices", "0003_device_facts_and_report_parts")]
+SENSOR = {
+    "id": "2b1c8f0e-6a43-4c55-9d0b-2f3e7a9c1d44",
+    "name": "boiler-temp",
+    "protocol": "modbus",
+    "enabled": True,
+    "pollInterval": 5000,
+    "connection": {"host": "10.0.0.5", "port": 502},
+    "dataPoints": [],
+    "metadata": {},
+}
+
+
+def _migrate(targets):
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(targets)
+    return executor.loader.project_state(targets).apps
+
+
+@pytest.fixture
+def latest():
+    """The leaf migrations, migrated back to whatever happens in the test."""
+    leaves = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    yield leaves
+    _migrate(leaves)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stored_configs_move_to_config_sensors_and_old_events_still_replay(latest):
+    device = DeviceFactory()
+    old = _migrate(BEFORE)
+    legacy = {"protocolAdapterDevices": [SENSOR], "logLevel": "debug"}
+    old.get_model("devices", "DeviceTargetState").objects.filter(device_id=device.pk).update(config=legacy, version=2)
+    old.get_model("devices", "DeviceTargetStateVersion").objects.create(
+        device_id=device.pk, version=2, config=legacy, apps={}, source="api", change={}
+    )
+    old.get_model("devices", "DeviceCurrentState").objects.create(
+        device_id=device.pk,
+        config={"protocolAdapterDevices": [SENSOR]},
+        apps={},
+        version=2,
+        sensor_health={"boiler-temp": {"healthy": False, "lastError": "timeout"}},
+        digest="d" * 64,
+    )
+    # The event log as it was written then (append-only: the migration leaves it alone).
+    Event.objects.filter(aggregate_id=str(device.uuid), type="target_state.updated").update(
+        data={"version": 1, "config": {"protocolAdapterDevices": []}, "apps": {}, "change": {}}
+    )
+    Event.objects.create(
+        type="target_state.updated",
+        aggregate_type="device",
+        aggregate_id=str(device.uuid),
+        sequence=Event.objects.filter(aggregate_id=str(device.uuid)).count() + 1,
+        data={"version": 2, "config": legacy, "apps": {}, "change": {}},
+        correlation_id=uuid.uuid4(),
+    )
+    old.get_model("devices", "DeviceTargetStateVersion").objects.filter(device_id=device.pk, version=1).update(
+        config={"protocolAdapterDevices": []}
+    )
+
+    _migrate(latest)
+
+    expected = {"sensors": [SENSOR], "logLevel": "debug"}
+    assert DeviceTargetState.objects.get(device=device).config == expected
+    assert DeviceTargetStateVersion.objects.get(device=device, version=2).config == expected
+    assert DeviceTargetStateVersion.objects.get(device=device, version=1).config == {"sensors": []}
+    current = DeviceCurrentState.objects.get(device=device)
+    assert current.config == {"sensors": [SENSOR]}
+    assert current.sensor_health == {
+        "sensor_health": {
+            "boiler-temp": {"status": "offline", "connected": False, "quality": "", "lastError": "timeout"}
+        }
+    }
+    assert (current.digest, current.parts) == ("", {})  # the next report is compared afresh
+    assert Event.objects.get(aggregate_id=str(device.uuid), sequence=3).data["config"] == legacy
+    call_command("replay_events", "--check")  # exits 1 (SystemExit) on any difference
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_reverses(latest):
+    device = DeviceFactory()
+    old = _migrate(BEFORE)
+    assert old.get_model("devices", "DeviceTargetState").objects.get(device_id=device.pk).config == {
+        "protocolAdapterDevices": []
+    }
+    _migrate(latest)
+    assert DeviceTargetState.objects.get(device=device).config == {"sensors": []}

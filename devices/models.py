@@ -13,6 +13,55 @@ def empty_config() -> dict:
     return {"sensors": []}
 
 
+class ProvisioningKey(models.Model):
+    """A fleet-level secret with which devices register themselves (``POST /api/v1/device/register``).
+
+    Shown once at creation and stored as a digest, like device keys. It may expire, may be limited to a number of
+    registrations, and may be revoked; ``registrations`` counts the devices it registered (kept under the key's
+    row lock, so concurrent registrations cannot pass the limit), whatever became of them since."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=255)
+    key_digest = models.CharField(max_length=64, unique=True, editable=False)
+    key_prefix = models.CharField(
+        max_length=8, editable=False, help_text="The key's first characters, to tell keys apart; never enough to use."
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    max_devices = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: no limit.")
+    registrations = models.PositiveIntegerField(default=0, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(max_devices__gte=1), name="provisioning_key_limit_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.key_prefix}…)"
+
+    def refusal(self, now) -> tuple[str, str] | None:
+        """(code, sentence) if this key may not register a device now, else None."""
+        if self.revoked_at is not None:
+            return "provisioning_key_revoked", "This provisioning key was revoked."
+        if self.expires_at is not None and self.expires_at <= now:
+            return "provisioning_key_expired", f"This provisioning key expired at {self.expires_at.isoformat()}."
+        if self.max_devices is not None and self.registrations >= self.max_devices:
+            return (
+                "provisioning_key_exhausted",
+                f"This provisioning key has registered its {self.max_devices} device(s); it may register no more.",
+            )
+        return None
+
+
 class Device(models.Model):
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=255)
@@ -32,6 +81,13 @@ class Device(models.Model):
     # What the agent fetched, so "never fetched", "fetched but not applied" and "applied" can be told apart.
     last_fetched_version = models.PositiveIntegerField(null=True, blank=True)
     last_fetched_at = models.DateTimeField(null=True, blank=True)
+    # Set when the device registered itself with a provisioning key (SPEC section 5, "Provisioning").
+    provisioned_by = models.ForeignKey(
+        ProvisioningKey, null=True, blank=True, on_delete=models.PROTECT, related_name="devices", editable=False
+    )
+    device_type = models.CharField(max_length=64, blank=True)
+    mac_address = models.CharField(max_length=64, blank=True)
+    application_id = models.CharField(max_length=64, blank=True)
     # The newest report order seen (the agent's ``seq``, else its ``reported_at``): older reports are stale.
     last_report_order = models.BigIntegerField(null=True, blank=True, editable=False)
     # Bumped by every unit of work that writes the device, its states or its sensors (devices.locking): a report

@@ -72,13 +72,10 @@ def _target_version_store(*, device: Device, target: DeviceTargetState, user, ch
         )
 
 
-@transaction.atomic
-def device_create(*, name: str, description: str = "", is_active: bool = True, user=None) -> DeviceWithKey:
-    _device_fields_validate({"name": name, "description": description, "is_active": is_active})
-    api_key = key_generate()
-    device = Device.objects.create(
-        name=name.strip(), description=description, is_active=is_active, api_key_digest=key_digest(api_key)
-    )
+def device_store(*, name: str, api_key_digest: str, user, actor: str | None = None, **fields) -> Device:
+    """Insert a device with an empty target at version 1, its history and its events. The caller validated
+    ``name`` and holds the transaction; ``fields`` are further Device fields (a registered device's facts)."""
+    device = Device.objects.create(name=name.strip(), api_key_digest=api_key_digest, **fields)
     target = DeviceTargetState.objects.create(
         device=device,
         config=empty_config(),
@@ -87,12 +84,22 @@ def device_create(*, name: str, description: str = "", is_active: bool = True, u
         updated_by=user if getattr(user, "is_authenticated", False) else None,
     )
     with device_events(device) as recorder:
-        recorder.record(
-            EventTypeChoices.DEVICE_REGISTERED,
-            {"name": device.name, "is_active": device.is_active},
-            actor=actor_label(user),
-        )
+        data = {"name": device.name, "is_active": device.is_active}
+        if device.provisioned_by_id is not None:
+            data |= {"provisioning_key": str(device.provisioned_by.uuid), "device_type": device.device_type}
+        recorder.record(EventTypeChoices.DEVICE_REGISTERED, data, actor=actor or actor_label(user))
         _target_version_store(device=device, target=target, user=user, change={"created": True})
+    return device
+
+
+@transaction.atomic
+def device_create(*, name: str, description: str = "", is_active: bool = True, user=None) -> DeviceWithKey:
+    """A device created by staff, with a key the server generates (shown once)."""
+    _device_fields_validate({"name": name, "description": description, "is_active": is_active})
+    api_key = key_generate()
+    device = device_store(
+        name=name, api_key_digest=key_digest(api_key), user=user, description=description, is_active=is_active
+    )
     return DeviceWithKey(device=device, api_key=api_key)
 
 

@@ -17,6 +17,10 @@ class EventTypeChoices(models.TextChoices):
     DEVICE_CONFIG_DRIFT = "device.config_drift"
     DEVICE_IN_SYNC = "device.in_sync"
     DEVICE_RECONCILE_FAILED = "device.reconcile_failed"
+    DEVICE_KEY_EXCHANGED = "device.key_exchanged"
+    PROVISIONING_KEY_CREATED = "provisioning_key.created"
+    PROVISIONING_KEY_USED = "provisioning_key.used"
+    PROVISIONING_KEY_REVOKED = "provisioning_key.revoked"
 
 
 class EventSourceChoices(models.TextChoices):

@@ -158,13 +158,19 @@ SENSORSYNC_MAX_REPORT_BYTES = env.int("SENSORSYNC_MAX_REPORT_BYTES", default=102
 SENSORSYNC_MAX_BODY_BYTES = env.int("SENSORSYNC_MAX_BODY_BYTES", default=1024 * 1024)
 # A device not seen (no poll, no report) for this long is shown as offline in the admin and on the fleet page.
 SENSORSYNC_OFFLINE_AFTER_SECONDS = env.int("SENSORSYNC_OFFLINE_AFTER_SECONDS", default=300)
-# Liveness (last_seen_at) is written at most this often per device: agents report every 10 s and poll every
-# 60 s, and rewriting the device row on every request would double the cost of the no-op paths.
+# Liveness (last_seen_at) is written at most this often per device: agents poll and report every 60 s, and
+# rewriting the device row on every request would double the cost of the no-op paths.
 SENSORSYNC_LIVENESS_WRITE_SECONDS = env.int("SENSORSYNC_LIVENESS_WRITE_SECONDS", default=60)
-# Rate limits, "COUNT/SECONDS" ("off" disables). An agent polls every 60 s and reports every 10 s (7 a minute);
-# the budget leaves room for flushing a queue of offline reports without letting one device flood the server.
+# Rate limits, "COUNT/SECONDS" ("off" disables). An agent polls and reports every 60 s (2 a minute); the budget
+# leaves room for flushing its queue of offline reports without letting one device flood the server.
 SENSORSYNC_AGENT_RATE_LIMIT = env.str("SENSORSYNC_AGENT_RATE_LIMIT", default="600/60")
 SENSORSYNC_ADMIN_LOGIN_RATE_LIMIT = env.str("SENSORSYNC_ADMIN_LOGIN_RATE_LIMIT", default="5/300")
+# Device registrations per client address: a device registers once, then retries only on failure (with backoff);
+# a plant behind one NAT address may register a few dozen at once.
+SENSORSYNC_REGISTER_RATE_LIMIT = env.str("SENSORSYNC_REGISTER_RATE_LIMIT", default="60/60")
+# The MQTT broker URL handed to devices at registration (mqtt://host:1883). Empty: MQTT ingestion is off, and the
+# registration answer's empty broker keeps the agent reporting over HTTP.
+SENSORSYNC_MQTT_BROKER_URL = env.str("SENSORSYNC_MQTT_BROKER_URL", default="")
 # Shared counters for several server processes, e.g. redis://127.0.0.1:6379/0; unset: per process.
 SENSORSYNC_RATE_LIMIT_REDIS_URL = env.str("SENSORSYNC_RATE_LIMIT_REDIS_URL", default="")
 

@@ -6,13 +6,14 @@ from functools import partial
 
 import orjson
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, ValidationError
 from django.db import DatabaseError, DataError
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from devices.models import Device
-from devices.selectors import device_for_poll, device_for_report
+from devices.provisioning import RegistrationRefused, device_key_exchange, device_register, registration_parse
+from devices.selectors import device_for_key, device_for_poll, device_for_report
 from reconciliation import services
 from reconciliation.agent_protocol import (
     ProtocolError,
@@ -49,6 +50,12 @@ def agent_endpoint(*methods: str, count_rejected: bool = False):
                 )
             try:
                 return view(request, *args, **kwargs)
+            except RegistrationRefused as exc:
+                return error_response(exc.status, exc.code, exc.message)
+            except ValidationError as exc:
+                fields = exc.message_dict
+                first = next(iter(fields.items()))
+                return error_response(400, "validation_error", f"{first[0]}: {first[1][0]}", fields)
             except ProtocolError as exc:
                 if count_rejected:
                     REPORTS.labels("rejected").inc()
@@ -165,3 +172,72 @@ def device_state_report(request):
     verdict = services.state_report_apply(device=device, report=report)
     REPORTS.labels(verdict.outcome).inc()
     return _json({str(device.uuid): _verdict_body(verdict)})
+
+
+def _json_body(request) -> dict:
+    if (request.content_type or "") not in ("application/json", ""):
+        raise ProtocolError(415, "unsupported_media_type", f"Content-Type '{request.content_type}' is not accepted.")
+    limit = settings.SENSORSYNC_MAX_BODY_BYTES
+    return json_parse(body_inflate(request.body, request.headers.get("Content-Encoding", ""), limit=limit))
+
+
+def _mqtt(device: Device) -> dict:
+    """What the agent reads of its MQTT setup; always present, because the agent dereferences it. An empty broker
+    (MQTT ingestion off) keeps it on HTTP."""
+    topic = f"iot/device/{device.uuid}"
+    return {
+        "username": str(device.uuid),
+        "password": "",
+        "broker": settings.SENSORSYNC_MQTT_BROKER_URL,
+        "topics": {"publish": f"{topic}/state", "subscribe": f"{topic}/#"},
+    }
+
+
+@agent_endpoint("POST")
+def device_register_view(request):
+    """POST /api/v1/device/register: a device registers itself with a provisioning key (Bearer)."""
+    address = request.META.get("REMOTE_ADDR", "-")
+    rate = rate_parse(settings.SENSORSYNC_REGISTER_RATE_LIMIT)
+    retry_after = rate_limit_hit(f"register:{address}", rate)
+    if retry_after is not None:
+        raise ProtocolError(
+            429,
+            "rate_limited",
+            f"This address sent more than {rate} registrations; retry in {retry_after} s.",
+            headers={"Retry_After": str(retry_after)},
+        )
+    provisioning_key = api_key_from(request.headers)
+    if not provisioning_key:
+        raise ProtocolError(401, "not_authenticated", "Send the provisioning key in Authorization: Bearer.")
+    registration = device_register(provisioning_key=provisioning_key, request=registration_parse(_json_body(request)))
+    device = registration.device
+    body = {
+        "id": device.pk,
+        "uuid": str(device.uuid),
+        "deviceName": device.name,
+        "deviceType": device.device_type,
+        "mqtt": _mqtt(device),
+    }
+    return _json(body, status=201)
+
+
+@agent_endpoint("POST")
+def device_key_exchange_view(request, uuid):
+    """POST /api/v1/device/<uuid>/key-exchange: the agent proves it holds its own key (Bearer)."""
+    device = device_authenticate(request, select=device_for_key, uuid=uuid)
+    data = _json_body(request) if request.body else {}
+    if not isinstance(data, dict):
+        raise ProtocolError(
+            400, "validation_error", "The body must be a JSON object.", {"body": ["Must be an object."]}
+        )
+    if data.get("uuid") not in (None, str(uuid)):
+        raise ProtocolError(400, "validation_error", "uuid: Not this device's uuid.", {"uuid": ["Not this device."]})
+    if data.get("deviceApiKey") not in (None, api_key_from(request.headers)):
+        raise ProtocolError(
+            400,
+            "validation_error",
+            "deviceApiKey: Not the key this request authenticates with.",
+            {"deviceApiKey": ["Not the key this request authenticates with."]},
+        )
+    device_key_exchange(device=device)
+    return _json({"status": "ok", "uuid": str(device.uuid), "deviceName": device.name})

@@ -15,6 +15,8 @@ device = rf"^devices/(?P<uuid>{UUID_REGEX})"
 agent_urlpatterns = [
     path("device/<uuid:uuid>/state", agent_views.device_state, name="agent-state"),
     path("device/state", agent_views.device_state_report, name="agent-report"),
+    path("device/register", agent_views.device_register_view, name="agent-register"),
+    path("device/<uuid:uuid>/key-exchange", agent_views.device_key_exchange_view, name="agent-key-exchange"),
 ]
 
 # Staff views of the loop.

@@ -189,6 +189,55 @@ COMPONENTS = {
             },
         },
     },
+    "AgentRegistration": {
+        "type": "object",
+        "description": "What the agent sends to register itself; unknown fields are ignored.",
+        "required": ["uuid", "deviceApiKey"],
+        "properties": {
+            "uuid": {"type": "string", "format": "uuid"},
+            "deviceApiKey": {
+                "type": "string",
+                "minLength": 32,
+                "maxLength": 256,
+                "description": "The device's own key (the agent sends 32 random bytes as 64 hex characters); at "
+                "least 128 bits of entropy, not a repeating pattern. Only its digest is stored.",
+            },
+            "deviceName": {"type": "string", "maxLength": 255, "nullable": True},
+            "deviceType": {"type": "string", "maxLength": 64, "nullable": True},
+            "applicationId": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "maxLength": 64}]},
+            "macAddress": {"type": "string", "maxLength": 64, "nullable": True},
+            "osVersion": {"type": "string", "maxLength": 255, "nullable": True},
+            "agentVersion": {"type": "string", "maxLength": 255, "nullable": True},
+        },
+    },
+    "AgentRegistered": {
+        "type": "object",
+        "required": ["id", "uuid", "deviceName", "deviceType", "mqtt"],
+        "properties": {
+            "id": {"type": "integer"},
+            "uuid": {"type": "string", "format": "uuid"},
+            "deviceName": {"type": "string"},
+            "deviceType": {"type": "string"},
+            "mqtt": {
+                "type": "object",
+                "description": "Always present (the agent reads it); an empty broker keeps the agent on HTTP.",
+                "required": ["username", "password", "broker", "topics"],
+                "properties": {
+                    "username": {"type": "string"},
+                    "password": {"type": "string"},
+                    "broker": {"type": "string"},
+                    "topics": {
+                        "type": "object",
+                        "properties": {"publish": {"type": "string"}, "subscribe": {"type": "string"}},
+                    },
+                },
+            },
+        },
+    },
+    "AgentKeyExchange": {
+        "type": "object",
+        "properties": {"uuid": {"type": "string", "format": "uuid"}, "deviceApiKey": {"type": "string"}},
+    },
 }
 
 SECURITY = [{"deviceKey": []}, {"deviceBearer": []}]
@@ -237,6 +286,72 @@ PATHS = {
                 "401": _error("Missing or unknown device key"),
                 "403": _error("The body names another device, or the device is inactive"),
                 "413": _error("The body (decompressed) is larger than the limit"),
+                "415": _error("Unsupported Content-Type or Content-Encoding"),
+                "429": _error("Too many requests for this device"),
+            },
+        }
+    },
+    "/api/v1/device/register": {
+        "post": {
+            "operationId": "agent_register",
+            "summary": "A device registers itself with a provisioning key",
+            "tags": ["agent"],
+            "security": [{"deviceBearer": []}],
+            "description": "Authorization: Bearer <provisioning key>. A repeat of the same registration (same uuid "
+            "and deviceApiKey) answers as the first did.",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AgentRegistration"}}},
+            },
+            "responses": {
+                "201": {
+                    "description": "Registered (or the same registration again)",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AgentRegistered"}}},
+                },
+                "400": _error("Invalid body (a weak deviceApiKey, a bad uuid); nothing was written"),
+                "401": _error("Missing or unknown provisioning key"),
+                "403": _error("The provisioning key is revoked, expired or exhausted"),
+                "409": _error("The uuid is registered with another key, or the key is another device's"),
+                "413": _error("The body is larger than the limit"),
+                "415": _error("Unsupported Content-Type or Content-Encoding"),
+                "429": _error("Too many registrations from this address"),
+            },
+        }
+    },
+    "/api/v1/device/{uuid}/key-exchange": {
+        "post": {
+            "operationId": "agent_key_exchange",
+            "summary": "The agent proves it holds its own key (the last step of provisioning)",
+            "tags": ["agent"],
+            "security": SECURITY,
+            "parameters": [
+                {"name": "uuid", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+            ],
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AgentKeyExchange"}}},
+            },
+            "responses": {
+                "200": {
+                    "description": "The key is this device's",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "status": {"type": "string"},
+                                    "uuid": {"type": "string"},
+                                    "deviceName": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "400": _error("The body names another uuid or another key"),
+                "401": _error("Missing or unknown device key"),
+                "403": _error("Another device's key, or an inactive device"),
+                "404": _error("Not a device uuid"),
+                "413": _error("The body is larger than the limit"),
                 "415": _error("Unsupported Content-Type or Content-Encoding"),
                 "429": _error("Too many requests for this device"),
             },

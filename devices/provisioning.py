@@ -181,6 +181,12 @@ def _same_registration(device: Device, request: RegistrationRequest) -> Registra
     return Registration(device=device, created=False)
 
 
+def provisioning_key_exists(*, secret: str) -> bool:
+    """Whether ``secret`` is a provisioning key (in any state): a registration is authenticated before its body is
+    read. ``device_register`` decides, under the key's lock, whether the key may register."""
+    return ProvisioningKey.objects.filter(key_digest=key_digest(secret)).exists()
+
+
 def device_register(*, provisioning_key: str, request: RegistrationRequest) -> Registration:
     """Register a device that chose its own uuid and key, with a provisioning key.
 

@@ -12,7 +12,13 @@ from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from devices.models import Device
-from devices.provisioning import RegistrationRefused, device_key_exchange, device_register, registration_parse
+from devices.provisioning import (
+    RegistrationRefused,
+    device_key_exchange,
+    device_register,
+    provisioning_key_exists,
+    registration_parse,
+)
 from devices.selectors import device_for_key, device_for_poll, device_for_report
 from reconciliation import services
 from reconciliation.agent_protocol import (
@@ -206,9 +212,12 @@ def device_register_view(request):
             f"This address sent more than {rate} registrations; retry in {retry_after} s.",
             headers={"Retry_After": str(retry_after)},
         )
-    provisioning_key = api_key_from(request.headers)
-    if not provisioning_key:
+    scheme, _, provisioning_key = request.headers.get("Authorization", "").partition(" ")
+    provisioning_key = provisioning_key.strip()
+    if scheme.lower() != "bearer" or not provisioning_key:
         raise ProtocolError(401, "not_authenticated", "Send the provisioning key in Authorization: Bearer.")
+    if not provisioning_key_exists(secret=provisioning_key):  # who asks comes before what they sent
+        raise ProtocolError(401, "not_authenticated", "Unknown provisioning key.")
     registration = device_register(provisioning_key=provisioning_key, request=registration_parse(_json_body(request)))
     device = registration.device
     body = {

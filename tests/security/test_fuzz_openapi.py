@@ -50,7 +50,12 @@ SCHEMA = schemathesis.openapi.from_wsgi("/api/schema/", APP, config=CONFIG)
 RESULTS = list(SCHEMA.get_all_operations())
 OPERATIONS = {result.ok().label: result.ok() for result in RESULTS if isinstance(result, Ok)}
 SCHEMA_ERRORS = [str(result.err()) for result in RESULTS if not isinstance(result, Ok)]
-AGENT_OPERATIONS = {"GET /api/v1/device/{uuid}/state", "PATCH /api/v1/device/state"}
+AGENT_OPERATIONS = {
+    "GET /api/v1/device/{uuid}/state",
+    "PATCH /api/v1/device/state",
+    "POST /api/v1/device/register",  # a provisioning key: neither a device's key nor staff auth gets in
+    "POST /api/v1/device/{uuid}/key-exchange",
+}
 
 # Examples per operation and generation mode. FUZZ_SCALE multiplies them for a deeper local run.
 SCALE = float(os.environ.get("FUZZ_SCALE", "1"))

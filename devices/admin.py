@@ -24,6 +24,7 @@ from reconciliation.models import DriftEpisode
 from reconciliation.selectors import device_state_q, drift_explain, offline_cutoff
 from reconciliation.services import ReconcileResult, device_reconcile_now
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
+from sensors.choices import DeviceSensorHealthStatusChoices as Health
 from sensors.models import DeviceSensor
 from sensorsync_project.exceptions import PreconditionFailed, SensorNotFound
 
@@ -78,10 +79,28 @@ READ_ONLY_FIELDSETS = (
                 "os_version",
                 "agent_version",
                 "ip_address",
-                "uptime",
                 "last_fetched_version",
                 "last_fetched_at",
             )
+        },
+    ),
+    (
+        "Facts",
+        {
+            "fields": (
+                "facts_reported",
+                "uptime_shown",
+                "is_online",
+                "cpu",
+                "memory",
+                "storage",
+                "temperature",
+                "network_interfaces",
+                "top_processes",
+            ),
+            "description": "The machine as its agent last described it (metrics arrive every few minutes and "
+            "replace the previous ones whole).",
+            "classes": ("ss-facts",),
         },
     ),
     ("Identity", {"fields": ("uuid", "created_at", "updated_at")}),
@@ -166,10 +185,94 @@ def pretty_json(value) -> str:
     return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False, cls=DjangoJSONEncoder))
 
 
-def status_badge(status: str) -> str:
-    """A sensor's deployment status as a coloured badge (pending, reconciling, deployed, failed)."""
+DEPLOYED_OFFLINE_TITLE = "Deployed as desired, but its adapter reports it offline (it cannot reach its device)"
+UNREPORTED_TITLE = "The agent did not report these fields of the running sensor: the row shows the desired values"
+
+
+def status_badge(status: str, *, health: str = "") -> str:
+    """A sensor's deployment status as a coloured badge (pending, reconciling, deployed, failed). A deployed
+    sensor whose adapter reports it offline is a state of its own, "deployed · offline": it runs as desired and
+    still does not work."""
     label = Status(status).label.lower() if status in Status.values else status
+    if status == Status.DEPLOYED and health == Health.OFFLINE:
+        return format_html(
+            '<span class="ss-badge ss-badge--deployed_offline" title="{}">{} · offline</span>',
+            DEPLOYED_OFFLINE_TITLE,
+            label,
+        )
     return format_html('<span class="ss-badge ss-badge--{}">{}</span>', status, label)
+
+
+def health_badge(health: str) -> str:
+    """The adapter's health of a sensor (online, offline, disabled); nothing when the agent reported none."""
+    if not health:
+        return ""
+    label = Health(health).label.lower() if health in Health.values else health
+    return format_html(
+        '<span class="ss-health ss-health--{}" title="Adapter health, as the agent reported it">{}</span>',
+        health,
+        label,
+    )
+
+
+def error_parts(*, deployment_error: str, health_status: str, health_error: str) -> tuple[str, str]:
+    """(deployment error, adapter error) as a row shows them. The adapter's own error stands apart where it says
+    something of its own: not when the adapter is online (its last error is then history), nor when it is the
+    deployment error itself (a failed sensor that does not run). Where the deployment error quotes it at its end
+    (a failed sensor that runs another configuration), the quote is left to the adapter's part."""
+    if not health_error or health_status == Health.ONLINE or health_error == deployment_error:
+        return deployment_error, ""
+    if deployment_error.endswith(f" {health_error}"):
+        deployment_error = deployment_error[: -len(health_error) - 1]
+    return deployment_error, health_error
+
+
+def unreported_note(fields: list[str]) -> str:
+    """A muted note naming the fields of the running sensor the agent did not report."""
+    if not fields:
+        return ""
+    return format_html(
+        '<span class="ss-quiet ss-unreported" title="{}">not reported by the agent: {}</span>',
+        UNREPORTED_TITLE,
+        ", ".join(fields),
+    )
+
+
+def duration_words(seconds: float | None) -> str:
+    """ "45 s", "12 min", "5 h 3 min", "3 d 4 h": an uptime as a person reads it."""
+    if seconds is None:
+        return EMPTY_VALUE_DISPLAY
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min"
+    return f"{secs} s"
+
+
+def megabytes(value) -> str:
+    if value is None:
+        return EMPTY_VALUE_DISPLAY
+    return f"{value / 1024:.1f} GB" if value >= 1024 else f"{value:g} MB"
+
+
+def used_of(used, total) -> str:
+    """ "2.7 GB of 23.5 GB (11 %)": a usage in MB next to its total."""
+    if used is None and total is None:
+        return EMPTY_VALUE_DISPLAY
+    if total is None:
+        return megabytes(used)
+    share = f" ({100 * used / total:.0f} %)" if used is not None and total else ""
+    return f"{megabytes(used)} of {megabytes(total)}{share}"
+
+
+def number(value, unit: str) -> str:
+    return EMPTY_VALUE_DISPLAY if value is None else f"{round(value, 1):g} {unit}"
 
 
 def state_badge(state: str, label: str | None = None) -> str:
@@ -306,10 +409,18 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         rows = list(DeviceSensor.objects.filter(device=device).order_by("name"))
         for row in rows:
             row.since = ago(row.status_changed_at)
+            row.status_html = status_badge(row.deployment_status, health=row.health_status)
+            row.health_html = health_badge(row.health_status)
+            row.health_since = ago(row.health_changed_at) if row.health_status and row.health_changed_at else ""
+            row.shown_error, row.adapter_error = error_parts(
+                deployment_error=row.deployment_error, health_status=row.health_status, health_error=row.health_error
+            )
+            row.unreported_html = unreported_note(row.unreported_fields)
         return rows
 
     def convergence(self, device: Device) -> dict:
-        """drift_explain, laid out for the device page: a headline, the version steps, the failing sensors."""
+        """drift_explain, laid out for the device page: a headline, the version steps, the failing sensors, and
+        the deployed sensors whose adapter is offline."""
         explained = drift_explain(device=device)
         target = explained["targetVersion"]
         fetched, reported = explained["lastFetchedVersion"], explained["reportedVersion"]
@@ -321,6 +432,15 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         drifting = len(explained["sensors"])
         for sensor in explained["sensors"]:
             sensor["since"] = ago(sensor["statusChangedAt"])
+            sensor["healthHtml"] = health_badge(sensor["healthStatus"])
+            sensor["shownError"], sensor["adapterError"] = error_parts(
+                deployment_error=sensor["deploymentError"],
+                health_status=sensor["healthStatus"],
+                health_error=sensor["healthError"],
+            )
+        for sensor in explained["deployedOfflineSensors"]:
+            sensor["offlineSince"] = ago(sensor["healthChangedAt"], never="-")
+            sensor["lastSeen"] = ago(sensor["healthLastSeen"], never="never")
 
         def step_state(version):
             if version is None:
@@ -328,6 +448,7 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
             return "ok" if version >= target else "behind"
 
         offline = device.last_seen_at is None or device.last_seen_at < offline_cutoff()
+        offline_count = len(explained["deployedOfflineSensors"])
         return {
             **explained,
             "label": label,
@@ -358,7 +479,8 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
                     "label": "Sensors deployed",
                     "value": "-" if total is None else f"{total - drifting} of {total}",
                     "state": "ok" if drifting == 0 else ("bad" if explained["stage"] == "sensors_failed" else "behind"),
-                    "detail": "all as desired" if drifting == 0 else f"{drifting} not deployed",
+                    "detail": ("all as desired" if drifting == 0 else f"{drifting} not deployed")
+                    + (f"; {offline_count} offline" if offline_count else ""),
                 },
             ],
         }
@@ -639,6 +761,98 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
     def sensor_health(self, obj: Device):
         current = obj.current_state_or_none()
         return pretty_json(current.sensor_health) if current else None
+
+    # --- the Facts panel: the agent's latest metrics (Device.facts), every value escaped ---
+
+    @admin.display(description="Reported at")
+    def facts_reported(self, obj: Device):
+        if obj.facts_reported_at is None:
+            return "Never: the agent has not sent metrics yet."
+        return format_html(
+            '{} <span class="ss-quiet">({})</span>', shown_value(obj.facts_reported_at), ago(obj.facts_reported_at)
+        )
+
+    @admin.display(description="Uptime")
+    def uptime_shown(self, obj: Device):
+        if obj.uptime is None:
+            return EMPTY_VALUE_DISPLAY
+        return format_html('<span title="{} s">{}</span>', f"{obj.uptime:g}", duration_words(obj.uptime))
+
+    @admin.display(description="Online (as the agent says)", boolean=True)
+    def is_online(self, obj: Device):
+        return obj.facts.get("is_online")
+
+    @admin.display(description="CPU")
+    def cpu(self, obj: Device):
+        return number(obj.facts.get("cpu_usage"), "%")
+
+    @admin.display(description="Memory")
+    def memory(self, obj: Device):
+        return used_of(obj.facts.get("memory_usage"), obj.facts.get("memory_total"))
+
+    @admin.display(description="Storage")
+    def storage(self, obj: Device):
+        return used_of(obj.facts.get("storage_usage"), obj.facts.get("storage_total"))
+
+    @admin.display(description="Temperature")
+    def temperature(self, obj: Device):
+        return number(obj.facts.get("temperature"), "°C")
+
+    @admin.display(description="Network interfaces")
+    def network_interfaces(self, obj: Device):
+        interfaces = obj.facts.get("network_interfaces") or []
+        if not interfaces:
+            return EMPTY_VALUE_DISPLAY
+
+        def flags(interface: dict) -> str:
+            return ", ".join(flag for flag in ("default", "virtual") if interface.get(flag)) or "-"
+
+        rows = format_html_join(
+            "",
+            "<tr><td><strong>{}</strong></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    interface.get("name", "-"),
+                    interface.get("type", "-"),
+                    interface.get("operstate", "-"),
+                    interface.get("ip4") or "-",
+                    interface.get("ip6") or "-",
+                    interface.get("mac") or "-",
+                    flags(interface),
+                )
+                for interface in interfaces
+            ),
+        )
+        return format_html(
+            '<table class="ss-table ss-facts-table" id="network-interfaces"><thead><tr><th>Name</th><th>Type</th>'
+            "<th>State</th><th>IPv4</th><th>IPv6</th><th>MAC</th><th>Flags</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    @admin.display(description="Top processes")
+    def top_processes(self, obj: Device):
+        processes = obj.facts.get("top_processes") or []
+        if not processes:
+            return EMPTY_VALUE_DISPLAY
+        rows = format_html_join(
+            "",
+            '<tr><td class="ss-num">{}</td><td>{}</td><td class="ss-num">{}</td><td class="ss-num">{}</td></tr>',
+            (
+                (
+                    process.get("pid", "-"),
+                    process.get("name", "-"),
+                    number(process.get("cpu"), "%"),
+                    number(process.get("mem"), "%"),
+                )
+                for process in processes
+            ),
+        )
+        return format_html(
+            '<table class="ss-table ss-facts-table" id="top-processes"><thead><tr><th class="ss-num">PID</th>'
+            '<th>Name</th><th class="ss-num">CPU</th><th class="ss-num">Memory</th></tr></thead><tbody>{}</tbody>'
+            "</table>",
+            rows,
+        )
 
     @admin.display(description=f"Last {TARGET_HISTORY_SHOWN} versions")
     def target_history(self, obj: Device):

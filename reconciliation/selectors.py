@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from devices.models import Device
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
+from sensors.choices import DeviceSensorHealthStatusChoices as Health
 from sensors.choices import DeviceSensorProtocolChoices
 from sensors.models import DeviceSensor
 
@@ -18,6 +19,7 @@ def drift_explain(*, device: Device) -> dict:
     target = device.target_state
     current = device.current_state_or_none()
     fetched, applied = device.last_fetched_version, current.version if current else None
+    drifting, offline = drift_explanation_sensors(device=device)
     if applied == target.version and not target.needs_deployment:
         stage, reason = "in_sync", "The agent runs target version {t} exactly."
     elif applied is not None and applied >= target.version:
@@ -45,23 +47,41 @@ def drift_explain(*, device: Device) -> dict:
         "reportedVersion": applied,
         "lastReportedAt": current.reported_at if current else None,
         "lastSeenAt": device.last_seen_at,
-        "sensors": [
-            {
-                "name": row.name,
-                "deploymentStatus": row.deployment_status,
-                "running": row.running,
-                "deploymentError": row.deployment_error,
-                "deploymentAttempts": row.deployment_attempts,
-                "configVersion": row.config_version,
-                "statusChangedAt": row.status_changed_at,
-            }
-            for row in drifting_sensors(device=device)
-        ],
+        "sensors": [_drift_sensor(row) for row in drifting],
+        "deployedOfflineSensors": [_drift_sensor(row) for row in offline],
     }
 
 
-def drifting_sensors(*, device: Device) -> QuerySet[DeviceSensor]:
-    return DeviceSensor.objects.filter(device=device).exclude(deployment_status=Status.DEPLOYED).order_by("name")
+def _drift_sensor(row: DeviceSensor) -> dict:
+    return {
+        "name": row.name,
+        "deploymentStatus": row.deployment_status,
+        "running": row.running,
+        "deploymentError": row.deployment_error,
+        "deploymentAttempts": row.deployment_attempts,
+        "configVersion": row.config_version,
+        "statusChangedAt": row.status_changed_at,
+        "healthStatus": row.health_status,
+        "healthError": row.health_error,
+        "healthErrorCount": row.health_error_count,
+        "healthLastSeen": row.health_last_seen,
+        "healthChangedAt": row.health_changed_at,
+    }
+
+
+def drift_explanation_sensors(*, device: Device) -> tuple[list[DeviceSensor], list[DeviceSensor]]:
+    """The device's sensors that are not deployed, and those deployed whose adapter reports them offline (not
+    drift, but what an operator asking "why" wants to see next): one query."""
+    rows = (
+        DeviceSensor.objects.filter(device=device)
+        .filter(~Q(deployment_status=Status.DEPLOYED) | Q(health_status=Health.OFFLINE))
+        .order_by("name")
+    )
+    drifting: list[DeviceSensor] = []
+    offline: list[DeviceSensor] = []
+    for row in rows:
+        (offline if row.deployment_status == Status.DEPLOYED else drifting).append(row)
+    return drifting, offline
 
 
 def _plain(value):
@@ -188,13 +208,26 @@ def fleet_device_counts(*, now: datetime | None = None) -> dict[str, int]:
     )
 
 
+def fleet_sensor_counts() -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    """Sensor rows by protocol, then deployment status (every protocol and status present, zeros included), and
+    the deployed sensors whose adapter reports them offline, by protocol (every protocol present): one query."""
+    matrix = {protocol: dict.fromkeys(Status.values, 0) for protocol in DeviceSensorProtocolChoices.values}
+    offline = dict.fromkeys(DeviceSensorProtocolChoices.values, 0)
+    grouped = (
+        DeviceSensor.objects.values_list("protocol", "deployment_status")
+        .annotate(n=Count("id"), offline=Count("id", filter=Q(health_status=Health.OFFLINE)))
+        .order_by()
+    )
+    for protocol, status, count, offline_count in grouped:
+        matrix.setdefault(protocol, dict.fromkeys(Status.values, 0))[status] = count
+        if status == Status.DEPLOYED:
+            offline[protocol] = offline_count
+    return matrix, offline
+
+
 def fleet_sensor_matrix() -> dict[str, dict[str, int]]:
     """Sensor rows by protocol, then deployment status (every protocol and status present, zeros included)."""
-    matrix = {protocol: dict.fromkeys(Status.values, 0) for protocol in DeviceSensorProtocolChoices.values}
-    grouped = DeviceSensor.objects.values_list("protocol", "deployment_status").annotate(n=Count("id")).order_by()
-    for protocol, status, count in grouped:
-        matrix.setdefault(protocol, dict.fromkeys(Status.values, 0))[status] = count
-    return matrix
+    return fleet_sensor_counts()[0]
 
 
 def fleet_failing_errors(*, limit: int = 8) -> list[tuple[str, int]]:

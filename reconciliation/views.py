@@ -18,6 +18,7 @@ from django.utils.http import urlencode
 
 from devices.admin import ago
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
+from sensors.choices import DeviceSensorHealthStatusChoices as Health
 from sensors.choices import DeviceSensorProtocolChoices
 
 from .choices import DriftEpisodeCauseChoices
@@ -27,7 +28,7 @@ from .selectors import (
     drifting_sensors_of,
     fleet_device_counts,
     fleet_failing_errors,
-    fleet_sensor_matrix,
+    fleet_sensor_counts,
     time_to_converge_series,
 )
 
@@ -247,6 +248,32 @@ def sensor_heatmap(matrix: dict[str, dict[str, int]]) -> dict:
     }
 
 
+def deployed_offline(by_protocol: dict[str, int]) -> dict:
+    """The sensors deployed as desired whose adapter reports them offline, in all and by protocol, each count
+    linking to the admin's sensor list filtered to exactly those rows."""
+    labels = dict(DeviceSensorProtocolChoices.choices)
+
+    def url(**query) -> str:
+        return _changelist(
+            "sensors_devicesensor", deployment_status__exact=Status.DEPLOYED, health=Health.OFFLINE, **query
+        )
+
+    return {
+        "count": sum(by_protocol.values()),
+        "url": url(),
+        "protocols": [
+            {
+                "protocol": protocol,
+                "label": labels.get(protocol, protocol),
+                "count": count,
+                "url": url(protocol__exact=protocol),
+            }
+            for protocol, count in by_protocol.items()
+            if count
+        ],
+    }
+
+
 def _episode_rows(episodes, now: datetime) -> list[dict]:
     """Open episodes show the sensors drifting now; ended ones the drifting set just before they ended."""
     causes = dict(DriftEpisodeCauseChoices.choices)
@@ -288,6 +315,7 @@ def fleet_overview(request):
     converge = stats["timeToConverge"]
     total_episodes = converge["episodes"] + stats["openEpisodes"]
     offline = duration_text(settings.SENSORSYNC_OFFLINE_AFTER_SECONDS)
+    matrix, offline_by_protocol = fleet_sensor_counts()
     refresh = request.GET.get("refresh") != "0"
 
     tiles = [
@@ -320,7 +348,8 @@ def fleet_overview(request):
         "devices_total": counts["total"],
         "devices_url": _changelist("devices_device"),
         "tiles": tiles,
-        "heatmap": sensor_heatmap(fleet_sensor_matrix()),
+        "heatmap": sensor_heatmap(matrix),
+        "deployed_offline": deployed_offline(offline_by_protocol),
         "errors": fleet_failing_errors(),
         "failed_url": _changelist("sensors_devicesensor", deployment_status__exact=Status.FAILED),
         "converge": {

@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from devices.admin import (
@@ -14,14 +15,19 @@ from devices.admin import (
     ServiceAdminMixin,
     ServiceRejected,
     ago,
+    error_parts,
+    health_badge,
     pretty_json,
     shown_value,
     status_badge,
+    unreported_note,
     version_chip,
 )
 from sensorsync_project.exceptions import SensorNotFound
 
 from .choices import DeviceSensorDeploymentStatusChoices as Status
+from .choices import DeviceSensorHealthStatusChoices as Health
+from .filtersets import HEALTH_UNKNOWN
 from .forms import DESIRED_FIELDS, DeviceSensorAdminForm
 from .models import DeviceSensor
 from .services import sensor_create, sensor_delete, sensor_update
@@ -36,6 +42,15 @@ STATUS_FIELDS = (
     "deployment_attempts",
     "last_deployed_at",
     "status_changed_at",
+)
+HEALTH_FIELDS = (
+    "health",
+    "connected",
+    "communication_quality",
+    "health_error",
+    "health_error_count",
+    "health_last_seen",
+    "health_changed_at",
 )
 AUDIT_FIELDS = ("created_by", "created_at", "updated_by", "updated_at")
 NOT_DESIRED = (
@@ -59,6 +74,25 @@ def shown_sensor(row: DeviceSensor) -> dict:
     }
 
 
+class HealthFilter(admin.SimpleListFilter):
+    """The adapter's health, "unknown" (no health reported) included, which a field filter cannot select (its
+    value is the empty string)."""
+
+    title = "health"
+    parameter_name = "health"
+
+    def lookups(self, request, model_admin):
+        return [(value or HEALTH_UNKNOWN, label) for value, label in Health.choices]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value == HEALTH_UNKNOWN:
+            return queryset.filter(health_status="")
+        if value and value in Health.values:
+            return queryset.filter(health_status=value)
+        return queryset
+
+
 @admin.register(DeviceSensor)
 class DeviceSensorAdmin(ServiceAdminMixin, admin.ModelAdmin):
     form = DeviceSensorAdminForm
@@ -67,11 +101,12 @@ class DeviceSensorAdmin(ServiceAdminMixin, admin.ModelAdmin):
         "device_link",
         "protocol",
         "status",
+        "health",
         "version",
         "error",
         "status_since",
     )
-    list_filter = ("protocol", "deployment_status", "running", "enabled", "synced_to_config")
+    list_filter = ("protocol", "deployment_status", HealthFilter, "running", "enabled", "synced_to_config")
     list_select_related = ("device", "device__target_state")
     search_fields = ("name", "device__name", "device__uuid")
     search_help_text = "Search by sensor name, device name or device uuid."
@@ -86,12 +121,21 @@ class DeviceSensorAdmin(ServiceAdminMixin, admin.ModelAdmin):
         if obj is None:
             return [(None, {"fields": ("device", *DESIRED_FIELDS)})]
         status = ("Status", {"fields": STATUS_FIELDS})
+        health = (
+            "Adapter health",
+            {
+                "fields": HEALTH_FIELDS,
+                "description": "What the agent's adapter says of the sensor, apart from its deployment: a sensor "
+                "can run as desired and still not reach its device.",
+            },
+        )
         audit = ("Audit", {"fields": AUDIT_FIELDS, "classes": ("collapse",)})
         if obj.desired is None:
             return [
                 ("Not in the target configuration", {"fields": ("device", "name"), "description": NOT_DESIRED}),
                 status,
-                ("Running configuration", {"fields": ("sensor_id", "shown_config")}),
+                health,
+                ("Running configuration", {"fields": ("sensor_id", "shown_config", "unreported")}),
                 audit,
             ]
         return [
@@ -104,14 +148,24 @@ class DeviceSensorAdmin(ServiceAdminMixin, admin.ModelAdmin):
                 },
             ),
             status,
-            ("What the row shows", {"fields": ("sensor_id", "shown_config", "differences")}),
+            health,
+            ("What the row shows", {"fields": ("sensor_id", "shown_config", "unreported", "differences")}),
             audit,
         ]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()
-        return ("device", "sensor_id", *STATUS_FIELDS, "shown_config", "differences", *AUDIT_FIELDS)
+        return (
+            "device",
+            "sensor_id",
+            *STATUS_FIELDS,
+            *HEALTH_FIELDS,
+            "shown_config",
+            "unreported",
+            "differences",
+            *AUDIT_FIELDS,
+        )
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         # ``device`` is the only field of the row on the form; the desired sensor's fields are declared on the
@@ -184,43 +238,90 @@ class DeviceSensorAdmin(ServiceAdminMixin, admin.ModelAdmin):
     def status(self, obj: DeviceSensor):
         """The badge, and whether it runs where the status alone does not say (a failed sensor that still runs
         another configuration; a sensor deployed as disabled)."""
+        badge = status_badge(obj.deployment_status, health=obj.health_status)
         note = ""
         if obj.deployment_status == Status.FAILED and obj.running:
             note = "still running"
         elif not obj.enabled:
             note = "disabled"
         if not note:
-            return status_badge(obj.deployment_status)
-        return format_html('{} <span class="ss-quiet">{}</span>', status_badge(obj.deployment_status), note)
+            return badge
+        return format_html('{} <span class="ss-quiet">{}</span>', badge, note)
+
+    @admin.display(description="Health", ordering="health_status")
+    def health(self, obj: DeviceSensor):
+        """The adapter's health as a badge (blank when the agent reported none), with when it last changed."""
+        badge = health_badge(obj.health_status)
+        if not badge:
+            return ""
+        if obj.health_changed_at is None:
+            return badge
+        return format_html(
+            '{} <span class="ss-quiet" title="{}">{}</span>',
+            badge,
+            shown_value(obj.health_changed_at),
+            ago(obj.health_changed_at),
+        )
 
     @admin.display(description="Version", ordering="config_version")
     def version(self, obj: DeviceSensor):
         """The version the row shows next to the device's target version (or that it left the target)."""
         target = obj.device.target_state.version
         if obj.desired is None:
-            return format_html(
+            shown = format_html(
                 '{} <span class="ss-quiet" title="{}">removed from target v{}</span>',
                 version_chip(obj.config_version, None),
                 NOT_DESIRED,
                 target,
             )
-        return format_html('{} <span class="ss-quiet">/ v{}</span>', version_chip(obj.config_version, target), target)
+        else:
+            shown = format_html(
+                '{} <span class="ss-quiet">/ v{}</span>', version_chip(obj.config_version, target), target
+            )
+        note = unreported_note(obj.unreported_fields)
+        return format_html("{}<br>{}", shown, note) if note else shown
 
     @admin.display(description="Error", ordering="deployment_error")
     def error(self, obj: DeviceSensor):
-        if not obj.deployment_error:
+        """The deployment error, and the adapter's own error where it says something else (a failed sensor that
+        runs another configuration and cannot connect; a deployed sensor that is offline)."""
+        shown, adapter = error_parts(
+            deployment_error=obj.deployment_error, health_status=obj.health_status, health_error=obj.health_error
+        )
+        if not shown and not adapter:
             return "-"
         attempts = obj.deployment_attempts
+        deployment = ""
+        if shown:
+            deployment = format_html(
+                '<span class="ss-error" title="{}">{}</span>{}',
+                obj.deployment_error,
+                Truncator(shown).chars(80),
+                format_html(' <span class="ss-quiet">({} attempts)</span>', attempts) if attempts > 1 else "",
+            )
+        if not adapter:
+            return deployment
         return format_html(
-            '<span class="ss-error" title="{}">{}</span>{}',
-            obj.deployment_error,
-            Truncator(obj.deployment_error).chars(80),
-            format_html(' <span class="ss-quiet">({} attempts)</span>', attempts) if attempts > 1 else "",
+            '{}{}<span class="ss-adapter-error" title="{}"><span class="ss-quiet">adapter:</span> {}</span>',
+            deployment,
+            mark_safe("<br>") if deployment else "",
+            adapter,
+            Truncator(adapter).chars(80),
         )
 
     @admin.display(description="Since", ordering="status_changed_at")
     def status_since(self, obj: DeviceSensor):
         return format_html('<span title="{}">{}</span>', shown_value(obj.status_changed_at), ago(obj.status_changed_at))
+
+    @admin.display(description="Fields the agent did not report")
+    def unreported(self, obj: DeviceSensor):
+        if not obj.unreported_fields:
+            return "None: the agent reported every field."
+        return format_html(
+            '{} <span class="ss-quiet">(the row shows the desired values there; they never count as a '
+            "difference)</span>",
+            ", ".join(obj.unreported_fields),
+        )
 
     @admin.display(description="Configuration shown")
     def shown_config(self, obj: DeviceSensor):

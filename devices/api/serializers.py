@@ -3,6 +3,43 @@ from rest_framework import serializers
 
 from devices.models import Device, DeviceTargetState, DeviceTargetStateVersion
 
+_PROCESS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "pid": {"type": "integer"},
+        "name": {"type": "string"},
+        "cpu": {"type": "number"},
+        "mem": {"type": "number"},
+    },
+}
+_INTERFACE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        **{name: {"type": "string"} for name in ("name", "ip4", "ip6", "mac", "type", "operstate")},
+        "default": {"type": "boolean"},
+        "virtual": {"type": "boolean"},
+    },
+}
+FACTS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        **{
+            name: {"type": "number"}
+            for name in ("cpu_usage", "memory_usage", "memory_total", "storage_usage", "storage_total")
+        },
+        "temperature": {"type": "number"},
+        "uptime": {"type": "number"},
+        "is_online": {"type": "boolean"},
+        "top_processes": {"type": "array", "items": _PROCESS_SCHEMA},
+        "network_interfaces": {"type": "array", "items": _INTERFACE_SCHEMA},
+    },
+}
+
+
+@extend_schema_field(FACTS_SCHEMA)
+class FactsField(serializers.JSONField):
+    """The device's latest metrics: a JSON object whose keys are documented in the schema (each optional)."""
+
 
 class DeviceSerializer(serializers.ModelSerializer):
     isActive = serializers.BooleanField(source="is_active")
@@ -15,6 +52,14 @@ class DeviceSerializer(serializers.ModelSerializer):
     targetVersion = serializers.IntegerField(source="target_state.version", read_only=True)
     reportedVersion = serializers.SerializerMethodField()
     needsDeployment = serializers.BooleanField(source="target_state.needs_deployment", read_only=True)
+    facts = FactsField(
+        read_only=True,
+        help_text="The agent's latest metrics, as it last reported them (each report that carries metrics replaces "
+        "them whole): cpu_usage (%), memory_usage and memory_total (MB), storage_usage and storage_total (MB), "
+        "temperature (°C), uptime (s), is_online, top_processes [{pid, name, cpu, mem}], network_interfaces "
+        "[{name, ip4, ip6, mac, type, operstate, default, virtual}]. Empty until the agent sends metrics.",
+    )
+    factsReportedAt = serializers.DateTimeField(source="facts_reported_at", read_only=True, allow_null=True)
     createdAt = serializers.DateTimeField(source="created_at", read_only=True)
     updatedAt = serializers.DateTimeField(source="updated_at", read_only=True)
 
@@ -30,6 +75,8 @@ class DeviceSerializer(serializers.ModelSerializer):
             "agentVersion",
             "ipAddress",
             "uptime",
+            "facts",
+            "factsReportedAt",
             "lastFetchedVersion",
             "lastFetchedAt",
             "targetVersion",

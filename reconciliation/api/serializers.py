@@ -3,6 +3,7 @@ from rest_framework import serializers
 from devices.models import DeviceCurrentState
 from reconciliation.agent_protocol import health_merge
 from reconciliation.models import DriftEpisode
+from sensors.choices import DeviceSensorHealthStatusChoices
 
 
 class CurrentStateSerializer(serializers.ModelSerializer):
@@ -30,6 +31,17 @@ class DriftSensorSerializer(serializers.Serializer):
     deploymentAttempts = serializers.IntegerField()
     configVersion = serializers.IntegerField()
     statusChangedAt = serializers.DateTimeField()
+    healthStatus = serializers.ChoiceField(
+        choices=DeviceSensorHealthStatusChoices.choices,
+        help_text="The adapter's view of the sensor, apart from its deployment: online, offline, disabled, or '' "
+        "when the agent reports no health for it.",
+    )
+    healthError = serializers.CharField(help_text="The adapter's own last error, as the agent reported it.")
+    healthErrorCount = serializers.IntegerField(allow_null=True)
+    healthLastSeen = serializers.DateTimeField(
+        allow_null=True, help_text="The adapter's last successful contact, as of the last health change."
+    )
+    healthChangedAt = serializers.DateTimeField(allow_null=True)
 
 
 class DriftSerializer(serializers.Serializer):
@@ -46,7 +58,12 @@ class DriftSerializer(serializers.Serializer):
     reportedVersion = serializers.IntegerField(allow_null=True)
     lastReportedAt = serializers.DateTimeField(allow_null=True)
     lastSeenAt = serializers.DateTimeField(allow_null=True)
-    sensors = DriftSensorSerializer(many=True)
+    sensors = DriftSensorSerializer(many=True, help_text="The sensors not deployed: the drift.")
+    deployedOfflineSensors = DriftSensorSerializer(
+        many=True,
+        help_text="Sensors deployed as desired whose adapter reports them offline: not drift (the agent runs what "
+        "it should), but not working either.",
+    )
 
 
 class ReconcileResultSerializer(serializers.Serializer):

@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 from rest_framework import serializers
 
-from sensors.choices import DeviceSensorProtocolChoices
+from sensors.choices import DeviceSensorHealthStatusChoices, DeviceSensorProtocolChoices
 from sensors.models import DeviceSensor
 from sensors.validation import POLL_INTERVAL_DEFAULT, POLL_INTERVAL_MAX, POLL_INTERVAL_MIN
 
@@ -33,6 +33,33 @@ class DeviceSensorSerializer(serializers.ModelSerializer):
     updatedAt = serializers.DateTimeField(source="updated_at", read_only=True)
     createdBy = serializers.CharField(source="created_by", read_only=True)
     updatedBy = serializers.CharField(source="updated_by", read_only=True)
+    unreportedFields = serializers.ListField(
+        source="unreported_fields",
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Fields of the running sensor the agent did not report (e.g. dataPoints): the row shows the "
+        "desired value there, and they are never counted as a difference.",
+    )
+    healthStatus = serializers.ChoiceField(
+        source="health_status",
+        choices=DeviceSensorHealthStatusChoices.choices,
+        read_only=True,
+        help_text="The adapter's view, apart from deployment: online, offline, disabled, or '' (no health "
+        "reported). A sensor can be deployed yet offline.",
+    )
+    connected = serializers.BooleanField(read_only=True, allow_null=True)
+    communicationQuality = serializers.CharField(source="communication_quality", read_only=True)
+    healthError = serializers.CharField(
+        source="health_error", read_only=True, help_text="The adapter's own last error, as the agent reported it."
+    )
+    healthErrorCount = serializers.IntegerField(source="health_error_count", read_only=True, allow_null=True)
+    healthLastSeen = serializers.DateTimeField(
+        source="health_last_seen",
+        read_only=True,
+        allow_null=True,
+        help_text="The adapter's last successful contact, as of the last health change.",
+    )
+    healthChangedAt = serializers.DateTimeField(source="health_changed_at", read_only=True, allow_null=True)
 
     class Meta:
         model = DeviceSensor
@@ -59,6 +86,14 @@ class DeviceSensorSerializer(serializers.ModelSerializer):
             "updatedAt",
             "createdBy",
             "updatedBy",
+            "unreportedFields",
+            "healthStatus",
+            "connected",
+            "communicationQuality",
+            "healthError",
+            "healthErrorCount",
+            "healthLastSeen",
+            "healthChangedAt",
         ]
         read_only_fields = fields
 
@@ -88,6 +123,14 @@ class DeviceSensorSerializer(serializers.ModelSerializer):
             "updatedAt": _iso(row.updated_at),
             "createdBy": row.created_by,
             "updatedBy": row.updated_by,
+            "unreportedFields": row.unreported_fields,
+            "healthStatus": row.health_status,
+            "connected": row.connected,
+            "communicationQuality": row.communication_quality,
+            "healthError": row.health_error,
+            "healthErrorCount": row.health_error_count,
+            "healthLastSeen": _iso(row.health_last_seen),
+            "healthChangedAt": _iso(row.health_changed_at),
         }
 
 

@@ -18,11 +18,13 @@ def sensor_device(db, superuser):
     return device
 
 
-def report_running(device, *, sensors: list[dict] | None = None, version: int | None = None) -> DeviceCurrentState:
+def report_running(
+    device, *, sensors: list[dict] | None = None, version: int | None = None, **extra
+) -> DeviceCurrentState:
     """The agent reports what runs, through the same service the agent endpoint calls.
 
     ``sensors`` defaults to exactly the current target and ``version`` to the target version (an agent that
-    applied everything).
+    applied everything); ``extra`` adds top-level report fields (``endpoints_health``, metrics).
     """
     device = Device.objects.select_related("target_state").get(pk=device.pk)  # fresh: no cached old target
     target = DeviceTargetState.objects.get(device=device)
@@ -32,6 +34,7 @@ def report_running(device, *, sensors: list[dict] | None = None, version: int | 
             "version": target.version if version is None else version,
             "config": {**target.config, "sensors": running},
             "apps": target.apps,
+            **extra,
         }
     )
     verdict = state_report_apply(device=device, report=report)

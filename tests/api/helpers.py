@@ -32,6 +32,15 @@ SENSOR_ROW_KEYS = [
     "updatedAt",
     "createdBy",
     "updatedBy",
+    # The SPEC's list, then the adapter's health and the fields the agent did not report.
+    "unreportedFields",
+    "healthStatus",
+    "connected",
+    "communicationQuality",
+    "healthError",
+    "healthErrorCount",
+    "healthLastSeen",
+    "healthChangedAt",
 ]
 
 

@@ -16,9 +16,31 @@ pytestmark = pytest.mark.django_db
 SIZES = {"small": (3, 2), "large": (30, 20)}  # devices, sensors per device
 
 
+METRICS = {
+    "cpu_usage": 12,
+    "memory_usage": 100,
+    "memory_total": 1000,
+    "uptime": 12.5,
+    "is_online": True,
+    "top_processes": [{"pid": n, "name": f"proc-{n}", "cpu": 1.5, "mem": 0.5} for n in range(10)],
+    "network_interfaces": [{"name": f"eth{n}", "ip4": f"10.0.0.{n}", "type": "wired"} for n in range(4)],
+}
+
+
+def _health(sensors: int) -> dict:
+    """The adapters' health (``endpoints_health``): every other sensor offline, with its error."""
+    return {
+        f"s-{i:03}": {"status": "offline", "connected": False, "lastError": "connect ECONNREFUSED", "errorCount": 3}
+        if i % 2
+        else {"status": "online", "connected": True}
+        for i in range(sensors)
+    }
+
+
 def _fleet(devices: int, sensors: int, user) -> list:
     """Sensors are written through the real write path, one target-state write per device (all of a device's
-    sensors in one version); every other device has reported, so rows of every kind and current states exist."""
+    sensors in one version); every other device has reported (with its metrics and its adapters' health, every
+    other sensor offline), so rows of every kind, current states and facts exist."""
     created = []
     for n in range(devices):
         device = DeviceFactory(name=f"dev-{n:03}")
@@ -30,7 +52,7 @@ def _fleet(devices: int, sensors: int, user) -> list:
         }
         target_state_update(uuid=device.uuid, user=user, config=config)
         if n % 2:
-            report_running(device)
+            report_running(device, endpoints_health=_health(sensors), **METRICS)
         created.append(device)
     return created
 
@@ -56,6 +78,7 @@ def test_device_list(admin_client, superuser, django_assert_num_queries, size):
     assert len(body["results"]) == devices
     assert {d["targetVersion"] for d in body["results"]} == {2}
     assert [d["reportedVersion"] for d in body["results"]][:2] == [None, 2]
+    assert [d["facts"] for d in body["results"]][:2] == [{}, METRICS]
 
 
 @pytest.mark.parametrize("size", list(SIZES))
@@ -72,6 +95,7 @@ def test_one_devices_sensor_list(admin_client, superuser, django_assert_num_quer
     assert len(body["results"]) == sensors
     assert {r["deviceUuid"] for r in body["results"]} == {str(reported.uuid)}
     assert {r["deploymentStatus"] for r in body["results"]} == {"deployed"}
+    assert {r["healthStatus"] for r in body["results"]} == {"online", "offline"}
 
 
 @pytest.mark.parametrize("size", list(SIZES))
@@ -101,3 +125,21 @@ def test_filtered_fleet_sensor_list(admin_client, superuser, django_assert_num_q
     # devices 0, 2, 4, ... never reported: their modbus sensors (every fourth) are pending
     assert len(rows) == ((devices + 1) // 2) * ((sensors + 3) // 4)
     assert {(r["protocol"], r["deploymentStatus"]) for r in rows} == {("modbus", "pending")}
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_health_filtered_sensor_lists(admin_client, superuser, django_assert_num_queries, size):
+    devices, sensors = SIZES[size]
+    fleet = _fleet(devices, sensors, superuser)
+    deployed_offline = {"limit": 1000, "healthStatus": "offline", "deploymentStatus": "deployed"}
+
+    with django_assert_num_queries(FLEET_SENSOR_LIST_QUERIES):
+        fleet_rows = admin_client.get(fleet_sensors_url(), deployed_offline).json()["results"]
+    with django_assert_num_queries(DEVICE_SENSOR_LIST_QUERIES):
+        device_rows = admin_client.get(sensors_url(fleet[1].uuid), deployed_offline).json()["results"]
+
+    assert len(fleet_rows) == (devices // 2) * (sensors // 2)
+    assert len(device_rows) == sensors // 2
+    assert {(r["deploymentStatus"], r["healthStatus"], r["healthError"]) for r in fleet_rows} == {
+        ("deployed", "offline", "connect ECONNREFUSED")
+    }

@@ -71,6 +71,11 @@ def test_a_sensor_added_in_the_admin_goes_pending_deployed_then_failed(logged_in
     expect(panel.locator("#convergence-sensors")).to_contain_text(ERROR)
     save_screenshot(page, "device-page")
 
+    # The sensor list shows the adapter's health beside the status, and filters by it.
+    page.goto(f"{live_server.url}/admin/sensors/devicesensor/?health=offline")
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)
+    expect(page.locator("#result_list td.field-health .ss-health--offline")).to_have_text("offline")
+
     # The device list shows it drifting, and the fleet page counts it.
     page.goto(f"{live_server.url}/admin/devices/device/")
     expect(page.locator("td.field-drift")).to_have_text("drifting · 1 sensor")

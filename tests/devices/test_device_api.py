@@ -30,6 +30,8 @@ DEVICE_KEYS = {
     "lastSeenAt",
     "osVersion",
     "agentVersion",
+    "facts",
+    "factsReportedAt",
     "ipAddress",
     "uptime",
     "lastFetchedVersion",

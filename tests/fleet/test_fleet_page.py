@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 import pytest
 from django.test import Client
 from django.utils import timezone
+from django.utils.html import escape
 
 from devices.models import Device
 from reconciliation.models import DriftEpisode
@@ -162,6 +163,50 @@ def test_sensor_heatmap_counts_link_to_the_admin_sensor_list(staff, fleet):
     assert ERROR in response.content.decode()
 
 
+def test_deployed_but_offline_sensors_are_counted_and_link_to_the_admin(staff, fleet, superuser):
+    plant = device_with(superuser, ("plc-1", "modbus"), ("plc-2", "modbus"), ("bus-1", "can"), name="f-plant")
+    agent_for(plant).deploy_offline("plc-1", "bus-1", error=ERROR)
+    # Offline but not deployed (failed): drift, counted with the failed sensors, not here.
+    agent_for(fleet["b-drifting"]).deploy_failing("can-1", ERROR)
+
+    response = staff.get(FLEET)
+
+    offline = response.context["deployed_offline"]
+    assert offline["count"] == 2
+    assert [(row["protocol"], row["count"]) for row in offline["protocols"]] == [("modbus", 1), ("can", 1)]
+    # Still deployed in the heatmap: the agent runs them as desired.
+    cells = {
+        (row["protocol"], cell["status"]): cell["count"]
+        for row in response.context["heatmap"]["rows"]
+        for cell in row["cells"]
+    }
+    assert cells[("modbus", Status.DEPLOYED)] == 5
+    content = response.content.decode()
+    assert 'id="deployed-offline" data-count="2"' in content
+    assert offline["url"] == "/admin/sensors/devicesensor/?deployment_status__exact=deployed&health=offline"
+    assert f'href="{escape(offline["url"])}"' in content
+    listed = staff.get(offline["url"]).context["cl"].result_list
+    assert sorted((row.device.name, row.name) for row in listed) == [("f-plant", "bus-1"), ("f-plant", "plc-1")]
+    for row in offline["protocols"]:
+        assert f'href="{escape(row["url"])}"' in content
+        listed = staff.get(row["url"]).context["cl"].result_list
+        assert {(r.protocol, r.deployment_status, r.health_status) for r in listed} == {
+            (row["protocol"], Status.DEPLOYED, "offline")
+        }
+        assert len(listed) == row["count"]
+
+
+def test_no_sensor_deployed_but_offline(staff, fleet):
+    response = staff.get(FLEET)
+
+    assert response.context["deployed_offline"] == {
+        "count": 0,
+        "url": "/admin/sensors/devicesensor/?deployment_status__exact=deployed&health=offline",
+        "protocols": [],
+    }
+    assert 'id="deployed-offline" data-count="0"' in response.content.decode()
+
+
 # --- drift episodes and time to converge ---
 
 
@@ -241,8 +286,8 @@ def test_empty_fleet(staff):
 # --- bounded queries ---
 
 # Session, user, device counts, drift_stats, the time-to-converge series, the shown episodes with their devices,
-# the sensors drifting now on the devices whose episode is open, the sensor matrix, the failing errors: whatever
-# the size of the fleet.
+# the sensors drifting now on the devices whose episode is open, the sensor matrix (with the deployed but offline
+# counts), the failing errors: whatever the size of the fleet.
 FLEET_PAGE_QUERIES = 9
 
 
@@ -251,7 +296,7 @@ def make_big_fleet(user, devices: int) -> None:
     for index in range(devices):
         device = device_with(user, *((f"s-{j}", protocols[(index + j) % 4]) for j in range(3)), name=f"dev-{index:03d}")
         if index % 3 == 0:
-            agent_for(device).deploy_all()
+            agent_for(device).deploy_offline("s-2", error=ERROR)
         elif index % 3 == 1:
             agent_for(device).deploy_failing("s-1", ERROR)
         for n in range(2):
@@ -271,6 +316,7 @@ def test_fleet_page_query_count_is_bounded(staff, superuser, django_assert_num_q
         response = staff.get(FLEET)
 
     assert response.context["devices_total"] == 43
+    assert response.context["deployed_offline"]["count"] == 1 + 14
     assert len(response.context["episodes"]) == 50
     assert response.context["episodes_more"] > 0
 

@@ -165,6 +165,8 @@ DEVICE_FILTERS = [
     ({"syncedToConfig": "false"}, ["c"]),
     ({"protocol": "opcua", "deploymentStatus": "failed"}, ["c"]),
     ({"protocol": "opcua", "deploymentStatus": "deployed"}, []),
+    ({"healthStatus": "unknown"}, ["a", "b", "c"]),  # the report carried no health map
+    ({"healthStatus": "offline"}, []),
 ]
 
 
@@ -217,6 +219,7 @@ def test_fleet_list_filter_combines_with_device(admin_client, mixed_device, infl
         pytest.param({"enabled": "maybe"}, "enabled", id="enabled"),
         pytest.param({"running": "sometimes"}, "running", id="running"),
         pytest.param({"syncedToConfig": "perhaps"}, "syncedToConfig", id="syncedToConfig"),
+        pytest.param({"healthStatus": "sick"}, "healthStatus", id="healthStatus"),
     ],
 )
 def test_an_invalid_filter_value_is_a_400_not_an_unfiltered_list(admin_client, mixed_device, params, field):

@@ -28,8 +28,10 @@ from sensors.choices import DeviceSensorHealthStatusChoices as Health
 from sensors.models import DeviceSensor
 from sensorsync_project.exceptions import PreconditionFailed, SensorNotFound
 
-from .forms import DeviceAdminForm
-from .models import Device, DeviceTargetStateVersion
+from .forms import DeviceAdminForm, ProvisioningKeyAdminForm
+from .models import Device, DeviceTargetStateVersion, ProvisioningKey
+from .provisioning import provisioning_key_create, provisioning_key_revoke
+from .selectors import provisioning_key_devices
 from .services import (
     DeviceWithKey,
     config_change_summary,
@@ -76,6 +78,9 @@ READ_ONLY_FIELDSETS = (
         {
             "fields": (
                 "last_seen_at",
+                "registered_by",
+                "device_type",
+                "mac_address",
                 "os_version",
                 "agent_version",
                 "ip_address",
@@ -350,7 +355,7 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         return (
             super()
             .get_queryset(request)
-            .select_related("target_state", "target_state__updated_by", "current_state")
+            .select_related("target_state", "target_state__updated_by", "current_state", "provisioned_by")
             .annotate(
                 sensor_count=Coalesce(Subquery(sensor_count), Value(0)),
                 drifting_count=Coalesce(Subquery(drifting_count), Value(0)),
@@ -692,6 +697,14 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
             return format_html('{} <span class="ss-badge ss-badge--quiet">inactive</span>', badge)
         return badge
 
+    @admin.display(description="Registered by")
+    def registered_by(self, obj: Device):
+        key = obj.provisioned_by
+        if key is None:
+            return "created by staff"
+        url = reverse("admin:devices_provisioningkey_change", args=[key.pk])
+        return format_html('provisioning key <a href="{}">{}</a> on {}', url, key.name, obj.created_at.date())
+
     @admin.display(description="Last seen", ordering="last_seen_at")
     def last_seen(self, obj: Device):
         offline = obj.last_seen_at is None or obj.last_seen_at < offline_cutoff()
@@ -914,3 +927,106 @@ def change_text(change: dict) -> str:
     known = {"created", "added", "updated", "removed", "apps", "rollback_to"}
     parts += [f"{key}: {json.dumps(value, ensure_ascii=False)}" for key, value in change.items() if key not in known]
     return "; ".join(parts)
+
+
+@admin.register(ProvisioningKey)
+class ProvisioningKeyAdmin(ServiceAdminMixin, admin.ModelAdmin):
+    """Keys with which devices register themselves. Created through the service (the key is shown once, in the
+    message after saving), revoked with the action, never edited or deleted: devices say which key registered
+    them."""
+
+    form = ProvisioningKeyAdminForm
+    list_display = ("name", "key_prefix", "state", "devices_registered", "expires_at", "last_used_at", "created_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "key_prefix", "uuid")
+    readonly_fields = (
+        "uuid",
+        "key_prefix",
+        "state",
+        "devices_registered",
+        "last_used_at",
+        "revoked_at",
+        "revoked_by",
+        "created_at",
+        "created_by",
+        "registered_devices",
+    )
+    actions = ("revoke",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("created_by", "revoked_by")
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("name", "expires_at", "max_devices")
+        return ("name", "expires_at", "max_devices", *self.readonly_fields)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return ("name", "expires_at", "max_devices", *self.readonly_fields)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return  # every field is read-only once the key exists
+        data = form.cleaned_data
+        try:
+            created = provisioning_key_create(
+                name=data["name"], expires_at=data["expires_at"], max_devices=data["max_devices"], user=request.user
+            )
+        except SERVICE_REJECTIONS as exc:
+            raise ServiceRejected(exc) from exc
+        self.adopt(obj, created.key)
+        self.message_user(
+            request,
+            format_html(
+                "Provisioning key “{}”: <code>{}</code> &mdash; shown only this once (only its digest is kept). "
+                "Give it to the agents as PROVISIONING_KEY (2025-11-22) or PROVISIONING_API_KEY (2025-11-06).",
+                created.key.name,
+                created.secret,
+            ),
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Revoke the selected provisioning keys", permissions=["change"])
+    def revoke(self, request, queryset):
+        keys = list(queryset)
+        for key in keys:
+            provisioning_key_revoke(uuid=key.uuid, user=request.user)
+        self.message_user(
+            request, f"Revoked {len(keys)} provisioning key(s); the devices they registered keep working."
+        )
+
+    @admin.display(description="State")
+    def state(self, obj: ProvisioningKey):
+        refusal = obj.refusal(timezone.now())
+        if refusal is None:
+            return state_badge("in_sync", "active")
+        return state_badge("failed", refusal[0].removeprefix("provisioning_key_"))
+
+    @admin.display(description="Devices registered")
+    def devices_registered(self, obj: ProvisioningKey):
+        limit = f" of {obj.max_devices}" if obj.max_devices else ""
+        return f"{obj.registrations}{limit}"
+
+    @admin.display(description="Devices it registered (newest first)")
+    def registered_devices(self, obj: ProvisioningKey):
+        devices = list(provisioning_key_devices(key=obj))
+        if not devices:
+            return "none yet"
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td><code>{}</code></td><td>{}</td></tr>',
+            ((reverse("admin:devices_device_change", args=[d.pk]), d.name, d.uuid, d.created_at) for d in devices),
+        )
+        more = obj.registrations - len(devices)
+        tail = format_html("<p>… and {} more.</p>", more) if more > 0 else ""
+        return format_html(
+            '<table class="ss-table"><thead><tr><th>Device</th><th>uuid</th><th>Registered</th></tr></thead>'
+            "<tbody>{}</tbody></table>{}",
+            rows,
+            tail,
+        )

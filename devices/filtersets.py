@@ -9,7 +9,10 @@ class DeviceFilterSet(django_filters.FilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains")
     isActive = StrictBooleanFilter(field_name="is_active")
     needsDeployment = StrictBooleanFilter(field_name="target_state__needs_deployment")
+    registeredBy = django_filters.UUIDFilter(
+        field_name="provisioned_by__uuid", help_text="Devices registered with this provisioning key (its uuid)."
+    )
 
     class Meta:
         model = Device
-        fields = ["name", "isActive", "needsDeployment"]
+        fields = ["name", "isActive", "needsDeployment", "registeredBy"]

@@ -7,7 +7,7 @@ from typing import ClassVar
 from django import forms
 from django.core.exceptions import ValidationError
 
-from .models import Device
+from .models import Device, ProvisioningKey
 
 # ``dataPoints[0].name`` -> ``dataPoints``: nested errors belong to the top-level field they are inside.
 _TOP_LEVEL_KEY = re.compile(r"^[^.\[]+")
@@ -73,3 +73,11 @@ class JSONEditorWidget(forms.Textarea):
         if optional:
             defaults["data-json-optional"] = "true"
         super().__init__(attrs={**defaults, **(attrs or {})})
+
+
+class ProvisioningKeyAdminForm(ServiceModelForm):
+    service_fields: ClassVar[dict[str, str]] = {"name": "name", "expiresAt": "expires_at", "maxDevices": "max_devices"}
+
+    class Meta:
+        model = ProvisioningKey
+        fields = ("name", "expires_at", "max_devices")

@@ -3,11 +3,23 @@ from django.db.models import QuerySet
 from sensorsync_project.precompiled import CompiledLookup
 
 from .keys import key_digest
-from .models import Device, DeviceTargetStateVersion
+from .models import Device, DeviceTargetStateVersion, ProvisioningKey
 
 
 def device_list() -> QuerySet[Device]:
-    return Device.objects.select_related("target_state", "current_state").order_by("name", "id")
+    return Device.objects.select_related("target_state", "current_state", "provisioned_by").order_by("name", "id")
+
+
+def provisioning_key_list() -> QuerySet[ProvisioningKey]:
+    return ProvisioningKey.objects.select_related("created_by").order_by("-created_at", "-id")
+
+
+KEY_DEVICES_SHOWN = 100
+
+
+def provisioning_key_devices(*, key: ProvisioningKey) -> QuerySet[Device]:
+    """The newest devices a key registered, as many as a page shows (the API's device list has them all)."""
+    return key.devices.order_by("-created_at", "-id")[:KEY_DEVICES_SHOWN]
 
 
 def device_get(*, uuid) -> Device:

@@ -1,7 +1,9 @@
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from devices.models import Device, DeviceTargetState, DeviceTargetStateVersion
+from devices.models import Device, DeviceTargetState, DeviceTargetStateVersion, ProvisioningKey
+from devices.selectors import KEY_DEVICES_SHOWN, provisioning_key_devices
 
 _PROCESS_SCHEMA = {
     "type": "object",
@@ -60,6 +62,11 @@ class DeviceSerializer(serializers.ModelSerializer):
         "[{name, ip4, ip6, mac, type, operstate, default, virtual}]. Empty until the agent sends metrics.",
     )
     factsReportedAt = serializers.DateTimeField(source="facts_reported_at", read_only=True, allow_null=True)
+    deviceType = serializers.CharField(source="device_type", read_only=True)
+    macAddress = serializers.CharField(source="mac_address", read_only=True)
+    registeredBy = serializers.SerializerMethodField(
+        help_text="The provisioning key the device registered itself with; null for a device staff created."
+    )
     createdAt = serializers.DateTimeField(source="created_at", read_only=True)
     updatedAt = serializers.DateTimeField(source="updated_at", read_only=True)
 
@@ -77,6 +84,9 @@ class DeviceSerializer(serializers.ModelSerializer):
             "uptime",
             "facts",
             "factsReportedAt",
+            "deviceType",
+            "macAddress",
+            "registeredBy",
             "lastFetchedVersion",
             "lastFetchedAt",
             "targetVersion",
@@ -86,6 +96,17 @@ class DeviceSerializer(serializers.ModelSerializer):
             "updatedAt",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "nullable": True,
+            "properties": {"uuid": {"type": "string", "format": "uuid"}, "name": {"type": "string"}},
+        }
+    )
+    def get_registeredBy(self, device: Device) -> dict | None:  # noqa: N802 (wire name)
+        key = device.provisioned_by
+        return {"uuid": str(key.uuid), "name": key.name} if key is not None else None
 
     @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_reportedVersion(self, device: Device) -> int | None:  # noqa: N802 (wire name)
@@ -158,3 +179,77 @@ class TargetStateVersionSerializer(serializers.ModelSerializer):
 
 class RollbackSerializer(serializers.Serializer):
     version = serializers.IntegerField(min_value=1, help_text="The earlier target version whose content to deploy.")
+
+
+class ProvisioningKeyDeviceSerializer(serializers.ModelSerializer):
+    registeredAt = serializers.DateTimeField(source="created_at", read_only=True)
+
+    class Meta:
+        model = Device
+        fields = ["uuid", "name", "registeredAt"]
+        read_only_fields = fields
+
+
+class ProvisioningKeySerializer(serializers.ModelSerializer):
+    keyPrefix = serializers.CharField(source="key_prefix", read_only=True)
+    expiresAt = serializers.DateTimeField(source="expires_at", read_only=True, allow_null=True)
+    maxDevices = serializers.IntegerField(source="max_devices", read_only=True, allow_null=True)
+    lastUsedAt = serializers.DateTimeField(source="last_used_at", read_only=True, allow_null=True)
+    revokedAt = serializers.DateTimeField(source="revoked_at", read_only=True, allow_null=True)
+    createdAt = serializers.DateTimeField(source="created_at", read_only=True)
+    createdBy = serializers.CharField(source="created_by.username", read_only=True, allow_null=True, default=None)
+    state = serializers.SerializerMethodField(help_text="active, revoked, expired or exhausted")
+    devicesUrl = serializers.SerializerMethodField(help_text="The devices this key registered (filterable list).")
+
+    class Meta:
+        model = ProvisioningKey
+        fields = [
+            "uuid",
+            "name",
+            "keyPrefix",
+            "state",
+            "expiresAt",
+            "maxDevices",
+            "registrations",
+            "lastUsedAt",
+            "revokedAt",
+            "createdAt",
+            "createdBy",
+            "devicesUrl",
+        ]
+        read_only_fields = fields
+
+    def get_state(self, key: ProvisioningKey) -> str:
+        refusal = key.refusal(timezone.now())
+        return refusal[0].removeprefix("provisioning_key_") if refusal else "active"
+
+    def get_devicesUrl(self, key: ProvisioningKey) -> str:  # noqa: N802 (wire name)
+        return f"/api/v1/devices?registeredBy={key.uuid}"
+
+
+class ProvisioningKeyDetailSerializer(ProvisioningKeySerializer):
+    devices = serializers.SerializerMethodField(help_text=f"The newest {KEY_DEVICES_SHOWN} devices it registered.")
+
+    class Meta(ProvisioningKeySerializer.Meta):
+        fields = [*ProvisioningKeySerializer.Meta.fields, "devices"]
+        read_only_fields = fields
+
+    @extend_schema_field(ProvisioningKeyDeviceSerializer(many=True))
+    def get_devices(self, key: ProvisioningKey) -> list[dict]:
+        return ProvisioningKeyDeviceSerializer(provisioning_key_devices(key=key), many=True).data
+
+
+class ProvisioningKeyCreatedSerializer(ProvisioningKeySerializer):
+    key = serializers.CharField(read_only=True, help_text="The key itself: shown this once, stored only as a digest.")
+
+    class Meta(ProvisioningKeySerializer.Meta):
+        fields = [*ProvisioningKeySerializer.Meta.fields, "key"]
+        read_only_fields = fields
+
+
+class ProvisioningKeyWriteSerializer(serializers.Serializer):
+    """Request body of provisioning key create (validated by the service; declared here for the schema)."""
+
+    name = serializers.CharField(max_length=255)
+    expiresAt = serializers.DateTimeField(required=False, allow_null=True)
+    maxDevices = serializers.IntegerField(required=False, allow_null=True, min_value=1)

@@ -1,17 +1,23 @@
+from django.core.exceptions import ValidationError
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from devices import selectors, services
+from devices import provisioning, selectors, services
 from devices.filtersets import DeviceFilterSet
-from devices.models import Device, DeviceTargetState
+from devices.models import Device, DeviceTargetState, ProvisioningKey
 from sensorsync_project.api.input import body_fields
 
 from .serializers import (
     DeviceKeySerializer,
     DeviceSerializer,
     DeviceWriteSerializer,
+    ProvisioningKeyCreatedSerializer,
+    ProvisioningKeyDetailSerializer,
+    ProvisioningKeySerializer,
+    ProvisioningKeyWriteSerializer,
     RollbackSerializer,
     TargetStateSerializer,
     TargetStateVersionSerializer,
@@ -134,3 +140,60 @@ class DeviceViewSet(
             uuid=uuid, version=body["version"], user=request.user, if_match=request.headers.get("If-Match")
         )
         return self._target_state_response(uuid)
+
+
+PROVISIONING_KEY_FIELDS = {"name": "name", "expiresAt": "expires_at", "maxDevices": "max_devices"}
+
+
+def _expiry_parse(value):
+    if value is None or value == "":
+        return None
+    try:
+        parsed = parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ValidationError({"expiresAt": ["Must be an ISO 8601 time with a time zone, or null."]})
+    return parsed
+
+
+@extend_schema_view(
+    create=extend_schema(request=ProvisioningKeyWriteSerializer, responses={201: ProvisioningKeyCreatedSerializer}),
+    retrieve=extend_schema(responses=ProvisioningKeyDetailSerializer),
+)
+class ProvisioningKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Fleet-level keys with which devices register themselves. Revoked, never deleted: the devices keep saying
+    which key registered them."""
+
+    queryset = ProvisioningKey.objects.all()
+    serializer_class = ProvisioningKeySerializer
+    lookup_field = "uuid"
+    lookup_value_regex = UUID_REGEX
+
+    def get_queryset(self):
+        return selectors.provisioning_key_list()
+
+    def get_serializer_class(self):
+        return ProvisioningKeyDetailSerializer if self.action == "retrieve" else ProvisioningKeySerializer
+
+    def permission_for(self, request):
+        return ProvisioningKey, "change" if self.action == "revoke" else None
+
+    def create(self, request):
+        fields = body_fields(request.data, PROVISIONING_KEY_FIELDS, required=("name",))
+        fields["expires_at"] = _expiry_parse(fields.get("expires_at"))
+        created = provisioning.provisioning_key_create(**fields, user=request.user)
+        key = selectors.provisioning_key_list().get(pk=created.key.pk)
+        key.key = created.secret
+        return Response(
+            ProvisioningKeyCreatedSerializer(key).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": f"/api/v1/provisioning-keys/{key.uuid}"},
+        )
+
+    @extend_schema(request=None, responses=ProvisioningKeySerializer)
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, uuid=None):
+        """No device registers with this key from now on; the devices it registered keep working."""
+        key = provisioning.provisioning_key_revoke(uuid=uuid, user=request.user)
+        return Response(ProvisioningKeySerializer(selectors.provisioning_key_list().get(pk=key.pk)).data)

@@ -1,10 +1,14 @@
 import logging
 import secrets
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from devices.provisioning import provisioning_key_create
 
 LOGIN = "admin"
 
@@ -34,6 +38,13 @@ class Command(BaseCommand):
         finally:
             reconciliation_log.setLevel(level)
 
+        # A key for pointing a real agent at this server (it provisions itself with it); a day is enough to try.
+        provisioning = provisioning_key_create(
+            name=f"quick start {timezone.now():%Y-%m-%d %H:%M}",
+            expires_at=timezone.now() + timedelta(days=1),
+            user=user,
+        )
+
         line = "=" * 72
         self.stdout.write(
             "\n".join(
@@ -47,6 +58,9 @@ class Command(BaseCommand):
                     f"  API:       {url}/api/v1/",
                     f"  API docs:  {url}/api/docs/",
                     f"  Login:     {LOGIN} / {password}   (a new password on every start)",
+                    "",
+                    "  A real agent registers itself with this provisioning key (valid for a day):",
+                    f"    CLOUD_API_ENDPOINT={url} PROVISIONING_KEY={provisioning.secret}",
                     line,
                 ]
             )

@@ -103,16 +103,21 @@ def device_authenticate(request, *, select, uuid=None) -> Device:
         raise ProtocolError(403, "permission_denied", "This key belongs to another device.")
     if not device.is_active:
         raise ProtocolError(403, "device_inactive", "This device is deactivated.")
-    rate = rate_parse(settings.SENSORSYNC_AGENT_RATE_LIMIT)
-    retry_after = rate_limit_hit(f"agent:{device.uuid}", rate)
+    _rate_limit(f"agent:{device.uuid}", settings.SENSORSYNC_AGENT_RATE_LIMIT, who="This device", what="requests")
+    return device
+
+
+def _rate_limit(key: str, setting: str, *, who: str, what: str) -> None:
+    """429 with Retry-After once ``key`` is past its budget (``setting``: "COUNT/SECONDS")."""
+    rate = rate_parse(setting)
+    retry_after = rate_limit_hit(key, rate)
     if retry_after is not None:
         raise ProtocolError(
             429,
             "rate_limited",
-            f"This device sent more than {rate}; retry in {retry_after} s.",
+            f"{who} sent more than {rate.count} {what} in {rate.period} s; retry in {retry_after} s.",
             headers={"Retry_After": str(retry_after)},
         )
-    return device
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -203,15 +208,9 @@ def _mqtt(device: Device) -> dict:
 def device_register_view(request):
     """POST /api/v1/device/register: a device registers itself with a provisioning key (Bearer)."""
     address = request.META.get("REMOTE_ADDR", "-")
-    rate = rate_parse(settings.SENSORSYNC_REGISTER_RATE_LIMIT)
-    retry_after = rate_limit_hit(f"register:{address}", rate)
-    if retry_after is not None:
-        raise ProtocolError(
-            429,
-            "rate_limited",
-            f"This address sent more than {rate} registrations; retry in {retry_after} s.",
-            headers={"Retry_After": str(retry_after)},
-        )
+    _rate_limit(
+        f"register:{address}", settings.SENSORSYNC_REGISTER_RATE_LIMIT, who="This address", what="registrations"
+    )
     scheme, _, provisioning_key = request.headers.get("Authorization", "").partition(" ")
     provisioning_key = provisioning_key.strip()
     if scheme.lower() != "bearer" or not provisioning_key:

@@ -229,16 +229,22 @@ def report_digest(report: dict) -> str:
     return identity_digest(report.get("version"), _parts(report, health, {}))
 
 
+def part_digest(part: str, value) -> str:
+    """The digest of one identity part: ``config`` and ``apps`` as sent, a health map (normalized) by what is
+    identity in it (status, connection, quality, error), not by telemetry that moves on every poll."""
+    if part in HEALTH_SOURCES:
+        value = {name: [e["status"], e["connected"], e["quality"], e["lastError"]] for name, e in value.items()}
+    return _digest(value)
+
+
 def _parts(data: dict, health: dict[str, dict], stored_parts: dict) -> dict:
     """Each identity part's digest: the report's own where it carries the part, else the stored one."""
     parts = dict(stored_parts)
     for name in ("config", "apps"):
         if data.get(name) is not None:
-            parts[name] = _digest(data[name])
+            parts[name] = part_digest(name, data[name])
     for source, entries in health.items():
-        parts[source] = _digest(
-            {name: [e["status"], e["connected"], e["quality"], e["lastError"]] for name, e in entries.items()}
-        )
+        parts[source] = part_digest(source, entries)
     return parts
 
 

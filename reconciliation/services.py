@@ -27,7 +27,7 @@ from sensors.models import DeviceSensor
 from sensors.validation import config_sensors
 from sensorsync_project.precompiled import CompiledLookup
 
-from .agent_protocol import HEALTH_SOURCES, RepeatedReport, Report, health_merge
+from .agent_protocol import HEALTH_SOURCES, RepeatedReport, Report, health_merge, identity_digest, part_digest
 from .choices import DriftEpisodeCauseChoices
 from .decision import Decision, SensorRow, decide
 from .metrics import RECONCILE_SECONDS
@@ -445,11 +445,22 @@ def _report_effective(report: Report, previous: DeviceCurrentState | None) -> di
     if "sensor_health" in needed:
         for source, entries in previous.sensor_health.items():
             health.setdefault(source, entries)
-    return {
+    effective = {
         "config": config if config is not None else (previous.config if "config" in needed else {}),
         "apps": apps if apps is not None else (previous.apps if "apps" in needed else {}),
         "sensor_health": health,
     }
+    if not previous.parts:
+        # Stored before part digests were kept: what this report took over from it gets its digest now, or a later
+        # report leaving the part out would find no trace of it.
+        parts = dict(report.parts)
+        parts.setdefault("config", part_digest("config", effective["config"]))
+        parts.setdefault("apps", part_digest("apps", effective["apps"]))
+        for source, entries in health.items():
+            parts.setdefault(source, part_digest(source, entries))
+        effective["parts"] = parts
+        effective["digest"] = identity_digest(report.version, parts)
+    return effective
 
 
 def _current_state_store(
@@ -462,13 +473,13 @@ def _current_state_store(
     if created:
         current = DeviceCurrentState(device=device)
     fields = {
+        "parts": report.parts,
         **effective,
         "version": report.version,
         "seq": report.order,
         "reported_at": now,
-        "digest": report.digest if reconcile else UNRECONCILED_DIGEST,
-        "parts": report.parts,
     }
+    fields["digest"] = effective.get("digest", report.digest) if reconcile else UNRECONCILED_DIGEST
     for name, value in fields.items():
         setattr(current, name, value)
     device.current_state = current

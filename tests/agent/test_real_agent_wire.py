@@ -19,6 +19,7 @@ from .helpers import (
     events_of,
     fresh,
     rows,
+    send_body,
     verdict,
 )
 from .wire import FILES, exchange_body, exchanges, recording, replay, sent_sensors
@@ -204,3 +205,36 @@ def test_no_recorded_exchange_is_refused(admin_client, agent, device, name):
             queued = "version" not in exchange_body(exchange, device)[str(device.uuid)]
             assert outcome == "queued" if queued else outcome in ("applied", "unchanged")
     assert Device.objects.get(pk=device.pk).last_seen_at is not None
+
+
+def test_partial_reports_after_the_upgrade_keep_the_sensors_stored_before_it(admin_client, agent, device):
+    """A report stored before the upgrade has no part digests (the migration empties them): the 2025-11-22 agent's
+    next reports leave config out, and must still find the sensors it reported before."""
+    (running_report,) = exchanges("agent-2025-11-22-running-a-sensor.json")
+    add_sensor(
+        admin_client,
+        device,
+        _staff_sensor_like(
+            sent_sensors(running_report)[0], connection={"host": "127.0.0.1", "port": 5020, "unitId": 1}
+        ),
+    )
+    assert verdict(replay(agent, running_report, device), device)["inSync"] is True
+    DeviceCurrentState.objects.filter(device=device).update(digest="", parts={})  # as the migration leaves it
+
+    def partial(status: str) -> dict:
+        return {
+            "apps": {},
+            "is_online": True,
+            "version": 2,
+            "endpoints_health": {"modbus-sensor-1": {"status": status, "connected": status == "online"}},
+        }
+
+    for status, outcome in (("offline", "applied"), ("online", "applied"), ("online", "unchanged")):
+        body = verdict(send_body(agent, {str(device.uuid): partial(status)}, key=device.api_key), device)
+        assert body["outcome"] == outcome, (status, body)
+        assert body["sensors"]["modbus-sensor-1"] == {
+            "status": "deployed",
+            "running": True,
+            "error": "",
+            "health": status,
+        }

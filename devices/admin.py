@@ -339,7 +339,7 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         "sensor_count",
         "last_seen",
     )
-    list_filter = (DriftFilter, "is_active")
+    list_filter = (DriftFilter, "is_active", ("provisioned_by", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("target_state", "current_state")
     search_fields = ("name", "uuid")
     search_help_text = "Search by name or uuid."

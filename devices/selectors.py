@@ -11,7 +11,7 @@ def device_list() -> QuerySet[Device]:
 
 
 def provisioning_key_list() -> QuerySet[ProvisioningKey]:
-    return ProvisioningKey.objects.select_related("created_by").order_by("-created_at", "-id")
+    return ProvisioningKey.objects.select_related("created_by", "revoked_by").order_by("-created_at", "-id")
 
 
 KEY_DEVICES_SHOWN = 100

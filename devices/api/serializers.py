@@ -198,6 +198,7 @@ class ProvisioningKeySerializer(serializers.ModelSerializer):
     revokedAt = serializers.DateTimeField(source="revoked_at", read_only=True, allow_null=True)
     createdAt = serializers.DateTimeField(source="created_at", read_only=True)
     createdBy = serializers.CharField(source="created_by.username", read_only=True, allow_null=True, default=None)
+    revokedBy = serializers.CharField(source="revoked_by.username", read_only=True, allow_null=True, default=None)
     state = serializers.SerializerMethodField(help_text="active, revoked, expired or exhausted")
     devicesUrl = serializers.SerializerMethodField(help_text="The devices this key registered (filterable list).")
 
@@ -213,6 +214,7 @@ class ProvisioningKeySerializer(serializers.ModelSerializer):
             "registrations",
             "lastUsedAt",
             "revokedAt",
+            "revokedBy",
             "createdAt",
             "createdBy",
             "devicesUrl",

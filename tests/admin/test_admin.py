@@ -173,7 +173,7 @@ def running_only_sensor(device, superuser) -> DeviceSensor:
 # --- changelists: 200 and a query count that does not grow with the rows ---
 
 # Session, user, then the page's own queries (a constant number whatever the number of rows).
-DEVICE_CHANGELIST_QUERIES = 5
+DEVICE_CHANGELIST_QUERIES = 6  # ... including the provisioning keys that registered a device (its filter)
 SENSOR_CHANGELIST_QUERIES = 5
 EVENT_CHANGELIST_QUERIES = 6  # plus the date hierarchy's range and its days
 

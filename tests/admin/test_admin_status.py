@@ -125,8 +125,9 @@ def test_device_list_shows_drift_and_versions_side_by_side(staff, fleet, superus
     assert "sensorsync/sensorsync.css" in content
 
 
-# Session, user, the count, the page of rows (with their sensor counts), and the filter's own "all" count.
-DEVICE_CHANGELIST_FILTERED_QUERIES = 5
+# Session, user, the count, the page of rows (with their sensor counts), the filter's own "all" count, and the
+# provisioning keys that registered a device (the "registered by" filter).
+DEVICE_CHANGELIST_FILTERED_QUERIES = 6
 
 
 @pytest.mark.parametrize("state", ["in_sync", "drifting", "never_reported", "offline"])

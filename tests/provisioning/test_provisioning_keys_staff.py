@@ -59,6 +59,7 @@ def test_staff_create_list_show_and_revoke_a_key(admin_client, superuser):
 
     revoked = admin_client.post(f"{KEYS}/{created['uuid']}/revoke")
     assert revoked.status_code == 200 and revoked.json()["state"] == "revoked"
+    assert revoked.json()["revokedBy"] == superuser.username
     assert Agent().register(APIClient(), secret).status_code == 403
     # Creating, using and revoking each appended an event on the key's own stream.
     types = list(
@@ -158,6 +159,8 @@ def test_the_admin_shows_the_devices_a_key_registered_and_revokes_it(browser, su
     assert "boiler-gw-1" in page and "1 of 10" in page
     device_page = browser.get(f"/admin/devices/device/{device.pk}/change/").content.decode()
     assert "roll-out" in device_page and "standalone" in device_page
+    listed = browser.get(f"/admin/devices/device/?provisioned_by__id__exact={created.key.pk}").context["cl"]
+    assert [d.uuid for d in listed.result_list] == [device.uuid]
 
     response = browser.post(
         "/admin/devices/provisioningkey/",

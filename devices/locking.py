@@ -28,12 +28,16 @@ def device_row_lock(
     values: dict[str, Any] | None = None,
     report_order: int | None = None,
     target_fields: tuple[str, ...] = (),
+    key_digest: str | None = None,
 ):
     """Lock a device row by writing it, in one statement: ``revision + 1`` and ``values``; None if no such device.
 
     ``UPDATE ... RETURNING`` takes the row lock and, if it had to wait for another writer, sees that writer's
     committed row, so the returned revision tells whether anything changed since the caller last read the device.
     ``report_order`` raises ``last_report_order`` to it unless a newer one is already stored.
+
+    ``key_digest``: lock only while the device still has this key and is active (an agent's request, which
+    authenticated before it took the lock: a rotation or deactivation in between must stop it).
 
     ``target_fields`` come back too, read from the device's target state by the same statement. Under READ
     COMMITTED that read sees the target as of the statement's start, not after a wait for another writer: it is
@@ -54,6 +58,11 @@ def device_row_lock(
         params += [report_order, report_order]
     where_field = Device._meta.get_field(where)
     params.append(where_field.get_db_prep_value(where_field.to_python(value), connection))
+    condition = f"{qn(where_field.column)} = %s"
+    if key_digest is not None:
+        digest, active = (qn(Device._meta.get_field(name).column) for name in ("api_key_digest", "is_active"))
+        condition += f" AND {digest} = %s AND {active} = %s"
+        params += [key_digest, True]
     table = qn(Device._meta.db_table)
     returning = [qn("id"), revision, order]
     target_meta = DeviceTargetState._meta
@@ -63,10 +72,7 @@ def device_row_lock(
         f"(SELECT {qn(f.column)} FROM {qn(target_meta.db_table)} WHERE {device_column} = {table}.{qn('id')})"
         for f in fields
     ]
-    sql = (
-        f"UPDATE {table} SET {', '.join(assignments)} "
-        f"WHERE {qn(where_field.column)} = %s RETURNING {', '.join(returning)}"
-    )
+    sql = f"UPDATE {table} SET {', '.join(assignments)} WHERE {condition} RETURNING {', '.join(returning)}"
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()

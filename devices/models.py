@@ -13,6 +13,15 @@ def empty_config() -> dict:
     return {"sensors": []}
 
 
+class DeviceAccessRevoked(Exception):
+    """The key a request authenticated with stopped working while the request was in flight (rotated: 401;
+    the device deactivated: 403). Nothing was written."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
 class ProvisioningKey(models.Model):
     """A fleet-level secret with which devices register themselves (``POST /api/v1/device/register``).
 

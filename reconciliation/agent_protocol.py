@@ -14,7 +14,9 @@ from ipaddress import ip_address
 from typing import NamedTuple
 
 import orjson
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from sensors.validation import (
@@ -23,6 +25,8 @@ from sensors.validation import (
     has_control_characters,
     is_int,
     reported_sensor_parse,
+    sensors_limit,
+    sensors_limit_message,
 )
 from sensorsync_project.strict_json import JSONBodyError, strict_json_loads
 
@@ -262,8 +266,12 @@ def _clock_parse(data: dict, prefix: str, errors: dict) -> int | None:
             parsed = parse_datetime(data["reported_at"]) if isinstance(data["reported_at"], str) else None
         except ValueError:  # well formed but impossible, e.g. minute 60
             parsed = None
+        skew = settings.SENSORSYNC_MAX_CLOCK_SKEW_SECONDS
         if parsed is None or parsed.tzinfo is None:
             errors[f"{prefix}reported_at"] = ["Must be an ISO 8601 timestamp with a time zone."]
+        elif parsed > timezone.now() + timedelta(seconds=skew):
+            # Accepted, it would make every later report stale until the key is rotated.
+            errors[f"{prefix}reported_at"] = [f"Must not be more than {skew} s ahead of the server's clock."]
         else:
             order = (parsed - EPOCH) // timedelta(microseconds=1)
     return order
@@ -393,6 +401,13 @@ def _sensor_key_ok(name, key: str, errors: dict) -> bool:
     return False
 
 
+def _health_size(entries) -> int:
+    """How many sensors a health map speaks of (``protocol_adapters_health`` lists them per protocol)."""
+    if not isinstance(entries, dict):
+        return 0
+    return sum(len(value) if isinstance(value, list) else 1 for value in entries.values())
+
+
 def _health_parse(data: dict, prefix: str, errors: dict) -> dict[str, dict]:
     """Each health map the report carries, normalized to {sensor name: entry} (SPEC section 5):
 
@@ -405,6 +420,10 @@ def _health_parse(data: dict, prefix: str, errors: dict) -> dict[str, dict]:
       are dropped.
     """
     health: dict[str, dict] = {}
+    for source in HEALTH_SOURCES:
+        if _health_size(data.get(source)) > sensors_limit():
+            errors[f"{prefix}{source}"] = [sensors_limit_message()]
+            return health
     endpoints = data.get("endpoints_health")
     if endpoints is not None:
         key = f"{prefix}endpoints_health"
@@ -493,6 +512,9 @@ def _config_parse(config, prefix: str, errors: dict) -> tuple[dict, list[dict]]:
         raw_sensors = []
     if not isinstance(raw_sensors, list):
         errors[f"{prefix}config.{key}"] = ["Must be a list of sensor objects."]
+        raw_sensors = []
+    elif len(raw_sensors) > sensors_limit():
+        errors[f"{prefix}config.{key}"] = [sensors_limit_message()]
         raw_sensors = []
     sensors: list[dict] = []
     names: set[str] = set()

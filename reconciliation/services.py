@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 import orjson
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, models, transaction
+from django.db import DatabaseError, connection, models, transaction
 from django.db.models import Value
 from django.utils import timezone
 
 from devices.locking import device_events, device_row_lock, device_write
-from devices.models import Device, DeviceCurrentState, DeviceTargetState
+from devices.models import Device, DeviceAccessRevoked, DeviceCurrentState, DeviceTargetState
 from devices.selectors import REPORT_DEFERRED_TARGET
 from events.choices import EventTypeChoices
 from events.context import actor_label
@@ -386,9 +386,24 @@ def _liveness_touch(
         ):
             changes["last_report_order"] = report.order
     if changes:
-        Device.objects.filter(pk=device.pk).update(**changes)
+        # Only while the key the request authenticated with still holds: a late request must not undo a rotation.
+        if not Device.objects.filter(pk=device.pk, api_key_digest=device.api_key_digest, is_active=True).update(
+            **changes
+        ):
+            raise _access_revoked(device)
         for name, value in changes.items():
             setattr(device, name, value)
+
+
+def _access_revoked(device: Device) -> DeviceAccessRevoked | Device.DoesNotExist:
+    """Why a write guarded by the key ``device`` was authenticated with found no row: deleted, rotated or
+    deactivated since (the request was in flight)."""
+    now = Device.objects.filter(pk=device.pk).values("api_key_digest", "is_active").first()
+    if now is None:
+        return Device.DoesNotExist(f"Device {device.uuid} was deleted.")
+    if now["api_key_digest"] != device.api_key_digest:
+        return DeviceAccessRevoked(401, "not_authenticated", "This key was replaced while the request was in flight.")
+    return DeviceAccessRevoked(403, "device_inactive", "This device was deactivated while the request was in flight.")
 
 
 def _is_stale(report: Report | RepeatedReport, last_order: int | None) -> bool:
@@ -407,10 +422,15 @@ def _report_lock(device: Device, report: Report, now) -> tuple[Device, int | Non
     if "uptime" in report.facts:
         values["uptime"] = report.facts["uptime"]
     locked = device_row_lock(
-        where="id", value=device.pk, values=values, report_order=report.order, target_fields=REPORT_DEFERRED_TARGET
+        where="id",
+        value=device.pk,
+        values=values,
+        report_order=report.order,
+        target_fields=REPORT_DEFERRED_TARGET,
+        key_digest=device.api_key_digest,
     )
     if locked is None:
-        raise Device.DoesNotExist(f"Device {device.uuid} was deleted.")
+        raise _access_revoked(device)
     if locked.revision != device.revision + 1:
         device = Device.objects.select_related("target_state", "current_state").get(pk=device.pk)
     else:
@@ -516,9 +536,11 @@ def _queued_report_record(device: Device, report: Report, now) -> ReportVerdict:
     once per start, so after an outage a queued report may be its only copy); older metrics are not."""
     facts = {name: report.facts[name] for name in STATIC_FACTS if name in report.facts and not getattr(device, name)}
     with transaction.atomic():
-        locked = device_row_lock(where="id", value=device.pk, values={**facts, "last_seen_at": now})
+        locked = device_row_lock(
+            where="id", value=device.pk, values={**facts, "last_seen_at": now}, key_digest=device.api_key_digest
+        )
         if locked is None:
-            raise Device.DoesNotExist(f"Device {device.uuid} was deleted.")
+            raise _access_revoked(device)
         with event_recording(str(device.uuid)) as recorder:
             recorder.record(
                 EventTypeChoices.CURRENT_STATE_QUEUED,
@@ -570,12 +592,14 @@ def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> Re
                 _report_event(recorder, locked, report, effective, previous)
                 current = _current_state_store(locked, report, effective, now, reconcile=True)
             return ReportVerdict(ReportOutcome.APPLIED, locked, report.version, result=current.reconciliation)
-    except (OperationalError, InterfaceError, Device.DoesNotExist):
-        raise  # the database went away or the device did: nothing was written, the agent retries
+    except (DatabaseError, Device.DoesNotExist, DeviceAccessRevoked):
+        raise  # the database failed, or the device or its key went away: nothing was written
     except Exception as exc:
         error_id = uuid.uuid4().hex
         logger.exception("reconciliation failed device=%s error_id=%s", device.uuid, error_id)
         with device_write(uuid=device.uuid) as locked, device_events(locked) as recorder:
+            if (locked.api_key_digest, locked.is_active) != (device.api_key_digest, True):
+                raise _access_revoked(device) from exc
             previous = locked.current_state_or_none()
             effective = _report_effective(report, previous)
             _report_event(recorder, locked, report, effective, previous)

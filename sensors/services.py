@@ -13,7 +13,15 @@ from events.context import actor_label
 from sensorsync_project.exceptions import SensorNotFound, if_match_check
 
 from .models import DeviceSensor
-from .validation import COMPARED_FIELDS, SENSORS_KEY, config_sensors, config_upcast, sensor_validate
+from .validation import (
+    COMPARED_FIELDS,
+    SENSORS_KEY,
+    config_sensors,
+    config_upcast,
+    sensor_validate,
+    sensors_limit,
+    sensors_limit_message,
+)
 
 
 def _sensors(config: dict) -> list[dict]:
@@ -61,6 +69,8 @@ def sensor_create(*, device_uuid, data: Any, user, if_match: str | None = None) 
         sensors = _sensors(target.config)
         if any(s["name"] == sensor["name"] for s in sensors):
             raise ValidationError({"name": [f"A sensor named '{sensor['name']}' already exists on this device."]})
+        if len(sensors) >= sensors_limit():
+            raise ValidationError({"name": [f"This device has its maximum of sensors. {sensors_limit_message()}"]})
         sensor["id"] = str(uuid_lib.uuid4())
         sensors.append(sensor)
         _target_sensors_write(

@@ -7,6 +7,7 @@ import re
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from sensorsync_project.strict_json import JSONBodyError, strict_json_loads
@@ -29,6 +30,16 @@ PROTOCOLS = frozenset(DeviceSensorProtocolChoices.values)
 # read; it is still accepted from staff and from reports (converted), and found in events written before.
 SENSORS_KEY = "sensors"
 LEGACY_SENSORS_KEY = "protocolAdapterDevices"
+
+
+def sensors_limit() -> int:
+    """The most sensors one device may have, desired or reported: it bounds the work one request can cause (the
+    rows a report reconciles, the events it appends: at most about two per sensor)."""
+    return settings.SENSORSYNC_MAX_SENSORS_PER_DEVICE
+
+
+def sensors_limit_message() -> str:
+    return f"At most {sensors_limit()} sensors per device (SENSORSYNC_MAX_SENSORS_PER_DEVICE)."
 
 
 def config_sensors(config: dict) -> list:
@@ -282,6 +293,8 @@ def target_config_validate(config: Any, *, previous: dict) -> dict:
     sensors = config.get(key, [])
     if not isinstance(sensors, list):
         raise ValidationError({f"config.{key}": ["Must be a list of sensor objects."]})
+    if len(sensors) > sensors_limit():
+        raise ValidationError({f"config.{key}": [sensors_limit_message()]})
     previous_ids = {s["name"]: s["id"] for s in config_sensors(previous)}
     errors: dict[str, list[str]] = {}
     normalized: list[dict] = []

@@ -156,6 +156,12 @@ SPECTACULAR_SETTINGS = {
 # Agent protocol limits; and the largest management API body (a target state of a few thousand sensors).
 SENSORSYNC_MAX_REPORT_BYTES = env.int("SENSORSYNC_MAX_REPORT_BYTES", default=1024 * 1024)
 SENSORSYNC_MAX_BODY_BYTES = env.int("SENSORSYNC_MAX_BODY_BYTES", default=1024 * 1024)
+# The most sensors one device may have (desired, or reported by its agent): it bounds the work one request causes
+# (rows reconciled, and events appended: about two per sensor at most). Beyond it: a 400 naming config.sensors.
+SENSORSYNC_MAX_SENSORS_PER_DEVICE = env.int("SENSORSYNC_MAX_SENSORS_PER_DEVICE", default=2000)
+# A report's reported_at may be this far ahead of the server's clock; further is refused (it would make every later
+# report stale). The real agent sends no reported_at.
+SENSORSYNC_MAX_CLOCK_SKEW_SECONDS = env.int("SENSORSYNC_MAX_CLOCK_SKEW_SECONDS", default=300)
 # A device not seen (no poll, no report) for this long is shown as offline in the admin and on the fleet page.
 SENSORSYNC_OFFLINE_AFTER_SECONDS = env.int("SENSORSYNC_OFFLINE_AFTER_SECONDS", default=300)
 # Liveness (last_seen_at) is written at most this often per device: agents poll and report every 60 s, and

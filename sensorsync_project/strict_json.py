@@ -10,6 +10,7 @@ duplicates.
 """
 
 import json
+import math
 import re
 from typing import Any
 
@@ -36,6 +37,14 @@ def _no_constants(name: str):
     raise JSONBodyError(f"'{name}' is not valid JSON.")
 
 
+def _finite_float(text: str) -> float:
+    # 1e400 is valid JSON but no double: Python reads it as infinity, which no JSON column can store.
+    value = float(text)
+    if not math.isfinite(value):
+        raise JSONBodyError(f"The number {text[:40]} is out of range for a 64-bit float.")
+    return value
+
+
 def strict_json_loads(body: bytes) -> Any:
     """Parse a request body, or raise ``JSONBodyError`` with a sentence naming the problem."""
     try:
@@ -45,7 +54,9 @@ def strict_json_loads(body: bytes) -> Any:
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise JSONBodyError("The JSON contains a NUL character (\\u0000), which cannot be stored.")
     try:
-        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constants)
+        value = json.loads(
+            text, object_pairs_hook=_unique_keys, parse_constant=_no_constants, parse_float=_finite_float
+        )
     except json.JSONDecodeError as exc:
         raise JSONBodyError(f"The body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.") from exc
     except RecursionError as exc:

@@ -11,7 +11,7 @@ from django.db import DatabaseError, DataError
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from devices.models import Device
+from devices.models import Device, DeviceAccessRevoked
 from devices.provisioning import (
     RegistrationRefused,
     device_key_exchange,
@@ -31,6 +31,7 @@ from reconciliation.agent_protocol import (
 )
 from reconciliation.metrics import POLLS, REPORTS, REPORTS_REJECTED
 from sensorsync_project.api.errors import error_response
+from sensorsync_project.database import database_unavailable
 from sensorsync_project.ratelimit import rate_limit_hit, rate_parse
 
 logger = logging.getLogger("sensorsync.agent")
@@ -76,8 +77,15 @@ def agent_endpoint(*methods: str, count_rejected: bool = False):
             except DataError:
                 logger.warning("data error answered 400 on %s", request.path, exc_info=True)
                 return error_response(400, "invalid_value", "A value in the report cannot be stored.")
-            except DatabaseError:
-                logger.exception("database error on %s", request.path)
+            except DeviceAccessRevoked as exc:
+                return error_response(exc.status, exc.code, exc.message)
+            except DatabaseError as exc:
+                if not database_unavailable(exc):
+                    logger.exception("database refused a statement on %s", request.path)
+                    return error_response(
+                        500, "server_error", "The server failed on this request; nothing was written."
+                    )
+                logger.warning("database unavailable on %s: %s", request.path, exc)
                 return error_response(
                     503, "database_unavailable", "The database is unavailable; nothing was written.", Retry_After="5"
                 )

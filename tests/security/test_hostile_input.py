@@ -528,10 +528,30 @@ def test_a_report_of_50000_sensors_is_refused_clearly_and_quickly(victim, compre
     assert world_snapshot() == before
 
 
-def test_a_report_of_5000_sensors_under_the_size_cap_is_applied_correctly_in_bounded_time(victim):
+def test_a_report_of_more_sensors_than_a_device_may_have_is_refused_before_any_work(victim, settings):
+    """~5,000 compact sensors fit in the size cap; reconciling them (and appending their events) would stall the
+    device's lock for seconds, slowing every other device's requests. The limit refuses them up front."""
     sensors = _compact_sensors(5000)
     raw = _report(victim, _j(_good_entry(config={"sensors": sensors})))
     assert len(raw) < 1024 * 1024
+    before = world_snapshot()
+
+    response, _ = _send("PATCH", REPORT_URL, raw, "application/json", agent_headers(victim.key))
+
+    assert response.status_code == 400, (response.status_code, response.content[:300])
+    assert response.json()["fields"] == {
+        "config.sensors": [
+            f"At most {settings.SENSORSYNC_MAX_SENSORS_PER_DEVICE} "
+            "sensors per device (SENSORSYNC_MAX_SENSORS_PER_DEVICE)."
+        ]
+    }
+    assert world_snapshot() == before
+
+
+def test_a_report_of_as_many_sensors_as_a_device_may_have_is_applied_correctly_in_bounded_time(victim, settings):
+    limit = settings.SENSORSYNC_MAX_SENSORS_PER_DEVICE
+    sensors = _compact_sensors(limit - 2)  # plus the two desired ones, not running
+    raw = _report(victim, _j(_good_entry(config={"sensors": sensors})))
 
     response, elapsed = _send("PATCH", REPORT_URL, raw, "application/json", agent_headers(victim.key))
 
@@ -539,8 +559,8 @@ def test_a_report_of_5000_sensors_under_the_size_cap_is_applied_correctly_in_bou
     assert response.status_code == 200, (response.status_code, response.content[:300])
     verdict = response.json()[victim.uuid]
     assert verdict["outcome"] == "applied"
-    assert len(verdict["sensors"]) == 5000 + 2  # every running sensor, plus the two desired ones not running
-    assert DeviceSensor.objects.filter(device=victim.device).count() == 5002
+    assert len(verdict["sensors"]) == limit
+    assert DeviceSensor.objects.filter(device=victim.device).count() == limit
     assert DeviceCurrentState.objects.get(device=victim.device).seq == 10
     assert read_model_and_log_consistent() == []
 

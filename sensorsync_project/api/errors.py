@@ -10,6 +10,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from sensorsync_project.database import database_unavailable
 from sensorsync_project.exceptions import PreconditionFailed, SensorNotFound
 
 from .parsers import PayloadTooLarge
@@ -95,7 +96,9 @@ def exception_handler(exc, context):
         logger.warning("integrity error answered 409: %s", exc)
         return Response(error_body("conflict", "A concurrent change conflicted with this one; retry."), status=409)
     if isinstance(exc, (OperationalError, InterfaceError, DatabaseError)):
-        logger.exception("database unavailable")
+        if not database_unavailable(exc):
+            return None  # a statement the database refused: a server fault, logged and answered as one
+        logger.warning("database unavailable: %s", exc)
         return Response(
             error_body("database_unavailable", "The database is unavailable; nothing was written. Retry later."),
             status=status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -221,3 +221,17 @@ def test_a_number_beyond_a_double_is_a_quiet_400(agent, device, caplog):
     assert "out of range" in response.json()["message"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert device_snapshot(device) == before
+
+
+def test_the_management_api_says_the_same_of_a_refused_statement(admin_client, device, monkeypatch):
+    from devices import services as device_services
+
+    def refuse(**kwargs):
+        raise OperationalError("sending query and params failed: number of parameters must be between 0 and 65535")
+
+    monkeypatch.setattr(device_services, "device_update", refuse)
+    admin_client.raise_request_exception = False
+    response = admin_client.patch(f"/api/v1/devices/{device.uuid}", {"name": "x"}, format="json")
+
+    assert response.status_code == 500
+    assert response.json()["error"] == "server_error"

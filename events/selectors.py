@@ -1,11 +1,56 @@
-from django.db.models import QuerySet
+import uuid
+
+from django.db.models import BooleanField, Case, F, Func, PositiveBigIntegerField, QuerySet, Value, When
 
 from .models import Event
 from .services import DEVICE_AGGREGATE
 
 
-def event_list(*, device_uuid=None) -> QuerySet[Event]:
-    queryset = Event.objects.all()
+class JSONTextBytes(Func):
+    """The size in bytes of a JSON column's stored text (PostgreSQL: the jsonb value written out as text).
+
+    Measured by the database, so that a list can leave large documents where they are instead of reading
+    megabytes only to drop them."""
+
+    template = "length(%(expressions)s)"
+    output_field = PositiveBigIntegerField()
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        return self.as_sql(compiler, connection, template="octet_length((%(expressions)s)::text)", **extra_context)
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        return self.as_sql(compiler, connection, template="length(CAST(%(expressions)s AS BLOB))", **extra_context)
+
+
+def aggregate_id_normalize(value: str) -> str:
+    """Aggregate ids are stored as ``str(uuid)``, lowercase; a uuid reads the same in any case."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return value
+
+
+def event_list(*, device_uuid=None, data_inline_max_bytes: int | None = None) -> QuerySet[Event]:
+    """Events with ``data_size`` (bytes of stored data), ``data_truncated`` and ``data_inline``: the data, or
+    None when it is larger than ``data_inline_max_bytes`` (None: never truncated). ``data`` itself is deferred:
+    read ``data_inline``."""
+    queryset = Event.objects.defer("data").annotate(data_size=JSONTextBytes("data"))
+    if data_inline_max_bytes is None:
+        queryset = queryset.annotate(data_inline=F("data"), data_truncated=Value(False))
+    else:
+        queryset = queryset.annotate(
+            data_inline=Case(
+                When(data_size__lte=data_inline_max_bytes, then=F("data")),
+                output_field=Event._meta.get_field("data"),
+            ),
+            data_truncated=Case(
+                When(data_size__gt=data_inline_max_bytes, then=Value(True)),
+                default=Value(False),
+                output_field=BooleanField(),
+            ),
+        )
     if device_uuid is not None:
-        queryset = queryset.filter(aggregate_type=DEVICE_AGGREGATE, aggregate_id=str(device_uuid))
+        queryset = queryset.filter(
+            aggregate_type=DEVICE_AGGREGATE, aggregate_id=aggregate_id_normalize(str(device_uuid))
+        )
     return queryset

@@ -1,12 +1,34 @@
 from rest_framework import serializers
 
 from events.models import Event
+from sensorsync_project.api.pagination import EventCursorPagination
 
 
 class EventSerializer(serializers.ModelSerializer):
+    """One event, read from ``events.selectors.event_list`` (which measures the data and leaves large data out of
+    lists)."""
+
     eventId = serializers.UUIDField(source="event_id")
     aggregateType = serializers.CharField(source="aggregate_type")
     aggregateId = serializers.CharField(source="aggregate_id")
+    data = serializers.JSONField(
+        source="data_inline",
+        allow_null=True,
+        read_only=True,
+        help_text=(
+            "What happened. Null in a list when larger than "
+            f"{EventCursorPagination.data_inline_max_bytes} bytes (see dataTruncated); always whole on "
+            "GET /api/v1/events/{id}."
+        ),
+    )
+    dataTruncated = serializers.BooleanField(
+        source="data_truncated",
+        read_only=True,
+        help_text="True when `data` was left out of this list for its size: read the event by its id for it.",
+    )
+    dataSize = serializers.IntegerField(
+        source="data_size", read_only=True, help_text="The size of the stored data in bytes (as JSON text)."
+    )
     correlationId = serializers.UUIDField(source="correlation_id")
     createdAt = serializers.DateTimeField(source="created_at")
 
@@ -20,6 +42,8 @@ class EventSerializer(serializers.ModelSerializer):
             "aggregateId",
             "sequence",
             "data",
+            "dataTruncated",
+            "dataSize",
             "metadata",
             "correlationId",
             "createdAt",

@@ -6,14 +6,18 @@ protects the service, it must not take it down.
 """
 
 import functools
+import hashlib
 import logging
 import math
 import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import UsernameField
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
+from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.urls import reverse
 
@@ -92,9 +96,33 @@ def rate_limit_clear(key: str, rate: Rate) -> None:
         logger.warning("rate limit store unavailable", exc_info=True)
 
 
+@functools.cache
+def _username_field() -> UsernameField:
+    user_model = get_user_model()
+    return UsernameField(max_length=user_model._meta.get_field(user_model.USERNAME_FIELD).max_length)
+
+
+def login_username(typed: str) -> str:
+    """The username the login form hands the auth backend for what was typed: Django's own ``UsernameField``
+    (surrounding whitespace stripped, then NFKC), not a copy of its rules. Case is kept: the user model looks the
+    username up exactly, so "Ops" and "ops" are two accounts. A value the form refuses (too long) reaches no
+    account; it is counted as typed."""
+    try:
+        return _username_field().clean(typed)
+    except ValidationError:
+        return typed
+
+
+def login_throttle_key(request) -> str:
+    # Hashed: a username may hold spaces or control characters, which cache keys must not.
+    username = login_username(str(request.POST.get("username", "")))
+    digest = hashlib.sha256(username.encode(errors="surrogatepass")).hexdigest()[:32]
+    return f"login:{request.META.get('REMOTE_ADDR', '-')}:{digest}"
+
+
 class AdminLoginThrottleMiddleware:
-    """After too many failed staff logins (the admin's and the browsable API's) for one username from one
-    address, answer 429 until the window ends.
+    """After too many failed staff logins (the admin's and the browsable API's) for one account from one address,
+    answer 429 until the window ends. Every spelling the login form normalizes to one username is one account.
 
     A failed login is the login form answered again (200); a successful one redirects and clears the count.
     """
@@ -109,8 +137,7 @@ class AdminLoginThrottleMiddleware:
         rate = rate_parse(settings.SENSORSYNC_ADMIN_LOGIN_RATE_LIMIT)
         if rate is None:
             return self.get_response(request)
-        username = str(request.POST.get("username", ""))[:150].lower()
-        key = f"login:{request.META.get('REMOTE_ADDR', '-')}:{username}"
+        key = login_throttle_key(request)
         if rate_limit_count(key, rate) >= rate.count:
             _, retry_after = _window(rate, time.time())
             response = HttpResponse(

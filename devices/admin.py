@@ -8,6 +8,7 @@ from datetime import datetime
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import display_for_value, unquote
+from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Count, OuterRef, Subquery, Value
@@ -29,7 +30,7 @@ from sensors.models import DeviceSensor
 from sensorsync_project.exceptions import PreconditionFailed, SensorNotFound
 
 from .forms import DeviceAdminForm, ProvisioningKeyAdminForm
-from .models import Device, DeviceTargetStateVersion, ProvisioningKey
+from .models import Device, DeviceTargetState, DeviceTargetStateVersion, ProvisioningKey
 from .provisioning import provisioning_key_create, provisioning_key_revoke
 from .selectors import provisioning_key_devices
 from .services import (
@@ -184,10 +185,53 @@ def shown_value(value) -> str:
     return display_for_value(value, EMPTY_VALUE_DISPLAY)
 
 
+# What a page shows of one JSON value. Anything the API accepts may end up on a page (nesting up to 254 levels, a
+# megabyte of report), and indenting by level multiplies it: a 200-level report once made a 67 MB device page.
+JSON_SHOWN_BYTES = 64 * 1024
+JSON_INDENTED_LEVELS = 16  # deeper values are written on one line: indentation stops costing more with depth
+_compact_json = DjangoJSONEncoder(ensure_ascii=False, separators=(", ", ": "))
+
+
+def _json_chunks(value, level: int = 0):
+    """``value`` as JSON indented by two spaces per level, lazily, piece by piece."""
+    if level >= JSON_INDENTED_LEVELS or not isinstance(value, (dict, list)) or not value:
+        yield from _compact_json.iterencode(value)  # pure-Python and lazy: a huge value is never encoded whole
+        return
+    inner = "\n" + "  " * (level + 1)
+    if isinstance(value, dict):
+        yield "{"
+        for index, (key, item) in enumerate(value.items()):
+            yield f"{',' if index else ''}{inner}{_compact_json.encode(str(key))}: "
+            yield from _json_chunks(item, level + 1)
+        yield "\n" + "  " * level + "}"
+    else:
+        yield "["
+        for index, item in enumerate(value):
+            yield f"{',' if index else ''}{inner}"
+            yield from _json_chunks(item, level + 1)
+        yield "\n" + "  " * level + "]"
+
+
+def json_text(value, *, limit: int = JSON_SHOWN_BYTES) -> str:
+    """``value`` as indented JSON, cut after ``limit`` bytes with a note giving its whole size (as compact JSON,
+    measured by the C encoder, which is fast): the API serves the whole value."""
+    shown, size = [], 0
+    for chunk in _json_chunks(value):
+        shown.append(chunk)
+        size += len(chunk.encode())
+        if size > limit:
+            break
+    else:
+        return "".join(shown)
+    text = "".join(shown).encode()[:limit].decode(errors="ignore")
+    whole = len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), cls=DjangoJSONEncoder).encode())
+    return f"{text}\n… truncated: {whole:,} bytes in all; see the API for the whole value."
+
+
 def pretty_json(value) -> str:
     if value is None:
         return EMPTY_VALUE_DISPLAY
-    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False, cls=DjangoJSONEncoder))
+    return format_html("<pre>{}</pre>", json_text(value))
 
 
 DEPLOYED_OFFLINE_TITLE = "Deployed as desired, but its adapter reports it offline (it cannot reach its device)"
@@ -327,6 +371,12 @@ class DriftFilter(admin.SimpleListFilter):
         return queryset
 
 
+def has_model_permission(request, model, verb: str) -> bool:
+    """``user.has_perm("<app>.<verb>_<model>")``: the permission the API asks of the same write."""
+    opts = model._meta
+    return request.user.has_perm(f"{opts.app_label}.{get_permission_codename(verb, opts)}")
+
+
 @admin.register(Device)
 class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
     form = DeviceAdminForm
@@ -346,6 +396,16 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
     ordering = ("name", "id")
     actions = ("reconcile_now", "rotate_api_key")
 
+    # --- permissions: the API's, for the same writes ---
+
+    def has_reconcile_permission(self, request, obj=None) -> bool:
+        """Reconciling rewrites the sensor rows: the API asks ``sensors.change_devicesensor``."""
+        return has_model_permission(request, DeviceSensor, "change")
+
+    def has_rollback_permission(self, request, obj=None) -> bool:
+        """A rollback writes a new target version: the API asks ``devices.change_devicetargetstate``."""
+        return has_model_permission(request, DeviceTargetState, "change")
+
     # --- pages ---
 
     def get_queryset(self, request):
@@ -361,6 +421,13 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
                 drifting_count=Coalesce(Subquery(drifting_count), Value(0)),
             )
         )
+
+    def get_object(self, request, object_id, from_field=None):
+        device = super().get_object(request, object_id, from_field)
+        if device is not None:
+            # Read-only fields are given no request: what the user may do from them travels on the object.
+            device.can_roll_back = self.has_rollback_permission(request, device)
+        return device
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
@@ -396,6 +463,7 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
                 sensors_url=reverse("admin:sensors_devicesensor_changelist") + "?" + urlencode({"q": obj.uuid}),
                 events_url=reverse("admin:events_event_changelist") + "?" + urlencode({"q": obj.uuid}),
                 can_add_sensor=request.user.has_perm("sensors.add_devicesensor"),
+                can_reconcile=self.has_reconcile_permission(request, obj),
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -550,7 +618,7 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
             messages.WARNING,
         )
 
-    @admin.action(description="Reconcile the selected devices now", permissions=["change"])
+    @admin.action(description="Reconcile the selected devices now", permissions=["reconcile"])
     def reconcile_now(self, request, queryset):
         """Re-run reconciliation from each device's stored target and report; safe to repeat (a projection)."""
         for device in queryset:
@@ -582,11 +650,12 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
 
     # --- the device page's own actions (POST with the CSRF token; the pages that change state ask first) ---
 
-    def _device_for_change(self, request, object_id) -> Device:
+    def _device_for(self, request, object_id, *, allowed) -> Device:
+        """The device of a page action, if ``allowed(request, device)`` (one of the ``has_*_permission``)."""
         device = self.get_object(request, unquote(object_id))
         if device is None:
             raise Http404("No such device.")
-        if not self.has_change_permission(request, device):
+        if not allowed(request, device):
             raise PermissionDenied
         return device
 
@@ -597,7 +666,7 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         """The "Reconcile now" button: re-projects the rows from what is stored; nothing else changes."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        device = self._device_for_change(request, object_id)
+        device = self._device_for(request, object_id, allowed=self.has_reconcile_permission)
         try:
             result = device_reconcile_now(uuid=device.uuid, user=request.user)
         except Device.DoesNotExist:
@@ -606,7 +675,7 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         return HttpResponseRedirect(self._change_url(device))
 
     def rotate_key_view(self, request, object_id):
-        device = self._device_for_change(request, object_id)
+        device = self._device_for(request, object_id, allowed=self.has_change_permission)
         if request.method != "POST" or request.POST.get("post") != "yes":
             return self.rotate_key_confirmation(request, [device], title=f"Rotate the API key of {device.name}")
         self.message_key(request, device_key_rotate(uuid=device.uuid, user=request.user))
@@ -618,7 +687,7 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         The page carries the target version it was rendered from: if someone changes the target meanwhile, the
         rollback is refused (``If-Match``) and the page shown again with the new picture.
         """
-        device = self._device_for_change(request, object_id)
+        device = self._device_for(request, object_id, allowed=self.has_rollback_permission)
         old = DeviceTargetStateVersion.objects.filter(device=device, version=version).select_related("created_by")
         old = old.first()
         if old is None:
@@ -675,7 +744,7 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
                 "updated": change.get("updated", []),
                 "removed": change.get("removed", []),
                 "old_sensors": old.config.get("sensors", []),
-                "old_config": json.dumps(old.config, indent=2, ensure_ascii=False, cls=DjangoJSONEncoder),
+                "old_config": json_text(old.config),
                 "change_url": self._change_url(device),
                 "media": self.media,
             },
@@ -879,6 +948,8 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
                 return mark_safe('<span class="ss-badge ss-badge--quiet">current</span>')
             if version.config == target.config and version.apps == target.apps:
                 return mark_safe('<span class="ss-quiet">same as current</span>')
+            if not getattr(obj, "can_roll_back", False):
+                return ""
             url = reverse("admin:devices_device_rollback", args=[obj.pk, version.version])
             return format_html(
                 '<a class="ss-button" href="{}" title="Asks for confirmation first">Roll back to v{}</a>',

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import permission_required
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -302,7 +303,13 @@ def _episode_rows(episodes, now: datetime) -> list[dict]:
     return rows
 
 
+# What the page shows, each as the API guards it: devices (names, counts), sensors (errors, the heatmap) and
+# drift episodes (time to converge, the episodes' table).
+FLEET_PERMISSIONS = ("devices.view_device", "sensors.view_devicesensor", "reconciliation.view_driftepisode")
+
+
 @staff_member_required
+@permission_required(FLEET_PERMISSIONS, raise_exception=True)
 def fleet_overview(request):
     now = timezone.now()
     # The window starts on a whole hour, so the hourly chart's slots are clock hours (24 of them, plus the one

@@ -53,6 +53,12 @@ HEALTH_FIELDS = (
     "health_changed_at",
 )
 AUDIT_FIELDS = ("created_by", "created_at", "updated_by", "updated_at")
+# Staff who may only view a desired sensor see its JSON fields read-only: shown bounded, as every JSON on the page.
+VIEW_ONLY_JSON_FIELDS = {
+    "connection": "desired_connection",
+    "data_points": "desired_data_points",
+    "metadata": "desired_metadata",
+}
 NOT_DESIRED = (
     "This sensor was removed from the device's target configuration, but the agent still reports it running. "
     "It has no desired configuration to edit or delete; the row goes away once the agent stops running it. "
@@ -138,11 +144,14 @@ class DeviceSensorAdmin(ServiceAdminMixin, admin.ModelAdmin):
                 ("Running configuration", {"fields": ("sensor_id", "shown_config", "unreported")}),
                 audit,
             ]
+        desired = DESIRED_FIELDS
+        if not self.has_change_permission(request, obj):
+            desired = tuple(VIEW_ONLY_JSON_FIELDS.get(field, field) for field in DESIRED_FIELDS)
         return [
             (
                 "Desired configuration",
                 {
-                    "fields": ("device", *DESIRED_FIELDS, "target_version"),
+                    "fields": ("device", *desired, "target_version"),
                     "description": "What the device's target configuration asks for. Saving writes a new target "
                     "version, which the agent applies on its next poll.",
                 },
@@ -326,6 +335,18 @@ class DeviceSensorAdmin(ServiceAdminMixin, admin.ModelAdmin):
     @admin.display(description="Configuration shown")
     def shown_config(self, obj: DeviceSensor):
         return pretty_json(shown_sensor(obj))
+
+    @admin.display(description="Connection")
+    def desired_connection(self, obj: DeviceSensor):
+        return pretty_json(obj.desired.get("connection"))
+
+    @admin.display(description="Data points")
+    def desired_data_points(self, obj: DeviceSensor):
+        return pretty_json(obj.desired.get("dataPoints"))
+
+    @admin.display(description="Metadata")
+    def desired_metadata(self, obj: DeviceSensor):
+        return pretty_json(obj.desired.get("metadata"))
 
     @admin.display(description="Differs from desired in")
     def differences(self, obj: DeviceSensor) -> str:

@@ -106,6 +106,14 @@ def test_fleet_page_is_for_staff_only(client, db):
     assert client.get(FLEET).status_code == 302
 
     client.force_login(UserFactory(username="staff-member"))
+    assert client.get(FLEET).status_code == 403  # staff, but with none of the view permissions the page needs
+
+    client.force_login(
+        UserFactory(
+            username="fleet-viewer",
+            permissions=["devices.view_device", "sensors.view_devicesensor", "reconciliation.view_driftepisode"],
+        )
+    )
     assert client.get(FLEET).status_code == 200
 
 

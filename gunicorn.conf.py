@@ -4,9 +4,15 @@ Sync workers, one per core by default: the agent endpoints are short, CPU-bound 
 PERF_NOTES measured gthread and uvicorn workers ~2x slower on writes. A sync worker answers one request at a time
 and closes the connection after it (a proxy in front keeps the clients' connections alive).
 
+Production runs it behind nginx (``deploy/nginx/sensorsync.conf``), on loopback: a sync worker is held by one
+connection from its first byte to its last, so a few clients sending slowly would take every worker; nginx reads
+each request whole before passing it on. gunicorn trusts X-Forwarded-Proto only from 127.0.0.1/::1 (its
+``forwarded_allow_ips`` default), which is where nginx connects from.
+
 Environment:
 
-- ``GUNICORN_BIND``: address(es), comma-separated (default ``127.0.0.1:8000``);
+- ``GUNICORN_BIND``: address(es), comma-separated (default ``127.0.0.1:8000``, where nginx's upstream points; keep it
+  on loopback);
 - ``GUNICORN_WORKERS``: worker processes (default one per CPU: the agent's requests are CPU-bound, and on the
   2-core machine the benchmark targets, PostgreSQL beside the app, 2 workers held the 10,000-device mix with p50
   10 ms where 4 workers queued it to 40-54 ms, ~7% more CPU per request. With PostgreSQL on its own machine, a

@@ -274,14 +274,18 @@ def database_url() -> str:
 
 
 class ServerProcesses:
-    """``manage.py runserver --noreload`` processes on free 127.0.0.1 ports, against the test database.
+    """``manage.py runserver --noreload`` processes on free 127.0.0.1 ports, against the test database; with
+    ``server="gunicorn"``, the production server instead (``gunicorn -c gunicorn.conf.py``, its workers set by
+    ``GUNICORN_WORKERS`` in ``env``).
 
     Use as a context manager (or call ``stop``): the processes are always terminated."""
 
-    def __init__(self, count: int, *, env: dict | None = None, log_dir=None):
+    def __init__(self, count: int, *, env: dict | None = None, log_dir=None, server: str = "runserver"):
+        assert server in ("runserver", "gunicorn"), server
         self.count = count
         self.extra_env = env or {}
         self.log_dir = log_dir
+        self.server = server
         self.processes = []
         self.ports: list[int] = []
 
@@ -309,10 +313,16 @@ class ServerProcesses:
             for index in range(self.count):
                 port = free_port()
                 log = open(log_dir / f"server-{index}.log", "wb")  # noqa: SIM115 (closed with the process)
+                if self.server == "gunicorn":
+                    command = [str(Path(sys.executable).with_name("gunicorn")), "-c", "gunicorn.conf.py"]
+                    server_env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}"}
+                else:
+                    command = [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
+                    server_env = env
                 process = subprocess.Popen(
-                    [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+                    command,
                     cwd=base,
-                    env=env,
+                    env=server_env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from django.conf import settings
-from django.db import DatabaseError, connection, models, transaction
+from django.db import DatabaseError, InterfaceError, connection, models, transaction
 from django.db.models import Value
 from django.utils import timezone
 
@@ -592,7 +592,7 @@ def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> Re
                 _report_event(recorder, locked, report, effective, previous)
                 current = _current_state_store(locked, report, effective, now, reconcile=True)
             return ReportVerdict(ReportOutcome.APPLIED, locked, report.version, result=current.reconciliation)
-    except (DatabaseError, Device.DoesNotExist, DeviceAccessRevoked):
+    except (DatabaseError, InterfaceError, Device.DoesNotExist, DeviceAccessRevoked):
         raise  # the database failed, or the device or its key went away: nothing was written
     except Exception as exc:
         error_id = uuid.uuid4().hex

@@ -22,7 +22,7 @@ def _sqlstate(exc: BaseException) -> str | None:
     return None
 
 
-def database_unavailable(exc: DatabaseError) -> bool:
+def database_unavailable(exc: DatabaseError | InterfaceError) -> bool:
     """Whether ``exc`` says the database went away or is too busy (503, retry), rather than that it refused the
     statement (a server fault). Without an SQLSTATE (a client-side failure), the connection is asked."""
     state = _sqlstate(exc)

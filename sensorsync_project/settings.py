@@ -41,6 +41,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "sensorsync_project.proxy.ForwardedForMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "events.middleware.RequestContextMiddleware",
     "sensorsync_project.outage.DatabaseOutageMiddleware",
@@ -178,6 +179,9 @@ SENSORSYNC_REGISTER_RATE_LIMIT = env.str("SENSORSYNC_REGISTER_RATE_LIMIT", defau
 # The MQTT broker URL handed to devices at registration (mqtt://host:1883). Empty: MQTT ingestion is off, and the
 # registration answer's empty broker keeps the agent reporting over HTTP.
 SENSORSYNC_MQTT_BROKER_URL = env.str("SENSORSYNC_MQTT_BROKER_URL", default="")
+# Proxies whose X-Forwarded-For names the client (comma-separated addresses): nginx in front of gunicorn, which
+# listens on loopback (deploy/nginx/sensorsync.conf). Per-address limits and the audit log then see the client.
+SENSORSYNC_TRUSTED_PROXIES = frozenset(env.list("SENSORSYNC_TRUSTED_PROXIES", default=["127.0.0.1", "::1"]))
 # Shared counters for several server processes, e.g. redis://127.0.0.1:6379/0; unset: per process.
 SENSORSYNC_RATE_LIMIT_REDIS_URL = env.str("SENSORSYNC_RATE_LIMIT_REDIS_URL", default="")
 

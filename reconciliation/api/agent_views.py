@@ -7,7 +7,7 @@ from functools import partial
 import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, ValidationError
-from django.db import DatabaseError, DataError
+from django.db import DatabaseError, DataError, InterfaceError
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -79,7 +79,10 @@ def agent_endpoint(*methods: str, count_rejected: bool = False):
                 return error_response(400, "invalid_value", "A value in the report cannot be stored.")
             except DeviceAccessRevoked as exc:
                 return error_response(exc.status, exc.code, exc.message)
-            except DatabaseError as exc:
+            except (
+                DatabaseError,
+                InterfaceError,
+            ) as exc:  # InterfaceError (a closed connection) is not a DatabaseError
                 if not database_unavailable(exc):
                     logger.exception("database refused a statement on %s", request.path)
                     return error_response(

@@ -17,7 +17,7 @@ from .models import Device, DeviceTargetState
 class LockedRow(NamedTuple):
     pk: int
     revision: int
-    last_report_order: int | None
+    marks: dict[str, int | None]  # the newest report clocks seen, by field (``Device.REPORT_MARKS``)
     target: dict[str, Any] = {}  # the ``target_fields`` asked for, by name
 
 
@@ -26,7 +26,7 @@ def device_row_lock(
     where: str,
     value,
     values: dict[str, Any] | None = None,
-    report_order: int | None = None,
+    marks: dict[str, int] | None = None,
     target_fields: tuple[str, ...] = (),
     key_digest: str | None = None,
 ):
@@ -34,7 +34,8 @@ def device_row_lock(
 
     ``UPDATE ... RETURNING`` takes the row lock and, if it had to wait for another writer, sees that writer's
     committed row, so the returned revision tells whether anything changed since the caller last read the device.
-    ``report_order`` raises ``last_report_order`` to it unless a newer one is already stored.
+    ``marks`` (field -> a report's clock, see ``Device.REPORT_MARKS``) raises each high-water mark to the report's
+    clock unless a newer one is already stored; every mark comes back, as stored after the statement.
 
     ``key_digest``: lock only while the device still has this key and is active (an agent's request, which
     authenticated before it took the lock: a rotation or deactivation in between must stop it).
@@ -46,16 +47,17 @@ def device_row_lock(
     """
     qn = connection.ops.quote_name
     revision = qn(Device._meta.get_field("revision").column)
-    order = qn(Device._meta.get_field("last_report_order").column)
+    mark_columns = {name: qn(Device._meta.get_field(name).column) for name in Device.REPORT_MARKS.values()}
     assignments = [f"{revision} = {revision} + 1"]
     params: list[Any] = []
     for name, new in (values or {}).items():
         field = Device._meta.get_field(name)
         assignments.append(f"{qn(field.column)} = %s")
         params.append(field.get_db_prep_save(new, connection))
-    if report_order is not None:
-        assignments.append(f"{order} = CASE WHEN {order} IS NULL OR {order} < %s THEN %s ELSE {order} END")
-        params += [report_order, report_order]
+    for name, clock in (marks or {}).items():
+        mark = mark_columns[name]
+        assignments.append(f"{mark} = CASE WHEN {mark} IS NULL OR {mark} < %s THEN %s ELSE {mark} END")
+        params += [clock, clock]
     where_field = Device._meta.get_field(where)
     params.append(where_field.get_db_prep_value(where_field.to_python(value), connection))
     condition = f"{qn(where_field.column)} = %s"
@@ -64,7 +66,7 @@ def device_row_lock(
         condition += f" AND {digest} = %s AND {active} = %s"
         params += [key_digest, True]
     table = qn(Device._meta.db_table)
-    returning = [qn("id"), revision, order]
+    returning = [qn("id"), revision, *mark_columns.values()]
     target_meta = DeviceTargetState._meta
     fields = [target_meta.get_field(name) for name in target_fields]
     device_column = qn(target_meta.get_field("device").column)
@@ -78,8 +80,9 @@ def device_row_lock(
         row = cursor.fetchone()
     if row is None:
         return None
-    target = {f.name: _from_db(f, v) for f, v in zip(fields, row[3:], strict=True)}
-    return LockedRow(*row[:3], target=target)
+    stored_marks = dict(zip(mark_columns, row[2 : 2 + len(mark_columns)], strict=True))
+    target = {f.name: _from_db(f, v) for f, v in zip(fields, row[2 + len(mark_columns) :], strict=True)}
+    return LockedRow(row[0], row[1], stored_marks, target=target)
 
 
 def _from_db(field, value):

@@ -97,13 +97,18 @@ class Device(models.Model):
     device_type = models.CharField(max_length=64, blank=True)
     mac_address = models.CharField(max_length=64, blank=True)
     application_id = models.CharField(max_length=64, blank=True)
-    # The newest report order seen (the agent's ``seq``, else its ``reported_at``): older reports are stale.
-    last_report_order = models.BigIntegerField(null=True, blank=True, editable=False)
+    # The newest report clocks seen, each in its own unit (a report older than either is stale): the agent's
+    # ``seq``, and its ``reported_at`` in microseconds since the epoch. Keyed by clock in REPORT_MARKS.
+    last_report_seq = models.BigIntegerField(null=True, blank=True, editable=False)
+    last_report_clock_us = models.BigIntegerField(null=True, blank=True, editable=False)
     # Bumped by every unit of work that writes the device, its states or its sensors (devices.locking): a report
     # that finds it one higher after taking the lock knows the states it read before are still current.
     revision = models.PositiveBigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+
+    # A report's clock (``seq``, ``reported_at``) -> the field holding the newest one seen.
+    REPORT_MARKS = {"seq": "last_report_seq", "reported_at": "last_report_clock_us"}
 
     class Meta:
         ordering = ["name", "id"]

@@ -130,9 +130,10 @@ def device_key_rotate(*, uuid, user) -> DeviceWithKey:
     api_key = key_generate()
     with device_write(uuid=uuid) as device, device_events(device) as recorder:
         device.api_key_digest = key_digest(api_key)
-        # A new key re-provisions the agent, which may start its report seq over: forget the old high mark.
-        device.last_report_order = None
-        device.save(update_fields=["api_key_digest", "last_report_order", "updated_at"])
+        # A new key re-provisions the agent, which may start its report clocks over: forget the old high marks.
+        for field in Device.REPORT_MARKS.values():
+            setattr(device, field, None)
+        device.save(update_fields=["api_key_digest", *Device.REPORT_MARKS.values(), "updated_at"])
         recorder.record(EventTypeChoices.DEVICE_KEY_ROTATED, {}, actor=actor_label(user))
     return DeviceWithKey(device=device, api_key=api_key)
 

@@ -175,7 +175,7 @@ class Report:
     sensors: list[dict] | None
     health: dict[str, dict]
     facts: dict
-    order: int | None  # seq, or reported_at in microseconds: reports older than the last one are stale
+    clocks: dict[str, int]  # the clocks it carried: seq, reported_at (in microseconds); see ``_clock_parse``
     digest: str
     parts: dict
 
@@ -193,7 +193,7 @@ class RepeatedReport:
 
     version: int
     facts: dict
-    order: int | None
+    clocks: dict[str, int]
     digest: str
 
     queued = False
@@ -252,16 +252,18 @@ def _parts(data: dict, health: dict[str, dict], stored_parts: dict) -> dict:
     return parts
 
 
-def _clock_parse(data: dict, prefix: str, errors: dict) -> int | None:
-    """The report's order (``seq``, or ``reported_at`` in microseconds). The real agent sends neither."""
-    order = None
+def _clock_parse(data: dict, prefix: str, errors: dict) -> dict[str, int]:
+    """The report's clocks: ``seq``, and ``reported_at`` in microseconds since the epoch; each one it carries.
+    They are different clocks in different units, and a report older than the newest seen on either is stale. The
+    real agent sends neither."""
+    clocks = {}
     seq = data.get("seq")
     if seq is not None:
         if not is_int(seq) or seq < 0 or seq > 2**63 - 1:
             errors[f"{prefix}seq"] = ["Must be a non-negative integer."]
         else:
-            order = seq
-    elif data.get("reported_at") is not None:
+            clocks["seq"] = seq
+    if data.get("reported_at") is not None:
         try:
             parsed = parse_datetime(data["reported_at"]) if isinstance(data["reported_at"], str) else None
         except ValueError:  # well formed but impossible, e.g. minute 60
@@ -273,8 +275,8 @@ def _clock_parse(data: dict, prefix: str, errors: dict) -> int | None:
             # Accepted, it would make every later report stale until the key is rotated.
             errors[f"{prefix}reported_at"] = [f"Must not be more than {skew} s ahead of the server's clock."]
         else:
-            order = (parsed - EPOCH) // timedelta(microseconds=1)
-    return order
+            clocks["reported_at"] = (parsed - EPOCH) // timedelta(microseconds=1)
+    return clocks
 
 
 def _records_parse(value, key: str, errors: dict, *, fields: dict[str, str], limit: int) -> list[dict] | None:
@@ -540,7 +542,7 @@ def report_parse(data, *, prefix: str = "", stored: StoredReport | None = None) 
         raise ValidationError({prefix.rstrip(".") or "report": ["Must be a JSON object."]})
     errors: dict[str, list[str]] = {}
     facts = facts_parse(data, prefix, errors)
-    order = _clock_parse(data, prefix, errors)
+    clocks = _clock_parse(data, prefix, errors)
     health = _health_parse(data, prefix, errors)
 
     version = data.get("version")
@@ -551,7 +553,7 @@ def report_parse(data, *, prefix: str = "", stored: StoredReport | None = None) 
     parts = _parts(data, health, stored.parts if stored else {})
     digest = identity_digest(version, parts)
     if stored is not None and version is not None and digest == stored.digest:
-        return RepeatedReport(version=version, facts=facts, order=order, digest=digest)
+        return RepeatedReport(version=version, facts=facts, clocks=clocks, digest=digest)
 
     config = sensors = None
     if data.get("config") is not None:
@@ -568,7 +570,7 @@ def report_parse(data, *, prefix: str = "", stored: StoredReport | None = None) 
         sensors=sensors,
         health=health,
         facts=facts,
-        order=order,
+        clocks=clocks,
         digest=digest,
         parts=parts,
     )

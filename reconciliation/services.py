@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import orjson
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, connection, models, transaction
-from django.db.models import Value
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from devices.locking import device_events, device_row_lock, device_write
@@ -368,30 +369,30 @@ def _liveness_touch(
     device: Device, *, now, report: Report | RepeatedReport | None = None, fetched_version: int | None = None
 ) -> None:
     """Refresh liveness and facts without a transaction, in at most one UPDATE. Coalesced: a device seen less than
-    SENSORSYNC_LIVENESS_WRITE_SECONDS ago is not written again unless it fetched a version it did not have or the
-    report brings facts to keep (PERF_NOTES item 6)."""
+    SENSORSYNC_LIVENESS_WRITE_SECONDS ago is not written again unless it fetched a version it did not have, the
+    report brings facts to keep, or it carries a clock newer than the newest seen (PERF_NOTES item 6).
+
+    A newer clock is recorded even when the report changed nothing: an older report that arrives after it must
+    be stale, not applied over the newer identical one. The real agent sends no clock, and pays nothing for it."""
     changes = _facts_changes(device, report, now) if report is not None else {}
     if fetched_version is not None and fetched_version != device.last_fetched_version:
         changes.update(last_fetched_version=fetched_version, last_fetched_at=now)
-    if changes or _liveness_due(device, now):
+    raised = _marks_raised(report, _device_marks(device)) if report is not None else {}
+    if changes or raised or _liveness_due(device, now):
         changes["last_seen_at"] = now
         if report is not None and "uptime" in report.facts:  # a clock, like last_seen_at: written with it
             changes["uptime"] = report.facts["uptime"]
         if fetched_version is not None:
             changes.update(last_fetched_version=fetched_version, last_fetched_at=now)
-        if (
-            report is not None
-            and report.order is not None
-            and (device.last_report_order is None or report.order > device.last_report_order)
-        ):
-            changes["last_report_order"] = report.order
     if changes:
+        # Each mark only rises, whatever a concurrent report wrote since ``device`` was read.
+        rising = {field: Greatest(Coalesce(F(field), Value(clock)), Value(clock)) for field, clock in raised.items()}
         # Only while the key the request authenticated with still holds: a late request must not undo a rotation.
         if not Device.objects.filter(pk=device.pk, api_key_digest=device.api_key_digest, is_active=True).update(
-            **changes
+            **changes, **rising
         ):
             raise _access_revoked(device)
-        for name, value in changes.items():
+        for name, value in {**changes, **raised}.items():
             setattr(device, name, value)
 
 
@@ -406,8 +407,27 @@ def _access_revoked(device: Device) -> DeviceAccessRevoked | Device.DoesNotExist
     return DeviceAccessRevoked(403, "device_inactive", "This device was deactivated while the request was in flight.")
 
 
-def _is_stale(report: Report | RepeatedReport, last_order: int | None) -> bool:
-    return report.order is not None and last_order is not None and report.order < last_order
+def _report_marks(report: Report | RepeatedReport) -> dict[str, int]:
+    """The report's clocks, by the device field holding the newest one seen (``Device.REPORT_MARKS``)."""
+    return {Device.REPORT_MARKS[clock]: value for clock, value in report.clocks.items()}
+
+
+def _device_marks(device: Device) -> dict[str, int | None]:
+    return {field: getattr(device, field) for field in Device.REPORT_MARKS.values()}
+
+
+def _is_stale(report: Report | RepeatedReport, marks: dict[str, int | None]) -> bool:
+    """Older, on any clock the report carries, than the newest report seen on that clock."""
+    return any(marks[field] is not None and clock < marks[field] for field, clock in _report_marks(report).items())
+
+
+def _marks_raised(report: Report | RepeatedReport, marks: dict[str, int | None]) -> dict[str, int]:
+    """The marks a report that is not stale raises: each clock it carries that is newer than the newest seen."""
+    if _is_stale(report, marks):
+        return {}
+    return {
+        field: clock for field, clock in _report_marks(report).items() if marks[field] is None or clock > marks[field]
+    }
 
 
 def target_state_fetched(*, device: Device) -> None:
@@ -415,7 +435,7 @@ def target_state_fetched(*, device: Device) -> None:
     _liveness_touch(device, now=timezone.now(), fetched_version=device.target_state.version)
 
 
-def _report_lock(device: Device, report: Report, now) -> tuple[Device, int | None]:
+def _report_lock(device: Device, report: Report, now) -> tuple[Device, dict[str, int | None]]:
     """Lock the device by writing its liveness and facts; re-read its states only if another writer committed
     since ``device`` was read. The same statement returns the target fields the lookup deferred."""
     values = {**_facts_changes(device, report, now), "last_seen_at": now}
@@ -425,7 +445,7 @@ def _report_lock(device: Device, report: Report, now) -> tuple[Device, int | Non
         where="id",
         value=device.pk,
         values=values,
-        report_order=report.order,
+        marks=_report_marks(report),
         target_fields=REPORT_DEFERRED_TARGET,
         key_digest=device.api_key_digest,
     )
@@ -437,10 +457,11 @@ def _report_lock(device: Device, report: Report, now) -> tuple[Device, int | Non
         for name, value in values.items():
             setattr(device, name, value)
         device.revision = locked.revision
-        device.last_report_order = locked.last_report_order
+        for name, value in locked.marks.items():
+            setattr(device, name, value)
         for name, value in locked.target.items():  # what the report's lookup left out, current (see the lock)
             setattr(device.target_state, name, value)
-    return device, locked.last_report_order
+    return device, locked.marks
 
 
 def _report_effective(report: Report, previous: DeviceCurrentState | None) -> dict:
@@ -496,7 +517,7 @@ def _current_state_store(
         "parts": report.parts,
         **effective,
         "version": report.version,
-        "seq": report.order,
+        "seq": report.clocks.get("seq"),
         "reported_at": now,
     }
     fields["digest"] = effective.get("digest", report.digest) if reconcile else UNRECONCILED_DIGEST
@@ -572,7 +593,7 @@ def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> Re
     if report.queued:
         return _queued_report_record(device, report, now)
     current = device.current_state_or_none()
-    if _is_stale(report, device.last_report_order):
+    if _is_stale(report, _device_marks(device)):
         _liveness_touch(device, now=now, report=report)
         return ReportVerdict(ReportOutcome.STALE, device, report.version)
     if isinstance(report, RepeatedReport) or (current is not None and current.digest == report.digest):
@@ -581,9 +602,9 @@ def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> Re
 
     try:
         with transaction.atomic():
-            locked, last_order = _report_lock(device, report, now)
+            locked, marks = _report_lock(device, report, now)
             previous = locked.current_state_or_none()
-            if _is_stale(report, last_order):
+            if _is_stale(report, marks):
                 return ReportVerdict(ReportOutcome.STALE, locked, report.version)
             if previous is not None and previous.digest == report.digest:
                 return ReportVerdict(ReportOutcome.UNCHANGED, locked, report.version)
@@ -605,8 +626,7 @@ def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> Re
             _report_event(recorder, locked, report, effective, previous)
             _current_state_store(locked, report, effective, now, reconcile=False)
             values = {**_facts_changes(locked, report, now), "last_seen_at": now}
-            if not _is_stale(report, locked.last_report_order) and report.order is not None:
-                values["last_report_order"] = report.order
+            values.update(_marks_raised(report, _device_marks(locked)))  # the row is locked: no race to guard
             Device.objects.filter(pk=locked.pk).update(**values)
             recorder.record(
                 EventTypeChoices.DEVICE_RECONCILE_FAILED,

@@ -226,7 +226,8 @@ DEVICE_FIELDS = (
     "facts_reported_at",
     "last_fetched_version",
     "last_fetched_at",
-    "last_report_order",
+    "last_report_seq",
+    "last_report_clock_us",
     "updated_at",
 )
 SENSOR_FIELDS = tuple(f.name for f in DeviceSensor._meta.concrete_fields if f.name not in ("id",))

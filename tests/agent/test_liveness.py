@@ -28,15 +28,26 @@ def test_a_no_op_within_the_interval_writes_nothing(agent, reported, settings):
     settings.SENSORSYNC_LIVENESS_WRITE_SECONDS = 3600
     before = _seen(reported)
 
-    assert verdict(report(agent, reported, 1, [], seq=2, uptime=99), reported)["outcome"] == "unchanged"
+    assert verdict(report(agent, reported, 1, [], uptime=99), reported)["outcome"] == "unchanged"  # no clock
     assert poll(agent, reported, etag='"1"').status_code == 304
 
     after = _seen(reported)
-    assert (after.last_seen_at, after.uptime, after.last_report_order) == (
+    assert (after.last_seen_at, after.uptime, after.last_report_seq) == (
         before.last_seen_at,
         before.uptime,
-        before.last_report_order,
+        before.last_report_seq,
     )
+
+
+def test_a_no_op_with_a_newer_clock_records_it_within_the_interval(agent, reported, settings):
+    """An older report that arrives later must be stale: the newest clock seen is written even when nothing else
+    is (with liveness, in the same UPDATE)."""
+    settings.SENSORSYNC_LIVENESS_WRITE_SECONDS = 3600
+
+    assert verdict(report(agent, reported, 1, [], seq=2, uptime=99), reported)["outcome"] == "unchanged"
+
+    after = _seen(reported)
+    assert (after.last_report_seq, after.uptime) == (2, 99)
 
 
 def test_a_no_op_after_the_interval_refreshes_liveness(agent, reported, settings):
@@ -48,7 +59,7 @@ def test_a_no_op_after_the_interval_refreshes_liveness(agent, reported, settings
 
     after = _seen(reported)
     assert after.last_seen_at > long_ago
-    assert (after.uptime, after.last_report_order) == (99, 2)
+    assert (after.uptime, after.last_report_seq) == (99, 2)
 
 
 def test_fetching_a_new_version_is_recorded_even_within_the_interval(agent, admin_client, reported, settings):

@@ -98,7 +98,7 @@ def test_an_unchanged_report(agent, sized, coalesced_liveness, django_assert_num
     verdict(report(agent, sized, 2, running, seq=1), sized)
 
     with django_assert_num_queries(NO_OP_STATEMENTS):
-        answer = verdict(report(agent, sized, 2, running, seq=2, uptime=7200), sized)
+        answer = verdict(report(agent, sized, 2, running, uptime=7200), sized)  # the real agent: no clock
 
     assert answer["outcome"] == "unchanged"
     assert len(answer["sensors"]) == sized.n
@@ -115,7 +115,19 @@ def test_an_unchanged_report_refreshes_liveness_when_due(agent, sized, settings,
 
     assert answer["outcome"] == "unchanged"
     sized.refresh_from_db()
-    assert (sized.uptime, sized.last_report_order) == (7200, 2)
+    assert (sized.uptime, sized.last_report_seq) == (7200, 2)
+
+
+def test_an_unchanged_report_with_a_newer_clock(agent, sized, coalesced_liveness, django_assert_num_queries):
+    running = target_sensors(sized)
+    verdict(report(agent, sized, 2, running, seq=1), sized)
+
+    with django_assert_num_queries(NO_OP_LIVENESS_DUE_STATEMENTS):  # the newest seq is recorded, with liveness
+        answer = verdict(report(agent, sized, 2, running, seq=2, uptime=7200), sized)
+
+    assert answer["outcome"] == "unchanged"
+    sized.refresh_from_db()
+    assert (sized.uptime, sized.last_report_seq) == (7200, 2)
 
 
 def test_a_stale_report(agent, sized, coalesced_liveness, django_assert_num_queries):

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from devices.models import DeviceCurrentState
+from devices.models import Device, DeviceCurrentState
 from events.models import Event
 from sensors.models import DeviceSensor
 
@@ -146,7 +146,7 @@ def test_a_report_older_than_the_newest_seen_is_acknowledged_as_stale_and_not_ap
     assert after["sensors"] == before["sensors"]
     assert after["events"] == before["events"]
     assert after["target"] == before["target"]
-    assert after["device"]["last_report_order"] == 10
+    assert after["device"]["last_report_seq"] == 10
     assert admin_client.get(current_state_url(reported.uuid)).json() == stored
     assert stored["seq"] == 10
 
@@ -193,6 +193,38 @@ def test_a_report_older_by_reported_at_is_stale(admin_client, agent, device):
     later = verdict(report(agent, device, 2, [], reported_at="2025-11-02T10:00:11Z"), device)
     assert later["outcome"] == "applied"
     assert later["sensors"]["a"]["status"] == "failed"
+
+
+def test_seq_and_reported_at_are_separate_clocks(admin_client, agent, device):
+    """A ``reported_at`` (microseconds since 1970, ~10**15) once shared the seq's high-water mark, and left every
+    later seq stale for good. Each clock is compared only with its own kind."""
+    add_sensor(admin_client, device, sensor("a"))
+    running = target_sensors(device)
+    assert verdict(report(agent, device, 2, [], reported_at="2025-11-02T10:00:10Z"), device)["outcome"] == "applied"
+
+    sent = [(1, running), (0, []), (2, [])]
+    outcomes = [verdict(report(agent, device, 2, sensors, seq=seq), device)["outcome"] for seq, sensors in sent]
+
+    assert outcomes == ["applied", "stale", "applied"]
+    stored = Device.objects.get(pk=device.pk)
+    assert (stored.last_report_seq, stored.last_report_clock_us) == (2, 1762077610 * 10**6)
+    assert admin_client.get(current_state_url(device.uuid)).json()["seq"] == 2  # never a reported_at
+    older = verdict(report(agent, device, 2, [], seq=5, reported_at="2025-11-02T10:00:09Z"), device)
+    assert older["outcome"] == "stale"  # older on one of its clocks is older
+
+
+def test_an_identical_newer_report_makes_an_older_one_stale(admin_client, agent, reported, settings):
+    """seq 10 is stored; seq 12 repeats it (unchanged, so nothing is applied) but is still the newest seen: the
+    seq 11 that arrives after it, with other content, is stale, not applied over it."""
+    settings.SENSORSYNC_LIVENESS_WRITE_SECONDS = 3600  # no liveness write is due: only the new seq is
+    stored = admin_client.get(current_state_url(reported.uuid)).json()
+
+    repeat = verdict(report(agent, reported, 3, reported.running, health=reported.health, seq=12), reported)
+    late = verdict(report(agent, reported, 3, target_sensors(reported), health={}, seq=11), reported)
+
+    assert (repeat["outcome"], late["outcome"]) == ("unchanged", "stale")
+    assert Device.objects.get(pk=reported.pk).last_report_seq == 12
+    assert admin_client.get(current_state_url(reported.uuid)).json() == stored
 
 
 def test_a_report_with_the_same_seq_but_other_content_is_applied(agent, reported):

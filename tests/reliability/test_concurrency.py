@@ -261,7 +261,7 @@ def test_reports_and_edits_racing_for_one_device_leave_it_consistent(staff_token
     assert set(_statuses(results)) == {200}, _statuses(results)
     assert DeviceTargetState.objects.get(device=device).version == 4 + THREADS // 2
     # The newest report wins: applied, or an identical repeat of what is stored (a no-op that keeps its order).
-    assert Device.objects.get(pk=device.pk).last_report_order == THREADS - 1
+    assert Device.objects.get(pk=device.pk).last_report_seq == THREADS - 1
     newest = [s["name"] for s in desired[: 1 + (THREADS - 1) % 3]]
     stored = DeviceCurrentState.objects.get(device=device).config["sensors"]
     assert [s["name"] for s in stored] == newest

@@ -156,7 +156,7 @@ def test_a_report_in_flight_when_the_key_is_rotated_writes_nothing(agent, admin_
 
     assert refused.value.status == 401
     assert device_snapshot(device) == before
-    assert Device.objects.get(pk=device.pk).last_report_order is None  # rotation's reset of the order holds
+    assert Device.objects.get(pk=device.pk).last_report_seq is None  # rotation's reset of the order holds
 
 
 def test_an_unchanged_report_in_flight_when_the_device_is_deactivated_writes_nothing(agent, device, settings):

@@ -100,7 +100,7 @@ def test_two_servers_hammered_with_reports_and_edits_for_one_device_stay_consist
     assert DeviceTargetStateVersion.objects.filter(device=device).count() == target.version
     assert_target_history_contiguous(device)
     assert_gapless(device.uuid)
-    assert Device.objects.get(pk=device.pk).last_report_order == reports  # the newest seq was seen last
+    assert Device.objects.get(pk=device.pk).last_report_seq == reports  # the newest seq was seen last
     assert DeviceCurrentState.objects.get(device=device).version in (3, 4)
     assert Event.objects.filter(aggregate_id=str(device.uuid), type="sensor.added").count() == 3 + len(created)
     assert read_model_and_log_consistent() == []

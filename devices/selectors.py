@@ -1,3 +1,6 @@
+import hashlib
+
+import orjson
 from django.db.models import QuerySet
 
 from sensorsync_project.precompiled import CompiledLookup
@@ -34,44 +37,70 @@ def target_versions(*, device_uuid) -> QuerySet[DeviceTargetStateVersion]:
     return DeviceTargetStateVersion.objects.filter(device__uuid=device_uuid).select_related("created_by")
 
 
+def target_version_digest(config, apps) -> str:
+    """A target version's content in a few bytes: what a snapshot keeps of a version whose event was dropped."""
+    return hashlib.blake2b(orjson.dumps([config, apps], option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+
+
+def target_history_fold(state: dict | None, events) -> dict:
+    """Retention's snapshot of a device's target history (``events.retention``): each version the dropped
+    ``target_state.updated`` events recorded, by its content's digest."""
+    from sensors.validation import config_upcast
+
+    versions = dict((state or {}).get("versions", {}))
+    for _sequence, _type, data in events:
+        # Events are never rewritten: one written before config.sensors was the key is read through the upcast.
+        versions[str(data["version"])] = target_version_digest(config_upcast(data["config"]), data["apps"])
+    return {"versions": versions}
+
+
 def target_history_replay_diff(*, device: Device) -> list[str]:
     """Rebuild every target version of a device from its event log alone and compare with the stored history
-    and the current target. Empty when the log, the history and the target agree; else one line per problem."""
+    and the current target. Empty when the log, the history and the target agree; else one line per problem.
+
+    Where retention dropped the oldest events, the replay starts from the device's snapshot: the versions those
+    events recorded are compared by digest, and the log must go on from the snapshot's last sequence."""
     from events.choices import EventTypeChoices
     from events.models import Event
+    from events.selectors import snapshot_get
     from events.services import DEVICE_AGGREGATE
     from sensors.validation import config_upcast
 
     problems: list[str] = []
     replayed: dict[int, tuple[dict, dict]] = {}
-    expected_sequence = 1
+    snapshot = snapshot_get(aggregate_id=str(device.uuid))
+    folded = {int(v): digest for v, digest in snapshot.state.get("versions", {}).items()} if snapshot else {}
+    expected_sequence = snapshot.through_sequence + 1 if snapshot else 1
     events = Event.objects.filter(aggregate_type=DEVICE_AGGREGATE, aggregate_id=str(device.uuid)).order_by("sequence")
     for sequence, event_type, data in events.values_list("sequence", "type", "data").iterator(chunk_size=500):
-        if sequence != expected_sequence:
-            problems.append(f"{device.uuid}: event sequence jumps from {expected_sequence - 1} to {sequence}")
-        expected_sequence = sequence + 1
+        if sequence >= expected_sequence:  # one below is older than the snapshot, kept while a later one went
+            if sequence != expected_sequence:
+                problems.append(f"{device.uuid}: event sequence jumps from {expected_sequence - 1} to {sequence}")
+            expected_sequence = sequence + 1
         if event_type == EventTypeChoices.TARGET_STATE_UPDATED:
-            # Events are never rewritten: one written before config.sensors was the key is read through the upcast.
             replayed[data["version"]] = (config_upcast(data["config"]), data["apps"])
 
     stored = {v.version: (v.config, v.apps) for v in DeviceTargetStateVersion.objects.filter(device=device)}
-    for version in sorted(set(replayed) | set(stored)):
+    for version in sorted(set(replayed) | set(folded) | set(stored)):
         if version not in stored:
             problems.append(f"{device.uuid} v{version}: in the event log but missing from the stored history")
-        elif version not in replayed:
+        elif version in replayed:
+            if replayed[version][0] != stored[version][0]:
+                problems.append(f"{device.uuid} v{version}: stored config differs from the config the log records")
+            elif replayed[version][1] != stored[version][1]:
+                problems.append(f"{device.uuid} v{version}: stored apps differ from the apps the log records")
+        elif version not in folded:
             problems.append(f"{device.uuid} v{version}: in the stored history but no event records it")
-        elif replayed[version][0] != stored[version][0]:
-            problems.append(f"{device.uuid} v{version}: stored config differs from the config the log records")
-        elif replayed[version][1] != stored[version][1]:
-            problems.append(f"{device.uuid} v{version}: stored apps differ from the apps the log records")
+        elif folded[version] != target_version_digest(*stored[version]):
+            problems.append(f"{device.uuid} v{version}: stored version differs from the snapshot of the dropped log")
     target = device.target_state
-    latest = replayed.get(max(replayed)) if replayed else None
-    if not replayed or max(replayed) != target.version:
-        problems.append(
-            f"{device.uuid}: the log's last version is {max(replayed, default=None)}, target is v{target.version}"
-        )
-    elif latest != (target.config, target.apps):
+    last = max([*replayed, *folded], default=None)
+    if last is None or last != target.version:
+        problems.append(f"{device.uuid}: the log's last version is {last}, target is v{target.version}")
+    elif last in replayed and replayed[last] != (target.config, target.apps):
         problems.append(f"{device.uuid} v{target.version}: the current target differs from what the log records")
+    elif last not in replayed and folded[last] != target_version_digest(target.config, target.apps):
+        problems.append(f"{device.uuid} v{target.version}: the current target differs from the snapshot of the log")
     return problems
 
 

@@ -10,7 +10,12 @@ from .choices import EventTypeChoices
 
 
 class Event(models.Model):
-    """One fact in the append-only log. Nothing in the application updates or deletes an event.
+    """One fact in the append-only log. Nothing in the application updates an event, and only retention deletes
+    them, oldest first and whole months at a time (``events.retention``).
+
+    On PostgreSQL the table is partitioned by month of ``created_at`` (``events.partitions``): its primary key and
+    unique constraints there include ``created_at``, as partitioning requires; ``id`` and ``event_id`` stay unique
+    by construction (a sequence, a random uuid).
 
     Sensors live inside their device's configuration document, so the device is the aggregate: every event
     carries ``aggregate_type="device"`` and the device uuid, and ``sequence`` numbers a device's history without
@@ -44,3 +49,25 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.aggregate_type}:{self.aggregate_id}#{self.sequence}"
+
+
+class AggregateSnapshot(models.Model):
+    """What the events of an aggregate that retention dropped had established (``events.retention``).
+
+    ``through_sequence`` is the last sequence folded in: the log goes on from the next one, and new events are
+    numbered after it even when none of the aggregate's events is left. ``state`` is what the aggregate's folder
+    (registered by the app that owns the aggregate) kept of the dropped events, for replays that start here."""
+
+    aggregate_type = models.CharField(max_length=32)
+    aggregate_id = models.CharField(max_length=64)
+    through_sequence = models.PositiveIntegerField()
+    state = JSONField(default=dict, encoder=DjangoJSONEncoder)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["aggregate_type", "aggregate_id"], name="snapshot_aggregate_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.aggregate_type}:{self.aggregate_id} through #{self.through_sequence}"

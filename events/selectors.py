@@ -2,7 +2,7 @@ import uuid
 
 from django.db.models import BooleanField, Case, F, Func, PositiveBigIntegerField, QuerySet, Value, When
 
-from .models import Event
+from .models import AggregateSnapshot, Event
 from .services import DEVICE_AGGREGATE
 
 
@@ -54,3 +54,8 @@ def event_list(*, device_uuid=None, data_inline_max_bytes: int | None = None) ->
             aggregate_type=DEVICE_AGGREGATE, aggregate_id=aggregate_id_normalize(str(device_uuid))
         )
     return queryset
+
+
+def snapshot_get(*, aggregate_id: str, aggregate_type: str = DEVICE_AGGREGATE) -> AggregateSnapshot | None:
+    """What retention kept of an aggregate's dropped events (``events.retention``); None if none were dropped."""
+    return AggregateSnapshot.objects.filter(aggregate_type=aggregate_type, aggregate_id=aggregate_id).first()

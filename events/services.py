@@ -3,7 +3,7 @@
 Writers record events inside ``event_recording(aggregate_id)``; the outermost scope for an aggregate flushes
 them in one ``INSERT`` that numbers them after the aggregate's last sequence. The caller must hold the
 aggregate's lock (the device row, ``devices.locking``) for the whole scope: that is what keeps per-aggregate
-sequences gapless under concurrent writers. The unique constraint on (aggregate, sequence) is the backstop.
+sequences gapless under concurrent writers. The unique index on (aggregate, sequence) is the backstop.
 """
 
 import contextlib
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from django.db import connection
 
 from .context import current_context
-from .models import Event
+from .models import AggregateSnapshot, Event
 
 DEVICE_AGGREGATE = "device"
 
@@ -50,7 +50,7 @@ class EventRecorder:
         events, self.pending = self.pending, []
         fields = _insert_fields()
         per_row = len(fields)  # each field but the sequence, and the event's offset
-        per_statement = max(1, (_max_params(connection) - 2) // per_row)
+        per_statement = max(1, (_max_params(connection) - 4) // per_row)
         with connection.cursor() as cursor:
             for start in range(0, len(events), per_statement):
                 batch = events[start : start + per_statement]
@@ -62,7 +62,7 @@ class EventRecorder:
                         if f.attname != "sequence"
                     ]
                     params.append(offset)
-                params += [self.aggregate_type, self.aggregate_id]
+                params += [self.aggregate_type, self.aggregate_id] * 2
                 cursor.execute(_insert_sql(connection, len(batch)), params)
         return events  # their ``sequence`` was assigned by the database; read events back to see it
 
@@ -87,7 +87,8 @@ _INSERT_SQL_CACHED_ROWS = 64
 
 def _insert_sql(connection, rows: int) -> str:
     """``INSERT ... SELECT`` of ``rows`` events from a ``VALUES`` list, numbered in the statement: the aggregate's
-    last sequence, read once (a one-row subquery joined to every row), plus each row's offset. A subquery per row
+    last sequence, read once (a one-row subquery joined to every row), plus each row's offset. The last sequence
+    is the aggregate's newest event's, or its snapshot's when retention dropped every event it had. A subquery per row
     made the statement's cost grow faster than its rows (4,000 events: 4.7 s).
 
     Written from the model's fields, and kept per database vendor for the usual row counts: compiling the same
@@ -108,12 +109,20 @@ def _insert_sql(connection, rows: int) -> str:
             else:
                 index += 1
                 selected.append(f"v.column{index}")
+        snapshot = AggregateSnapshot._meta
+        snapshot_column = {
+            name: qn(snapshot.get_field(name).column) for name in ("through_sequence", "aggregate_type", "aggregate_id")
+        }
         row = "(" + ", ".join(["%s"] * width) + ")"
         sql = (
             f"INSERT INTO {table} ({', '.join(qn(f.column) for f in fields)}) "
             f"SELECT {', '.join(selected)} FROM (VALUES {', '.join([row] * rows)}) AS v CROSS JOIN "
-            f"(SELECT COALESCE(MAX({column['sequence']}), 0) AS n FROM {table} "
-            f"WHERE {column['aggregate_type']} = %s AND {column['aggregate_id']} = %s) AS last"
+            f"(SELECT COALESCE(MAX(bound.n), 0) AS n FROM ("
+            f"SELECT MAX({column['sequence']}) AS n FROM {table} "
+            f"WHERE {column['aggregate_type']} = %s AND {column['aggregate_id']} = %s "
+            f"UNION ALL SELECT {snapshot_column['through_sequence']} FROM {qn(snapshot.db_table)} "
+            f"WHERE {snapshot_column['aggregate_type']} = %s AND {snapshot_column['aggregate_id']} = %s"
+            f") AS bound) AS last"
         )
         if rows <= _INSERT_SQL_CACHED_ROWS:
             _INSERT_SQL[key] = sql

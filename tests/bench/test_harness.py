@@ -40,7 +40,12 @@ def test_a_report_body_is_a_valid_gzip_report_whose_digest_ignores_uptime_and_se
     later = _parsed(reports.report_body(prefix, uptime=160, seq=8))
 
     assert first.digest == later.digest == reports.entry_digest(entry)
-    assert (first.clocks, first.facts["uptime"], later.clocks, later.facts["uptime"]) == ({"seq": 7}, 100, {"seq": 8}, 160)
+    assert (first.clocks, first.facts["uptime"], later.clocks, later.facts["uptime"]) == (
+        {"seq": 7},
+        100,
+        {"seq": 8},
+        160,
+    )
     assert [s["name"] for s in first.sensors] == [s["name"] for s in entry["config"]["sensors"]]
 
 

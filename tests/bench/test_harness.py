@@ -40,7 +40,12 @@ def test_a_report_body_is_a_valid_gzip_report_whose_digest_ignores_uptime_and_se
     later = _parsed(reports.report_body(prefix, uptime=160, seq=8))
 
     assert first.digest == later.digest == reports.entry_digest(entry)
-    assert (first.clocks, first.facts["uptime"], later.clocks, later.facts["uptime"]) == ({"seq": 7}, 100, {"seq": 8}, 160)
+    assert (first.clocks, first.facts["uptime"], later.clocks, later.facts["uptime"]) == (
+        {"seq": 7},
+        100,
+        {"seq": 8},
+        160,
+    )
     assert [s["name"] for s in first.sensors] == [s["name"] for s in entry["config"]["sensors"]]
 
 
@@ -129,9 +134,9 @@ def test_captured_changed_reports_carry_every_parameter_of_every_statement(admin
     """What the probe captures for the replay: a real changed report's statements, parameters rendered by psycopg,
     a new event's uuid drawn again on every replay."""
     from bench.prepare import _captured_statements
-    from tests.agent.helpers import add_sensor, report, sensor, target_sensors
+    from tests.helpers import add_sensor, report, sensor_payload, target_sensors
 
-    add_sensor(admin_client, device, sensor("a"))
+    add_sensor(admin_client, device, sensor_payload("a"))
 
     statements = _captured_statements(lambda: report(client, device, 2, target_sensors(device), seq=1))
 

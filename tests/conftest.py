@@ -1,13 +1,15 @@
+"""Fixtures shared by the whole suite; plain helpers (URLs, payloads, agent calls, snapshots) are in
+``tests/helpers.py``."""
+
 import pytest
-from django.conf import settings
 from django.core.cache import caches
+from django.test import Client
 from rest_framework.test import APIClient
 
 from sensors.services import sensor_create
 
 from .factories import DeviceFactory, SensorPayloadFactory, UserFactory
-
-IS_POSTGRES = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+from .helpers import IS_POSTGRES
 
 
 def pytest_collection_modifyitems(config, items):
@@ -37,8 +39,23 @@ def superuser(db):
 
 @pytest.fixture
 def admin_client(api_client, superuser) -> APIClient:
+    """The management API as the superuser (DRF, authentication forced)."""
     api_client.force_authenticate(superuser)
     return api_client
+
+
+@pytest.fixture
+def admin_browser(client, superuser) -> Client:
+    """Django's test client (pytest-django's ``client``) logged in as the superuser, as a person's browser is in
+    the admin and on /fleet/."""
+    client.force_login(superuser)
+    return client
+
+
+@pytest.fixture
+def agent() -> Client:
+    """The on-device agent: a plain HTTP client, no session, no CSRF token, raw bytes and headers."""
+    return Client(enforce_csrf_checks=True)
 
 
 @pytest.fixture
@@ -52,5 +69,14 @@ def device_with_sensors(db, superuser):
     device = DeviceFactory()
     for protocol in ("modbus", "can", "opcua"):
         sensor_create(device_uuid=device.uuid, data=SensorPayloadFactory(protocol=protocol), user=superuser)
+    device.refresh_from_db()
+    return device
+
+
+@pytest.fixture
+def sensor_device(db, superuser):
+    """A device whose target holds one sensor, ``temp-1`` (target version 2), never reported."""
+    device = DeviceFactory()
+    sensor_create(device_uuid=device.uuid, data=SensorPayloadFactory(name="temp-1"), user=superuser)
     device.refresh_from_db()
     return device

@@ -11,7 +11,7 @@ from django.contrib.admin.models import LogEntry
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from devices.models import Device, DeviceCurrentState, DeviceTargetState
+from devices.models import Device, DeviceCurrentState
 from devices.services import device_update
 from events.choices import EventSourceChoices, EventTypeChoices
 from events.models import Event
@@ -19,6 +19,7 @@ from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
 from sensors.services import sensor_create, sensor_delete, sensor_update
 from tests.factories import DeviceFactory, SensorPayloadFactory, UserFactory
+from tests.helpers import target_of
 
 DEVICES = "/admin/devices/device/"
 SENSORS = "/admin/sensors/devicesensor/"
@@ -102,12 +103,8 @@ def changelist_queries(client, url: str) -> int:
     return len(queries.captured_queries)
 
 
-def target(device) -> DeviceTargetState:
-    return DeviceTargetState.objects.get(device=device)
-
-
 def target_sensors(device) -> dict[str, dict]:
-    return {s["name"]: s for s in target(device).config["sensors"]}
+    return {s["name"]: s for s in target_of(device).config["sensors"]}
 
 
 def report(device, *, sensors: list[dict], version: int) -> DeviceCurrentState:
@@ -134,7 +131,7 @@ def make_fleet(count: int, *, user, sensors_per_device: int = 2) -> list[Device]
         for protocol in ("modbus", "mqtt", "can")[:sensors_per_device]:
             sensor_create(device_uuid=device.uuid, data=SensorPayloadFactory(protocol=protocol), user=user)
         if index % 2:
-            state = target(device)
+            state = target_of(device)
             report(device, sensors=state.config["sensors"], version=state.version)
         devices.append(device)
     return devices
@@ -153,16 +150,10 @@ def event_count() -> int:
 
 
 @pytest.fixture
-def browser(client, superuser):
-    client.force_login(superuser)
-    return client
-
-
-@pytest.fixture
 def running_only_sensor(device, superuser) -> DeviceSensor:
     """A sensor removed from the target that the agent still runs: its row has no desired config."""
     sensor_create(device_uuid=device.uuid, data=SensorPayloadFactory(name="legacy-1"), user=superuser)
-    state = target(device)
+    state = target_of(device)
     report(device, sensors=state.config["sensors"], version=state.version)
     sensor_delete(device_uuid=device.uuid, name="legacy-1", user=superuser)
     row = DeviceSensor.objects.get(device=device, name="legacy-1")
@@ -186,24 +177,26 @@ EVENT_CHANGELIST_QUERIES = 6  # plus the date hierarchy's range and its days
         (EVENTS, EVENT_CHANGELIST_QUERIES),
     ],
 )
-def test_changelist_query_count_does_not_grow_with_rows(browser, superuser, django_assert_num_queries, url, expected):
+def test_changelist_query_count_does_not_grow_with_rows(
+    admin_browser, superuser, django_assert_num_queries, url, expected
+):
     make_fleet(5, user=superuser)
-    with_5_devices = changelist_queries(browser, url)
+    with_5_devices = changelist_queries(admin_browser, url)
 
     make_fleet(25, user=superuser)
     with django_assert_num_queries(expected):
-        response = browser.get(url)
+        response = admin_browser.get(url)
 
     assert response.status_code == 200
     assert with_5_devices == expected
     assert len(response.context["cl"].result_list) >= 30
 
 
-def test_device_changelist_columns(browser, superuser):
+def test_device_changelist_columns(admin_browser, superuser):
     reported, never = make_fleet(2, user=superuser, sensors_per_device=3)[::-1]
     sensor_create(device_uuid=never.uuid, data=SensorPayloadFactory(), user=superuser)
 
-    response = browser.get(DEVICES)
+    response = admin_browser.get(DEVICES)
 
     rows = {device.pk: device for device in response.context["cl"].result_list}
     admin = response.context["cl"].model_admin
@@ -219,12 +212,12 @@ def test_device_changelist_columns(browser, superuser):
     assert 'class="ss-badge ss-badge--never_reported">never reported<' in admin.drift(rows[never.pk])
 
 
-def test_device_changelist_search_and_filters(browser, superuser):
+def test_device_changelist_search_and_filters(admin_browser, superuser):
     in_sync, pending = make_fleet(2, user=superuser)[::-1]
     device_update(uuid=pending.uuid, user=superuser, is_active=False)
 
     def listed(query: str) -> set[int]:
-        response = browser.get(DEVICES + query)
+        response = admin_browser.get(DEVICES + query)
         assert response.status_code == 200
         return {device.pk for device in response.context["cl"].result_list}
 
@@ -236,11 +229,11 @@ def test_device_changelist_search_and_filters(browser, superuser):
     assert listed("?o=8") == {in_sync.pk, pending.pk}  # sortable by sensor count
 
 
-def test_sensor_changelist_filters_and_search(browser, superuser):
+def test_sensor_changelist_filters_and_search(admin_browser, superuser):
     reported, never = make_fleet(2, user=superuser)[::-1]
 
     def listed(query: str) -> set[tuple[str, str]]:
-        response = browser.get(SENSORS + query)
+        response = admin_browser.get(SENSORS + query)
         assert response.status_code == 200
         return {(row.device.name, row.protocol) for row in response.context["cl"].result_list}
 
@@ -258,16 +251,16 @@ def test_sensor_changelist_filters_and_search(browser, superuser):
 # --- devices: every write through devices.services ---
 
 
-def test_add_device_creates_it_through_the_service_and_shows_the_key_once(browser):
-    page = browser.get(DEVICES + "add/")
+def test_add_device_creates_it_through_the_service_and_shows_the_key_once(admin_browser):
+    page = admin_browser.get(DEVICES + "add/")
     data = form_data(page, "device_form") | {"name": "press-7", "description": "Hall B"}
 
-    response = browser.post(DEVICES + "add/", data, follow=True)
+    response = admin_browser.post(DEVICES + "add/", data, follow=True)
 
     assert response.status_code == 200
     device = Device.objects.get(name="press-7")
     assert device.description == "Hall B"
-    assert target(device).version == 1
+    assert target_of(device).version == 1
     registered = Event.objects.get(aggregate_id=str(device.uuid), type=EventTypeChoices.DEVICE_REGISTERED)
     assert registered.metadata["source"] == EventSourceChoices.ADMIN
     assert registered.metadata["actor"] == "admin"
@@ -278,15 +271,15 @@ def test_add_device_creates_it_through_the_service_and_shows_the_key_once(browse
     stored = json.dumps([list(Event.objects.values("data", "metadata")), list(LogEntry.objects.values())], default=str)
     assert key not in stored
     # Never shown again.
-    assert key not in browser.get(f"{DEVICES}{device.pk}/change/").content.decode()
-    assert key not in browser.get(DEVICES).content.decode()
+    assert key not in admin_browser.get(f"{DEVICES}{device.pk}/change/").content.decode()
+    assert key not in admin_browser.get(DEVICES).content.decode()
 
 
-def test_add_device_with_a_blank_name_writes_nothing(browser):
-    page = browser.get(DEVICES + "add/")
+def test_add_device_with_a_blank_name_writes_nothing(admin_browser):
+    page = admin_browser.get(DEVICES + "add/")
     before = event_count()
 
-    response = browser.post(DEVICES + "add/", form_data(page, "device_form") | {"name": "   "})
+    response = admin_browser.post(DEVICES + "add/", form_data(page, "device_form") | {"name": "   "})
 
     assert response.status_code == 200
     assert response.context["adminform"].form.errors["name"] == ["This field is required."]
@@ -295,10 +288,10 @@ def test_add_device_with_a_blank_name_writes_nothing(browser):
     assert shown_keys(response) == []
 
 
-def test_edit_device_goes_through_the_service(browser, device_with_sensors):
+def test_edit_device_goes_through_the_service(admin_browser, device_with_sensors):
     device = device_with_sensors
     url = f"{DEVICES}{device.pk}/change/"
-    page = browser.get(url)
+    page = admin_browser.get(url)
     data = form_data(page, "device_form")
     assert len(page.context["sensors"]) == 3  # the device's sensor rows are on the page, read-only
     digest = device.api_key_digest
@@ -307,7 +300,7 @@ def test_edit_device_goes_through_the_service(browser, device_with_sensors):
     sensor_delete(device_uuid=device.uuid, name=removed, user=None)
     sensor_create(device_uuid=device.uuid, data=SensorPayloadFactory(), user=None)
 
-    response = browser.post(url, data | {"name": "renamed", "is_active": ""})
+    response = admin_browser.post(url, data | {"name": "renamed", "is_active": ""})
 
     assert response.status_code == 302
     device.refresh_from_db()
@@ -315,17 +308,17 @@ def test_edit_device_goes_through_the_service(browser, device_with_sensors):
     updated = Event.objects.filter(aggregate_id=str(device.uuid), type=EventTypeChoices.DEVICE_UPDATED).get()
     assert updated.data == {"changes": {"name": "renamed", "is_active": False}}
     assert updated.metadata["source"] == EventSourceChoices.ADMIN
-    assert target(device).version == 6  # the sensors and the target are untouched by the device's form
+    assert target_of(device).version == 6  # the sensors and the target are untouched by the device's form
     assert DeviceSensor.objects.filter(device=device).count() == 3
 
 
-def test_device_change_page_shows_sensors_and_states_read_only(browser, device_with_sensors):
+def test_device_change_page_shows_sensors_and_states_read_only(admin_browser, device_with_sensors):
     device = device_with_sensors
-    state = target(device)
+    state = target_of(device)
     running = state.config["sensors"][:2]
     report(device, sensors=running, version=state.version)
 
-    response = browser.get(f"{DEVICES}{device.pk}/change/")
+    response = admin_browser.get(f"{DEVICES}{device.pk}/change/")
 
     content = response.content.decode()
     assert {row.name: row.deployment_status for row in response.context["sensors"]} == {
@@ -344,12 +337,12 @@ def test_device_change_page_shows_sensors_and_states_read_only(browser, device_w
     assert 'name="target_version"' not in content and 'name="config"' not in content
 
 
-def test_delete_device_goes_through_the_service(browser, device_with_sensors):
+def test_delete_device_goes_through_the_service(admin_browser, device_with_sensors):
     device = device_with_sensors
     url = f"{DEVICES}{device.pk}/delete/"
-    assert browser.get(url).status_code == 200
+    assert admin_browser.get(url).status_code == 200
 
-    response = browser.post(url, {"post": "yes"})
+    response = admin_browser.post(url, {"post": "yes"})
 
     assert response.status_code == 302
     assert not Device.objects.filter(pk=device.pk).exists()
@@ -358,15 +351,15 @@ def test_delete_device_goes_through_the_service(browser, device_with_sensors):
     assert deleted.metadata["source"] == EventSourceChoices.ADMIN
 
 
-def test_bulk_delete_calls_the_service_per_device(browser, superuser, running_only_sensor):
+def test_bulk_delete_calls_the_service_per_device(admin_browser, superuser, running_only_sensor):
     devices = [running_only_sensor.device, *make_fleet(2, user=superuser)]
     selection = {"action": "delete_selected", "_selected_action": [d.pk for d in devices]}
 
-    confirmation = browser.post(DEVICES, selection)
+    confirmation = admin_browser.post(DEVICES, selection)
     assert confirmation.status_code == 200
     # A running-only sensor cannot be deleted on its own, but it does not block deleting its device.
     assert not confirmation.context["perms_lacking"]
-    response = browser.post(DEVICES, selection | {"post": "yes"})
+    response = admin_browser.post(DEVICES, selection | {"post": "yes"})
 
     assert response.status_code == 302
     assert not Device.objects.exists()
@@ -374,18 +367,18 @@ def test_bulk_delete_calls_the_service_per_device(browser, superuser, running_on
     assert sorted(deleted.values_list("aggregate_id", flat=True)) == sorted(str(d.uuid) for d in devices)
 
 
-def test_rotate_key_action_asks_first_then_changes_the_digest_and_shows_the_new_key(browser, superuser):
+def test_rotate_key_action_asks_first_then_changes_the_digest_and_shows_the_new_key(admin_browser, superuser):
     devices = make_fleet(2, user=superuser, sensors_per_device=0)
     old = {d.pk: d.api_key_digest for d in devices}
     selection = {"action": "rotate_api_key", "_selected_action": [d.pk for d in devices]}
 
-    confirmation = browser.post(DEVICES, selection)
+    confirmation = admin_browser.post(DEVICES, selection)
 
     assert confirmation.status_code == 200
     assert "Yes, rotate the keys" in confirmation.content.decode()
     assert {d.pk: d.api_key_digest for d in Device.objects.all()} == old
 
-    response = browser.post(DEVICES, selection | {"post": "yes"}, follow=True)
+    response = admin_browser.post(DEVICES, selection | {"post": "yes"}, follow=True)
 
     assert response.status_code == 200
     keys = shown_keys(response)
@@ -394,15 +387,15 @@ def test_rotate_key_action_asks_first_then_changes_the_digest_and_shows_the_new_
     assert set(Device.objects.values_list("api_key_digest", flat=True)) == digests
     assert not digests & set(old.values())
     assert Event.objects.filter(type=EventTypeChoices.DEVICE_KEY_ROTATED, metadata__source="admin").count() == 2
-    listed_again = browser.get(DEVICES).content.decode()
+    listed_again = admin_browser.get(DEVICES).content.decode()
     assert not [key for key in keys if key in listed_again]
 
 
 # --- sensors: the form edits the desired sensor, through sensors.services ---
 
 
-def test_add_sensor_writes_a_new_target_version_and_a_pending_row(browser, device):
-    page = browser.get(f"{SENSORS}add/?device={device.pk}")
+def test_add_sensor_writes_a_new_target_version_and_a_pending_row(admin_browser, device):
+    page = admin_browser.get(f"{SENSORS}add/?device={device.pk}")
     data = form_data(page, "devicesensor_form")
     assert data["device"] == str(device.pk)
     assert (data["poll_interval"], data["enabled"], data["data_points"], data["metadata"]) == ("5000", "on", "[]", "{}")
@@ -414,10 +407,10 @@ def test_add_sensor_writes_a_new_target_version_and_a_pending_row(browser, devic
         "data_points": '[{"name": "temperature", "nodeId": "ns=2;s=T1"}]',
     }
 
-    response = browser.post(f"{SENSORS}add/", data)
+    response = admin_browser.post(f"{SENSORS}add/", data)
 
     assert response.status_code == 302
-    state = target(device)
+    state = target_of(device)
     assert state.version == 2
     assert state.needs_deployment
     desired = target_sensors(device)["temp-1"]
@@ -460,26 +453,28 @@ def test_add_sensor_writes_a_new_target_version_and_a_pending_row(browser, devic
         ({"protocol": "zigbee"}, "protocol", "Select a valid choice."),
     ],
 )
-def test_invalid_sensor_is_shown_on_its_field_and_writes_nothing(browser, device, superuser, changes, field, message):
+def test_invalid_sensor_is_shown_on_its_field_and_writes_nothing(
+    admin_browser, device, superuser, changes, field, message
+):
     sensor_create(device_uuid=device.uuid, data=SensorPayloadFactory(name="existing"), user=superuser)
-    page = browser.get(f"{SENSORS}add/?device={device.pk}")
+    page = admin_browser.get(f"{SENSORS}add/?device={device.pk}")
     data = form_data(page, "devicesensor_form") | {"name": "temp-1", "connection": '{"host": "10.0.0.5"}'}
-    before = (target(device).version, event_count(), DeviceSensor.objects.count(), LogEntry.objects.count())
+    before = (target_of(device).version, event_count(), DeviceSensor.objects.count(), LogEntry.objects.count())
 
-    response = browser.post(f"{SENSORS}add/", data | changes)
+    response = admin_browser.post(f"{SENSORS}add/", data | changes)
 
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
     assert list(errors) == [field]
     assert any(shown.startswith(message) for shown in errors[field]), errors[field]
     assert message.split(":")[-1].strip().replace("'", "&#x27;") in response.content.decode()
-    assert (target(device).version, event_count(), DeviceSensor.objects.count(), LogEntry.objects.count()) == before
+    assert (target_of(device).version, event_count(), DeviceSensor.objects.count(), LogEntry.objects.count()) == before
     # The page keeps what was typed, so it can be corrected.
     if field != "protocol":
         assert same_input(form_data(response, "devicesensor_form")[field], (data | changes)[field])
 
 
-def test_edit_sensor_starts_from_the_desired_config_and_bumps_the_target_version(browser, device, superuser):
+def test_edit_sensor_starts_from_the_desired_config_and_bumps_the_target_version(admin_browser, device, superuser):
     sensor_create(device_uuid=device.uuid, data=SensorPayloadFactory(name="temp-1"), user=superuser)
     running = target_sensors(device)["temp-1"]
     report(device, sensors=[running], version=2)
@@ -489,16 +484,16 @@ def test_edit_sensor_starts_from_the_desired_config_and_bumps_the_target_version
     assert (row.poll_interval, row.desired["pollInterval"], row.deployment_status) == (5000, 1000, Status.RECONCILING)
     url = f"{SENSORS}{row.pk}/change/"
 
-    data = form_data(browser.get(url), "devicesensor_form")
+    data = form_data(admin_browser.get(url), "devicesensor_form")
 
     assert data["poll_interval"] == "1000"
     assert data["target_version"] == "3"
     assert json.loads(data["connection"]) == running["connection"]
 
-    response = browser.post(url, data | {"poll_interval": "750", "enabled": "", "metadata": '{"room": "B2"}'})
+    response = admin_browser.post(url, data | {"poll_interval": "750", "enabled": "", "metadata": '{"room": "B2"}'})
 
     assert response.status_code == 302
-    state = target(device)
+    state = target_of(device)
     assert state.version == 4
     desired = target_sensors(device)["temp-1"]
     assert (desired["pollInterval"], desired["enabled"], desired["metadata"]) == (750, False, {"room": "B2"})
@@ -510,28 +505,30 @@ def test_edit_sensor_starts_from_the_desired_config_and_bumps_the_target_version
     assert row.deployment_status == Status.RECONCILING  # still running the old config until the agent applies v4
 
 
-def test_invalid_edit_is_shown_on_its_field_and_writes_nothing(browser, device_with_sensors):
+def test_invalid_edit_is_shown_on_its_field_and_writes_nothing(admin_browser, device_with_sensors):
     row = DeviceSensor.objects.filter(device=device_with_sensors).first()
     url = f"{SENSORS}{row.pk}/change/"
-    data = form_data(browser.get(url), "devicesensor_form")
-    before = (target(device_with_sensors).config, event_count())
+    data = form_data(admin_browser.get(url), "devicesensor_form")
+    before = (target_of(device_with_sensors).config, event_count())
 
-    response = browser.post(url, data | {"poll_interval": "50", "data_points": '[{"address": 1}]'})
+    response = admin_browser.post(url, data | {"poll_interval": "50", "data_points": '[{"address": 1}]'})
 
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
     assert errors["poll_interval"] == ["Must be an integer number of milliseconds from 100 to 86400000."]
     assert errors["data_points"] == ["dataPoints[0].name: Required: a non-empty string."]
-    assert (target(device_with_sensors).config, event_count()) == before
+    assert (target_of(device_with_sensors).config, event_count()) == before
 
 
-def test_rename_sensor_keeps_its_id_and_lands_on_the_new_row(browser, device, superuser):
+def test_rename_sensor_keeps_its_id_and_lands_on_the_new_row(admin_browser, device, superuser):
     sensor_create(device_uuid=device.uuid, data=SensorPayloadFactory(name="temp-1"), user=superuser)
     sensor_id = target_sensors(device)["temp-1"]["id"]
     row = DeviceSensor.objects.get(device=device, name="temp-1")
     url = f"{SENSORS}{row.pk}/change/"
 
-    response = browser.post(url, form_data(browser.get(url), "devicesensor_form") | {"name": "temp-2", "_continue": ""})
+    response = admin_browser.post(
+        url, form_data(admin_browser.get(url), "devicesensor_form") | {"name": "temp-2", "_continue": ""}
+    )
 
     assert list(target_sensors(device)) == ["temp-2"]
     assert target_sensors(device)["temp-2"]["id"] == sensor_id
@@ -540,56 +537,56 @@ def test_rename_sensor_keeps_its_id_and_lands_on_the_new_row(browser, device, su
     assert response["Location"] == f"{SENSORS}{renamed.pk}/change/"
 
 
-def test_edit_refused_when_the_target_changed_since_the_page_was_loaded(browser, device, superuser):
+def test_edit_refused_when_the_target_changed_since_the_page_was_loaded(admin_browser, device, superuser):
     sensor_create(device_uuid=device.uuid, data=SensorPayloadFactory(name="temp-1"), user=superuser)
     row = DeviceSensor.objects.get(device=device, name="temp-1")
     url = f"{SENSORS}{row.pk}/change/"
-    data = form_data(browser.get(url), "devicesensor_form") | {"poll_interval": "750"}
+    data = form_data(admin_browser.get(url), "devicesensor_form") | {"poll_interval": "750"}
     # Someone else changes the same sensor meanwhile.
     sensor_update(device_uuid=device.uuid, name="temp-1", data={"pollInterval": 9000}, partial=True, user=superuser)
-    before = (target(device).config, event_count())
+    before = (target_of(device).config, event_count())
 
-    response = browser.post(url, data)
+    response = admin_browser.post(url, data)
 
     assert response.status_code == 200
     [error] = response.context["adminform"].form.non_field_errors()
     assert "changed since this page was loaded (it is now at version 3)" in error
-    assert (target(device).config, event_count()) == before
+    assert (target_of(device).config, event_count()) == before
     # Saving the page again is a deliberate write over the newer version.
     again = form_data(response, "devicesensor_form")
     assert (again["target_version"], again["poll_interval"]) == ("3", "750")
-    assert browser.post(url, again).status_code == 302
+    assert admin_browser.post(url, again).status_code == 302
     assert target_sensors(device)["temp-1"]["pollInterval"] == 750
 
 
-def test_delete_sensor_removes_it_from_the_target(browser, device_with_sensors):
+def test_delete_sensor_removes_it_from_the_target(admin_browser, device_with_sensors):
     device = device_with_sensors
     row = DeviceSensor.objects.filter(device=device).first()
     url = f"{SENSORS}{row.pk}/delete/"
-    assert browser.get(url).status_code == 200
+    assert admin_browser.get(url).status_code == 200
 
-    response = browser.post(url, {"post": "yes"})
+    response = admin_browser.post(url, {"post": "yes"})
 
     assert response.status_code == 302
     assert row.name not in target_sensors(device)
-    assert target(device).version == 5
+    assert target_of(device).version == 5
     assert not DeviceSensor.objects.filter(pk=row.pk).exists()  # never ran, so nothing is left to show
     removed = Event.objects.get(type=EventTypeChoices.SENSOR_REMOVED)
     assert (removed.data["name"], removed.metadata["source"]) == (row.name, EventSourceChoices.ADMIN)
 
 
-def test_bulk_delete_sensors_calls_the_service_per_sensor(browser, superuser):
+def test_bulk_delete_sensors_calls_the_service_per_sensor(admin_browser, superuser):
     devices = make_fleet(2, user=superuser)
     rows = list(DeviceSensor.objects.filter(protocol="modbus"))
     selection = {"action": "delete_selected", "_selected_action": [row.pk for row in rows]}
-    assert browser.post(SENSORS, selection).status_code == 200  # the confirmation page
+    assert admin_browser.post(SENSORS, selection).status_code == 200  # the confirmation page
 
-    response = browser.post(SENSORS, selection | {"post": "yes"})
+    response = admin_browser.post(SENSORS, selection | {"post": "yes"})
 
     assert response.status_code == 302
     for device in devices:
         assert [s["protocol"] for s in target_sensors(device).values()] == ["mqtt"]
-        assert target(device).version == 4
+        assert target_of(device).version == 4
     assert Event.objects.filter(type=EventTypeChoices.SENSOR_REMOVED, metadata__source="admin").count() == 2
     # The one that ran stays, reconciling, until the agent reports it stopped.
     assert list(DeviceSensor.objects.filter(protocol="modbus").values_list("deployment_status", flat=True)) == [
@@ -597,42 +594,42 @@ def test_bulk_delete_sensors_calls_the_service_per_sensor(browser, superuser):
     ]
 
 
-def test_running_only_sensor_cannot_be_edited_or_deleted_and_the_page_says_why(browser, running_only_sensor):
+def test_running_only_sensor_cannot_be_edited_or_deleted_and_the_page_says_why(admin_browser, running_only_sensor):
     row = running_only_sensor
     device = row.device
-    before = (target(device).version, event_count())
+    before = (target_of(device).version, event_count())
 
-    page = browser.get(f"{SENSORS}{row.pk}/change/")
+    page = admin_browser.get(f"{SENSORS}{row.pk}/change/")
 
     assert page.status_code == 200
     content = page.content.decode()
     assert "removed from the device's target configuration" in content
     assert 'name="_save"' not in content and 'name="poll_interval"' not in content
-    assert browser.post(f"{SENSORS}{row.pk}/change/", {"name": row.name}).status_code == 403
-    assert browser.get(f"{SENSORS}{row.pk}/delete/").status_code == 403
-    assert browser.post(f"{SENSORS}{row.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert admin_browser.post(f"{SENSORS}{row.pk}/change/", {"name": row.name}).status_code == 403
+    assert admin_browser.get(f"{SENSORS}{row.pk}/delete/").status_code == 403
+    assert admin_browser.post(f"{SENSORS}{row.pk}/delete/", {"post": "yes"}).status_code == 403
     bulk = {"action": "delete_selected", "_selected_action": [row.pk], "post": "yes"}
-    refused = browser.post(SENSORS, bulk)
+    refused = admin_browser.post(SENSORS, bulk)
     assert refused.status_code == 200
     assert "removed from the device" in str(refused.context["protected"])
     assert DeviceSensor.objects.filter(pk=row.pk).exists()
-    assert (target(device).version, event_count()) == before
+    assert (target_of(device).version, event_count()) == before
 
 
-def test_sensor_status_fields_are_read_only(browser, device_with_sensors):
+def test_sensor_status_fields_are_read_only(admin_browser, device_with_sensors):
     row = DeviceSensor.objects.filter(device=device_with_sensors).first()
     assert (row.deployment_status, row.running, row.config_version) == (Status.PENDING, False, 4)
     url = f"{SENSORS}{row.pk}/change/"
-    data = form_data(browser.get(url), "devicesensor_form")
+    data = form_data(admin_browser.get(url), "devicesensor_form")
     assert not {"deployment_status", "running", "config_version", "desired", "deployment_error"} & set(data)
 
     forged = data | {"deployment_status": "deployed", "running": "on", "config_version": "99", "desired": "null"}
-    assert browser.post(url, forged).status_code == 302
+    assert admin_browser.post(url, forged).status_code == 302
 
     row.refresh_from_db()
     assert (row.deployment_status, row.running, row.config_version) == (Status.PENDING, False, 4)
     assert row.desired is not None
-    assert target(device_with_sensors).version == 4  # nothing changed in the desired sensor: no new version
+    assert target_of(device_with_sensors).version == 4  # nothing changed in the desired sensor: no new version
 
 
 def test_staff_without_add_permission_cannot_add_a_sensor(client, device):
@@ -642,35 +639,35 @@ def test_staff_without_add_permission_cannot_add_a_sensor(client, device):
     assert client.get(SENSORS).status_code == 200
     assert client.get(f"{SENSORS}add/").status_code == 403
     assert client.post(f"{SENSORS}add/", {"device": device.pk, "name": "x"}).status_code == 403
-    assert target(device).version == 1
+    assert target_of(device).version == 1
 
 
 # --- events: read-only for everyone ---
 
 
-def test_events_cannot_be_added_changed_or_deleted(browser, device_with_sensors):
+def test_events_cannot_be_added_changed_or_deleted(admin_browser, device_with_sensors):
     event = Event.objects.filter(aggregate_id=str(device_with_sensors.uuid)).first()
     before = list(Event.objects.order_by("id").values())
 
-    assert browser.get(f"{EVENTS}add/").status_code == 403
-    assert browser.post(f"{EVENTS}add/", {"type": "device.updated"}).status_code == 403
-    assert browser.post(f"{EVENTS}{event.pk}/change/", {"type": "device.updated"}).status_code == 403
-    assert browser.get(f"{EVENTS}{event.pk}/delete/").status_code == 403
-    assert browser.post(f"{EVENTS}{event.pk}/delete/", {"post": "yes"}).status_code == 403
-    bulk = browser.post(EVENTS, {"action": "delete_selected", "_selected_action": [event.pk], "post": "yes"})
+    assert admin_browser.get(f"{EVENTS}add/").status_code == 403
+    assert admin_browser.post(f"{EVENTS}add/", {"type": "device.updated"}).status_code == 403
+    assert admin_browser.post(f"{EVENTS}{event.pk}/change/", {"type": "device.updated"}).status_code == 403
+    assert admin_browser.get(f"{EVENTS}{event.pk}/delete/").status_code == 403
+    assert admin_browser.post(f"{EVENTS}{event.pk}/delete/", {"post": "yes"}).status_code == 403
+    bulk = admin_browser.post(EVENTS, {"action": "delete_selected", "_selected_action": [event.pk], "post": "yes"})
     assert bulk.status_code == 200  # there is no delete action: the list is shown again
-    view = browser.get(f"{EVENTS}{event.pk}/change/")
+    view = admin_browser.get(f"{EVENTS}{event.pk}/change/")
     assert view.status_code == 200
     assert 'name="_save"' not in view.content.decode()
     assert list(Event.objects.order_by("id").values()) == before
 
 
-def test_event_list_is_newest_first_and_filters_and_searches(browser, superuser, device_with_sensors):
+def test_event_list_is_newest_first_and_filters_and_searches(admin_browser, superuser, device_with_sensors):
     other = DeviceFactory()
     events = Event.objects.all()
 
     def listed(query: str = "") -> list[int]:
-        response = browser.get(EVENTS + query)
+        response = admin_browser.get(EVENTS + query)
         assert response.status_code == 200
         return [event.pk for event in response.context["cl"].result_list]
 
@@ -687,7 +684,9 @@ def test_event_list_is_newest_first_and_filters_and_searches(browser, superuser,
     assert listed(f"?created_at__year={now.year}&created_at__month={now.month}") == listed()
 
     # Written through the admin, an event says so, and who did it.
-    browser.post(DEVICES + "add/", form_data(browser.get(DEVICES + "add/"), "device_form") | {"name": "press-8"})
+    admin_browser.post(
+        DEVICES + "add/", form_data(admin_browser.get(DEVICES + "add/"), "device_form") | {"name": "press-8"}
+    )
     [registered] = listed("?source=admin&type__exact=device.registered")
-    page = browser.get(f"{EVENTS}{registered}/change/").content.decode()
+    page = admin_browser.get(f"{EVENTS}{registered}/change/").content.decode()
     assert "press-8" in page and "admin" in page

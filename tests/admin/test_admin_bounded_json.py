@@ -62,11 +62,10 @@ def timed_get(client, url: str):
     return response, time.monotonic() - started
 
 
-def test_device_page_of_a_deep_and_large_report_stays_small_and_fast(client, superuser, deep_device):
-    client.force_login(superuser)
-    client.get(f"{DEVICES}{deep_device.pk}/change/")  # warm up (templates, session)
+def test_device_page_of_a_deep_and_large_report_stays_small_and_fast(admin_browser, deep_device):
+    admin_browser.get(f"{DEVICES}{deep_device.pk}/change/")  # warm up (templates, session)
 
-    response, seconds = timed_get(client, f"{DEVICES}{deep_device.pk}/change/")
+    response, seconds = timed_get(admin_browser, f"{DEVICES}{deep_device.pk}/change/")
 
     assert response.status_code == 200
     size = len(response.content)
@@ -77,15 +76,14 @@ def test_device_page_of_a_deep_and_large_report_stays_small_and_fast(client, sup
     assert "see the API" in page
 
 
-def test_running_sensor_page_and_event_page_of_the_same_json_stay_small(client, superuser, deep_device):
+def test_running_sensor_page_and_event_page_of_the_same_json_stay_small(admin_browser, deep_device):
     """The page of the sensor only the agent runs, and the event of the deep sensor's creation. (A desired
     sensor's edit form carries its whole value, as it must to be edited.)"""
-    client.force_login(superuser)
     row = DeviceSensor.objects.get(device=deep_device, name="rogue-1")
     event = Event.objects.get(aggregate_id=str(deep_device.uuid), type="sensor.added")  # carries the whole sensor
 
     for url in (f"{SENSORS}{row.pk}/change/", f"{EVENTS}{event.pk}/change/"):
-        response, seconds = timed_get(client, url)
+        response, seconds = timed_get(admin_browser, url)
         assert response.status_code == 200, url
         assert len(response.content) < PAGE_BYTES_MAX, (url, len(response.content))
         assert seconds < PAGE_SECONDS_MAX, (url, seconds)
@@ -108,11 +106,10 @@ def test_desired_sensor_page_of_a_viewer_shows_the_json_bounded(superuser, deep_
     assert "key-00000" in page and "10.0.0.5" in page
 
 
-def test_rollback_confirmation_of_a_large_version_stays_small(client, superuser, deep_device):
-    client.force_login(superuser)
+def test_rollback_confirmation_of_a_large_version_stays_small(admin_browser, superuser, deep_device):
     sensor_create(device_uuid=deep_device.uuid, data=SensorPayloadFactory(name="small-1"), user=superuser)
 
-    response = client.get(f"{DEVICES}{deep_device.pk}/rollback/2/")  # the version with the deep sensor
+    response = admin_browser.get(f"{DEVICES}{deep_device.pk}/rollback/2/")  # the version with the deep sensor
 
     assert response.status_code == 200
     assert len(response.content) < PAGE_BYTES_MAX

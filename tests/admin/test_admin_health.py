@@ -11,18 +11,13 @@ from sensors.choices import DeviceSensorHealthStatusChoices as Health
 from sensors.models import DeviceSensor
 from sensors.services import sensor_update
 from tests.fleet.agent import METRICS, endpoint_health
+from tests.helpers import device_with
 
 from .test_admin import SENSORS, text_of
-from .test_admin_status import DEVICE_PAGE_QUERIES, agent_for, change_url, device_with
+from .test_admin_status import DEVICE_PAGE_QUERIES, agent_for, change_url
 
 REFUSED = "connect ECONNREFUSED 10.0.0.5:502"
 NASTY = '<script>alert("x")</script> & <b>bold</b>'
-
-
-@pytest.fixture
-def staff(client, superuser):
-    client.force_login(superuser)
-    return client
 
 
 def rows_of(response) -> dict[str, DeviceSensor]:
@@ -40,12 +35,12 @@ def plant(superuser):
     """boiler: ok-1 deployed and online, plc-1 deployed but offline; press: plain-1 reported by the seed note's
     health map (online), new-1 never reported (health unknown); mixer: changed-1 runs another configuration than
     its applied target and its adapter is offline with its own error."""
-    boiler = device_with(superuser, "ok-1", "plc-1", name="boiler")
+    boiler = device_with("ok-1", "plc-1", name="boiler", user=superuser)
     agent_for(boiler).deploy_offline("plc-1", error=REFUSED, **METRICS)
-    press = device_with(superuser, "plain-1", name="press")
+    press = device_with("plain-1", name="press", user=superuser)
     agent_for(press).deploy_all()
-    device_with(superuser, "new-1", name="silo")
-    mixer = device_with(superuser, "changed-1", name="mixer")
+    device_with("new-1", name="silo", user=superuser)
+    mixer = device_with("changed-1", name="mixer", user=superuser)
     agent = agent_for(mixer)
     state = agent.poll()
     running = [{**state["config"]["sensors"][0], "pollInterval": 9999}]
@@ -70,8 +65,8 @@ def test_reports_set_the_health_columns(plant):
     assert rows["changed-1"].deployment_status == Status.FAILED
 
 
-def test_sensor_list_shows_health_and_deployed_but_offline_as_its_own_state(staff, plant):
-    response = staff.get(SENSORS)
+def test_sensor_list_shows_health_and_deployed_but_offline_as_its_own_state(admin_browser, plant):
+    response = admin_browser.get(SENSORS)
 
     content = response.content.decode()
     admin = response.context["cl"].model_admin
@@ -99,7 +94,7 @@ def test_sensor_list_shows_health_and_deployed_but_offline_as_its_own_state(staf
     assert text_of(admin.error(rows["ok-1"])) == "-"
 
 
-def test_failed_rows_show_the_adapters_error_only_where_it_says_more(staff, superuser, plant):
+def test_failed_rows_show_the_adapters_error_only_where_it_says_more(admin_browser, superuser, plant):
     # Not running, failed: reconciliation quotes the adapter's error as the deployment error; not shown twice.
     boiler = plant["boiler"]
     sensor_update(device_uuid=boiler.uuid, name="ok-1", data={"pollInterval": 4321}, partial=True, user=superuser)
@@ -113,7 +108,7 @@ def test_failed_rows_show_the_adapters_error_only_where_it_says_more(staff, supe
         endpoints_health={"ok-1": endpoint_health("offline", error=REFUSED)},
     )
 
-    response = staff.get(SENSORS)
+    response = admin_browser.get(SENSORS)
 
     admin = response.context["cl"].model_admin
     rows = rows_of(response)
@@ -128,10 +123,10 @@ def test_failed_rows_show_the_adapters_error_only_where_it_says_more(staff, supe
     )
 
 
-def test_the_adapters_error_is_shown_when_the_deployment_error_does_not_carry_it(staff, superuser):
+def test_the_adapters_error_is_shown_when_the_deployment_error_does_not_carry_it(admin_browser, superuser):
     """A sensor removed from the target that the agent still runs, with its adapter offline: the deployment error
     says it should not run, the adapter's error says why it does not work."""
-    device = device_with(superuser, "keep-1", "gone-1", name="line")
+    device = device_with("keep-1", "gone-1", name="line", user=superuser)
     agent = agent_for(device)
     state = agent.poll()
     running = state["config"]["sensors"]
@@ -146,7 +141,7 @@ def test_the_adapters_error_is_shown_when_the_deployment_error_does_not_carry_it
         endpoints_health={"gone-1": endpoint_health("offline", error=REFUSED)},
     )
 
-    response = staff.get(SENSORS)
+    response = admin_browser.get(SENSORS)
 
     row = rows_of(response)["gone-1"]
     assert row.deployment_status == Status.FAILED and REFUSED not in row.deployment_error
@@ -154,14 +149,14 @@ def test_the_adapters_error_is_shown_when_the_deployment_error_does_not_carry_it
     assert shown.startswith("Still running although removed") and shown.endswith(f"adapter: {REFUSED}")
 
 
-def test_health_filter(staff, plant):
-    assert listed(staff, "?health=online") == {"ok-1", "plain-1"}
-    assert listed(staff, "?health=offline") == {"plc-1", "changed-1"}
-    assert listed(staff, "?health=unknown") == {"new-1"}
-    assert listed(staff, "?health=disabled") == set()
+def test_health_filter(admin_browser, plant):
+    assert listed(admin_browser, "?health=online") == {"ok-1", "plain-1"}
+    assert listed(admin_browser, "?health=offline") == {"plc-1", "changed-1"}
+    assert listed(admin_browser, "?health=unknown") == {"new-1"}
+    assert listed(admin_browser, "?health=disabled") == set()
     # The fleet page's "deployed but offline" link.
-    assert listed(staff, "?deployment_status__exact=deployed&health=offline") == {"plc-1"}
-    content = staff.get(SENSORS).content.decode()
+    assert listed(admin_browser, "?deployment_status__exact=deployed&health=offline") == {"plc-1"}
+    content = admin_browser.get(SENSORS).content.decode()
     assert "?health=offline" in content and "?health=unknown" in content  # offered in the filter sidebar
 
 
@@ -172,27 +167,27 @@ SENSOR_CHANGELIST_FILTERED_QUERIES = 5
 @pytest.mark.parametrize(
     "query", ["?health=offline", "?health=unknown", "?deployment_status__exact=deployed&health=offline"]
 )
-def test_filtered_sensor_list_query_count_does_not_grow(staff, superuser, django_assert_num_queries, query):
+def test_filtered_sensor_list_query_count_does_not_grow(admin_browser, superuser, django_assert_num_queries, query):
     def grow(count: int, offset: int) -> None:
         for index in range(offset, offset + count):
-            device = device_with(superuser, "a-1", "b-1", name=f"device-{index:02d}")
+            device = device_with("a-1", "b-1", name=f"device-{index:02d}", user=superuser)
             if index % 2:
                 agent_for(device).deploy_offline("b-1", error=REFUSED)
 
     grow(4, 0)
-    staff.get(SENSORS + query)
+    admin_browser.get(SENSORS + query)
     with django_assert_num_queries(SENSOR_CHANGELIST_FILTERED_QUERIES):
-        assert staff.get(SENSORS + query).status_code == 200
+        assert admin_browser.get(SENSORS + query).status_code == 200
     grow(20, 4)
     with django_assert_num_queries(SENSOR_CHANGELIST_FILTERED_QUERIES):
-        response = staff.get(SENSORS + query)
+        response = admin_browser.get(SENSORS + query)
     assert len(response.context["cl"].result_list) >= 12
 
 
-def test_sensor_page_shows_adapter_health_read_only(staff, plant):
+def test_sensor_page_shows_adapter_health_read_only(admin_browser, plant):
     row = DeviceSensor.objects.get(name="plc-1")
 
-    content = staff.get(f"{SENSORS}{row.pk}/change/").content.decode()
+    content = admin_browser.get(f"{SENSORS}{row.pk}/change/").content.decode()
 
     assert "Adapter health" in content
     assert '<span class="ss-health ss-health--offline"' in content
@@ -200,9 +195,9 @@ def test_sensor_page_shows_adapter_health_read_only(staff, plant):
     assert 'name="health_status"' not in content and 'name="health_error"' not in content  # read-only
 
 
-def test_rows_say_which_fields_the_agent_did_not_report(staff, superuser):
+def test_rows_say_which_fields_the_agent_did_not_report(admin_browser, superuser):
     """The 2025-11-22 agent's rows carry no dataPoints: the row shows the desired ones and says so."""
-    device = device_with(superuser, "temp-1", name="oven")
+    device = device_with("temp-1", name="oven", user=superuser)
     agent = agent_for(device)
     state = agent.poll()
     running = [{k: v for k, v in s.items() if k != "dataPoints"} for s in state["config"]["sensors"]]
@@ -210,9 +205,9 @@ def test_rows_say_which_fields_the_agent_did_not_report(staff, superuser):
     row = DeviceSensor.objects.get(device=device)
     assert row.unreported_fields == ["dataPoints"] and row.deployment_status == Status.DEPLOYED
 
-    listing = staff.get(SENSORS)
-    page = staff.get(f"{SENSORS}{row.pk}/change/").content.decode()
-    device_page = staff.get(change_url(device)).content.decode()
+    listing = admin_browser.get(SENSORS)
+    page = admin_browser.get(f"{SENSORS}{row.pk}/change/").content.decode()
+    device_page = admin_browser.get(change_url(device)).content.decode()
 
     version = listing.context["cl"].model_admin.version(rows_of(listing)["temp-1"])
     assert "not reported by the agent: dataPoints" in text_of(version)
@@ -222,8 +217,8 @@ def test_rows_say_which_fields_the_agent_did_not_report(staff, superuser):
     assert "not reported by the agent: dataPoints" in sensors_html
 
 
-def test_unreported_note_is_absent_when_the_agent_reported_everything(staff, plant):
-    listing = staff.get(SENSORS)
+def test_unreported_note_is_absent_when_the_agent_reported_everything(admin_browser, plant):
+    listing = admin_browser.get(SENSORS)
     admin = listing.context["cl"].model_admin
     assert "not reported" not in admin.version(rows_of(listing)["ok-1"])
 
@@ -231,8 +226,8 @@ def test_unreported_note_is_absent_when_the_agent_reported_everything(staff, pla
 # --- the device page ---
 
 
-def test_device_page_shows_facts(staff, plant):
-    content = staff.get(change_url(plant["boiler"])).content.decode()
+def test_device_page_shows_facts(admin_browser, plant):
+    content = admin_browser.get(change_url(plant["boiler"])).content.decode()
 
     facts = content[content.index("ss-facts") :]
     for shown in (
@@ -252,8 +247,8 @@ def test_device_page_shows_facts(staff, plant):
     assert '<img src="/static/admin/img/icon-yes.svg" alt="True">' in facts  # is_online
 
 
-def test_device_page_facts_before_any_metrics(staff, plant):
-    content = staff.get(change_url(plant["press"])).content.decode()  # reported, but no metrics
+def test_device_page_facts_before_any_metrics(admin_browser, plant):
+    content = admin_browser.get(change_url(plant["press"])).content.decode()  # reported, but no metrics
 
     facts = content[content.index("ss-facts") :]
     assert "Never: the agent has not sent metrics yet." in facts
@@ -261,8 +256,8 @@ def test_device_page_facts_before_any_metrics(staff, plant):
     assert 'id="network-interfaces"' not in facts
 
 
-def test_facts_are_escaped(staff, superuser):
-    device = device_with(superuser, "temp-1", name="evil")
+def test_facts_are_escaped(admin_browser, superuser):
+    device = device_with("temp-1", name="evil", user=superuser)
     metrics = {
         "cpu_usage": 1,
         "top_processes": [{"pid": 1, "name": NASTY, "cpu": 0.1, "mem": 0.1}],
@@ -270,16 +265,16 @@ def test_facts_are_escaped(staff, superuser):
     }
     agent_for(device).deploy_offline("temp-1", error=NASTY, **metrics)
 
-    content = staff.get(change_url(device)).content.decode()
-    listing = staff.get(SENSORS).content.decode()
+    content = admin_browser.get(change_url(device)).content.decode()
+    listing = admin_browser.get(SENSORS).content.decode()
 
     for page in (content, listing):
         assert NASTY not in page
         assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
 
 
-def test_device_page_sensors_show_health_and_the_adapters_error(staff, plant):
-    content = staff.get(change_url(plant["boiler"])).content.decode()
+def test_device_page_sensors_show_health_and_the_adapters_error(admin_browser, plant):
+    content = admin_browser.get(change_url(plant["boiler"])).content.decode()
 
     sensors_html = content[content.index('id="device-sensors"') :]
     plc = sensors_html[sensors_html.index('data-sensor="plc-1"') :]
@@ -294,8 +289,8 @@ def test_device_page_sensors_show_health_and_the_adapters_error(staff, plant):
     assert '<span class="ss-health ss-health--online"' in ok
 
 
-def test_why_not_converged_lists_deployed_but_offline_sensors(staff, plant):
-    response = staff.get(change_url(plant["boiler"]))
+def test_why_not_converged_lists_deployed_but_offline_sensors(admin_browser, plant):
+    response = admin_browser.get(change_url(plant["boiler"]))
 
     panel = response.context["convergence"]
     # In sync: nothing drifts; the offline sensor is listed apart, with its adapter's error.
@@ -311,8 +306,8 @@ def test_why_not_converged_lists_deployed_but_offline_sensors(staff, plant):
     assert '<td class="ss-num">3</td>' in offline_table  # the adapter's error count
 
 
-def test_why_not_converged_shows_health_and_the_adapters_error_of_drifting_sensors(staff, plant):
-    response = staff.get(change_url(plant["mixer"]))
+def test_why_not_converged_shows_health_and_the_adapters_error_of_drifting_sensors(admin_browser, plant):
+    response = admin_browser.get(change_url(plant["mixer"]))
 
     panel = response.context["convergence"]
     [changed] = panel["sensors"]
@@ -331,18 +326,18 @@ IN_SYNC_DEVICE_PAGE_QUERIES = DEVICE_PAGE_QUERIES - 1
 
 
 def test_device_page_query_count_stays_constant_with_offline_sensors_and_facts(
-    staff, superuser, django_assert_num_queries
+    admin_browser, superuser, django_assert_num_queries
 ):
-    small = device_with(superuser, "temp-1", "temp-2")
+    small = device_with("temp-1", "temp-2", user=superuser)
     agent_for(small).deploy_offline("temp-2", error=REFUSED, **METRICS)
-    big = device_with(superuser, *(f"temp-{n}" for n in range(30)))
+    big = device_with(*(f"temp-{n}" for n in range(30)), user=superuser)
     agent_for(big).deploy_offline(*(f"temp-{n}" for n in range(0, 30, 2)), error=REFUSED, **METRICS)
-    staff.get(change_url(small))  # warms the content-type cache
+    admin_browser.get(change_url(small))  # warms the content-type cache
 
     with django_assert_num_queries(IN_SYNC_DEVICE_PAGE_QUERIES):
-        assert staff.get(change_url(small)).status_code == 200
+        assert admin_browser.get(change_url(small)).status_code == 200
     with django_assert_num_queries(IN_SYNC_DEVICE_PAGE_QUERIES):
-        response = staff.get(change_url(big))
+        response = admin_browser.get(change_url(big))
     assert response.context["convergence"]["inSync"]
     assert len(response.context["convergence"]["deployedOfflineSensors"]) == 15
     assert 'id="top-processes"' in response.content.decode()

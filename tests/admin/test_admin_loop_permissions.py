@@ -10,9 +10,10 @@ from devices.models import DeviceTargetState
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
 from tests.factories import UserFactory
+from tests.helpers import device_with
 
 from .test_admin import DEVICES
-from .test_admin_status import ERROR, agent_for, change_url, device_with, rollback_url
+from .test_admin_status import ERROR, agent_for, change_url, rollback_url
 
 DEVICE_EDITOR = ["devices.view_device", "devices.change_device"]
 RECONCILER = ["devices.view_device", "sensors.change_devicesensor"]
@@ -29,7 +30,7 @@ def logged_in(permissions: list[str]) -> Client:
 def damaged(superuser):
     """A device whose agent reported one sensor failed, and whose read model was then damaged behind the service's
     back (what reconciling repairs); its target is at version 3, with versions 1 and 2 to roll back to."""
-    device = device_with(superuser, "temp-1", "temp-2", name="boiler")
+    device = device_with("temp-1", "temp-2", name="boiler", user=superuser)
     agent_for(device).deploy_failing("temp-2", ERROR)
     DeviceSensor.objects.filter(device=device).update(deployment_status=Status.PENDING, deployment_error="")
     return device

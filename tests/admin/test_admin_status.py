@@ -15,25 +15,13 @@ from events.models import Event
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
 from sensors.services import sensor_create, sensor_update
-from tests.factories import DeviceFactory, SensorPayloadFactory, UserFactory
+from tests.factories import SensorPayloadFactory, UserFactory
 from tests.fleet.agent import Agent
+from tests.helpers import device_with
 
 from .test_admin import DEVICES, EVENTS, SENSORS, messages_of, shown_keys, text_of
 
 ERROR = "connection refused by 10.0.0.5:502"
-
-
-@pytest.fixture
-def staff(client, superuser):
-    client.force_login(superuser)
-    return client
-
-
-def device_with(user, *names: str, **device_fields) -> Device:
-    device = DeviceFactory(**device_fields)
-    for name in names:
-        sensor_create(device_uuid=device.uuid, data=SensorPayloadFactory(name=name), user=user)
-    return device
 
 
 def agent_for(device) -> Agent:
@@ -52,12 +40,12 @@ def change_url(device) -> str:
 @pytest.fixture
 def fleet(superuser):
     """One device in each state: in sync, drifting (a sensor failed), never reported, in sync but offline."""
-    in_sync = device_with(superuser, "temp-1", "temp-2", name="a-in-sync")
+    in_sync = device_with("temp-1", "temp-2", name="a-in-sync", user=superuser)
     agent_for(in_sync).deploy_all()
-    drifting = device_with(superuser, "temp-1", "temp-2", name="b-drifting")
+    drifting = device_with("temp-1", "temp-2", name="b-drifting", user=superuser)
     agent_for(drifting).deploy_failing("temp-2", ERROR)
-    never = device_with(superuser, "temp-1", name="c-never-reported")
-    offline = device_with(superuser, "temp-1", name="d-offline")
+    never = device_with("temp-1", name="c-never-reported", user=superuser)
+    offline = device_with("temp-1", name="d-offline", user=superuser)
     agent_for(offline).deploy_all()
     seen_long_ago(offline)
     return {"in_sync": in_sync, "drifting": drifting, "never_reported": never, "offline": offline}
@@ -72,33 +60,33 @@ def listed(client, query: str) -> set[str]:
     return {device.name for device in response.context["cl"].result_list}
 
 
-def test_drift_filter(staff, fleet, settings):
+def test_drift_filter(admin_browser, fleet, settings):
     settings.SENSORSYNC_OFFLINE_AFTER_SECONDS = 300
 
-    assert listed(staff, "?drift=in_sync") == {"a-in-sync", "d-offline"}
-    assert listed(staff, "?drift=drifting") == {"b-drifting"}
-    assert listed(staff, "?drift=never_reported") == {"c-never-reported"}
+    assert listed(admin_browser, "?drift=in_sync") == {"a-in-sync", "d-offline"}
+    assert listed(admin_browser, "?drift=drifting") == {"b-drifting"}
+    assert listed(admin_browser, "?drift=never_reported") == {"c-never-reported"}
     # Offline: not seen for longer than the threshold, or never seen at all.
-    assert listed(staff, "?drift=offline") == {"c-never-reported", "d-offline"}
-    assert listed(staff, "") == {"a-in-sync", "b-drifting", "c-never-reported", "d-offline"}
+    assert listed(admin_browser, "?drift=offline") == {"c-never-reported", "d-offline"}
+    assert listed(admin_browser, "") == {"a-in-sync", "b-drifting", "c-never-reported", "d-offline"}
 
 
-def test_offline_threshold_is_a_setting(staff, fleet, settings):
+def test_offline_threshold_is_a_setting(admin_browser, fleet, settings):
     seen_long_ago(fleet["in_sync"], seconds=120)
 
     settings.SENSORSYNC_OFFLINE_AFTER_SECONDS = 60
-    assert listed(staff, "?drift=offline") == {"a-in-sync", "c-never-reported", "d-offline"}
+    assert listed(admin_browser, "?drift=offline") == {"a-in-sync", "c-never-reported", "d-offline"}
     settings.SENSORSYNC_OFFLINE_AFTER_SECONDS = 7200
-    assert listed(staff, "?drift=offline") == {"c-never-reported"}
+    assert listed(admin_browser, "?drift=offline") == {"c-never-reported"}
 
 
-def test_device_list_shows_drift_and_versions_side_by_side(staff, fleet, superuser):
+def test_device_list_shows_drift_and_versions_side_by_side(admin_browser, fleet, superuser):
     # The drifting device's target moves on; its agent has neither fetched nor applied that version.
     sensor_update(
         device_uuid=fleet["drifting"].uuid, name="temp-1", data={"pollInterval": 750}, partial=True, user=superuser
     )
 
-    response = staff.get(DEVICES)
+    response = admin_browser.get(DEVICES)
 
     content = response.content.decode()
     rows = {device.name: device for device in response.context["cl"].result_list}
@@ -131,16 +119,16 @@ DEVICE_CHANGELIST_FILTERED_QUERIES = 6
 
 
 @pytest.mark.parametrize("state", ["in_sync", "drifting", "never_reported", "offline"])
-def test_filtered_device_list_query_count_does_not_grow(staff, superuser, django_assert_num_queries, state):
+def test_filtered_device_list_query_count_does_not_grow(admin_browser, superuser, django_assert_num_queries, state):
     for index in range(30):
-        device = device_with(superuser, "temp-1", "temp-2", name=f"device-{index:02d}")
+        device = device_with("temp-1", "temp-2", name=f"device-{index:02d}", user=superuser)
         if index % 3 == 0:
             agent_for(device).deploy_all()
         elif index % 3 == 1:
             agent_for(device).deploy_failing("temp-2", ERROR)
 
     with django_assert_num_queries(DEVICE_CHANGELIST_FILTERED_QUERIES):
-        response = staff.get(f"{DEVICES}?drift={state}")
+        response = admin_browser.get(f"{DEVICES}?drift={state}")
 
     assert response.status_code == 200
     assert len(response.context["cl"].result_list) >= 10
@@ -149,15 +137,15 @@ def test_filtered_device_list_query_count_does_not_grow(staff, superuser, django
 # --- status badges wherever a sensor's status shows ---
 
 
-def test_sensor_list_shows_status_badges_versions_and_errors(staff, superuser):
-    boiler = device_with(superuser, "deployed-1", "failed-1", name="boiler")
+def test_sensor_list_shows_status_badges_versions_and_errors(admin_browser, superuser):
+    boiler = device_with("deployed-1", "failed-1", name="boiler", user=superuser)
     agent_for(boiler).deploy_failing("failed-1", ERROR)
-    press = device_with(superuser, "changed-1", name="press")
+    press = device_with("changed-1", name="press", user=superuser)
     agent_for(press).deploy_all()
     sensor_update(device_uuid=press.uuid, name="changed-1", data={"pollInterval": 750}, partial=True, user=superuser)
     sensor_create(device_uuid=press.uuid, data=SensorPayloadFactory(name="new-1"), user=superuser)
 
-    response = staff.get(SENSORS)
+    response = admin_browser.get(SENSORS)
 
     content = response.content.decode()
     admin = response.context["cl"].model_admin
@@ -177,12 +165,12 @@ def test_sensor_list_shows_status_badges_versions_and_errors(staff, superuser):
     assert f'href="{change_url(boiler)}"' in content  # the device column links to the device page
 
 
-def test_sensor_page_shows_its_status_as_a_badge_and_its_error(staff, superuser):
-    device = device_with(superuser, "temp-1")
+def test_sensor_page_shows_its_status_as_a_badge_and_its_error(admin_browser, superuser):
+    device = device_with("temp-1", user=superuser)
     agent_for(device).deploy_failing("temp-1", ERROR)
     row = DeviceSensor.objects.get(device=device)
 
-    content = staff.get(f"{SENSORS}{row.pk}/change/").content.decode()
+    content = admin_browser.get(f"{SENSORS}{row.pk}/change/").content.decode()
 
     assert '<span class="ss-badge ss-badge--failed">failed</span>' in content
     assert f'<span class="ss-error" title="{ERROR}">{ERROR}</span>' in content
@@ -191,11 +179,11 @@ def test_sensor_page_shows_its_status_as_a_badge_and_its_error(staff, superuser)
 # --- the device page: its sensors with their errors, and why it is not converged ---
 
 
-def test_device_page_lists_its_sensors_with_errors_and_says_why_not_converged(staff, superuser):
-    device = device_with(superuser, "temp-1", "temp-2", name="boiler")
+def test_device_page_lists_its_sensors_with_errors_and_says_why_not_converged(admin_browser, superuser):
+    device = device_with("temp-1", "temp-2", name="boiler", user=superuser)
     agent_for(device).deploy_failing("temp-2", ERROR)
 
-    response = staff.get(change_url(device))
+    response = admin_browser.get(change_url(device))
 
     content = response.content.decode()
     panel = response.context["convergence"]
@@ -227,8 +215,8 @@ def test_device_page_lists_its_sensors_with_errors_and_says_why_not_converged(st
         ("deploy_then_edit", "not_fetched", "The agent last fetched version 2; target version 3 is waiting"),
     ],
 )
-def test_device_page_panel_follows_the_loop(staff, superuser, setup, stage, reason):
-    device = device_with(superuser, "temp-1")
+def test_device_page_panel_follows_the_loop(admin_browser, superuser, setup, stage, reason):
+    device = device_with("temp-1", user=superuser)
     agent = agent_for(device)
     if setup == "poll":
         agent.poll()
@@ -237,7 +225,7 @@ def test_device_page_panel_follows_the_loop(staff, superuser, setup, stage, reas
     if setup == "deploy_then_edit":
         sensor_update(device_uuid=device.uuid, name="temp-1", data={"enabled": False}, partial=True, user=superuser)
 
-    response = staff.get(change_url(device))
+    response = admin_browser.get(change_url(device))
 
     panel = response.context["convergence"]
     assert panel["stage"] == stage
@@ -252,20 +240,22 @@ def test_device_page_panel_follows_the_loop(staff, superuser, setup, stage, reas
 DEVICE_PAGE_QUERIES = 7
 
 
-def test_device_page_query_count_does_not_grow_with_sensors_or_versions(staff, superuser, django_assert_num_queries):
-    small = device_with(superuser, "temp-1", "temp-2")
+def test_device_page_query_count_does_not_grow_with_sensors_or_versions(
+    admin_browser, superuser, django_assert_num_queries
+):
+    small = device_with("temp-1", "temp-2", user=superuser)
     agent_for(small).deploy_failing("temp-2", ERROR)
-    big = device_with(superuser, *(f"temp-{n}" for n in range(40)))
+    big = device_with(*(f"temp-{n}" for n in range(40)), user=superuser)
     agent_for(big).deploy_failing("temp-3", ERROR)
     for n in range(5):
         sensor_update(device_uuid=big.uuid, name=f"temp-{n}", data={"pollInterval": 700 + n}, partial=True, user=None)
     assert DeviceTargetStateVersion.objects.filter(device=big).count() > 40
-    staff.get(change_url(small))  # warms the content-type cache the admin's log entries use
+    admin_browser.get(change_url(small))  # warms the content-type cache the admin's log entries use
 
     with django_assert_num_queries(DEVICE_PAGE_QUERIES):
-        assert staff.get(change_url(small)).status_code == 200
+        assert admin_browser.get(change_url(small)).status_code == 200
     with django_assert_num_queries(DEVICE_PAGE_QUERIES):
-        response = staff.get(change_url(big))
+        response = admin_browser.get(change_url(big))
     assert len(response.context["sensors"]) == 40
     # The 5 updates in flight (the failed temp-3 among them, pending again at the new version).
     assert len(response.context["convergence"]["sensors"]) == 5
@@ -274,15 +264,15 @@ def test_device_page_query_count_does_not_grow_with_sensors_or_versions(staff, s
 # --- reconcile now ---
 
 
-def test_reconcile_now_reprojects_the_rows_and_says_what_it_found(staff, superuser):
-    device = device_with(superuser, "temp-1", "temp-2", name="boiler")
+def test_reconcile_now_reprojects_the_rows_and_says_what_it_found(admin_browser, superuser):
+    device = device_with("temp-1", "temp-2", name="boiler", user=superuser)
     agent_for(device).deploy_failing("temp-2", ERROR)
     # The read model was damaged behind the service's back (what "reconcile now" is there to repair).
     DeviceSensor.objects.filter(device=device).update(deployment_status=Status.PENDING, deployment_error="")
-    page = staff.get(change_url(device)).content.decode()
+    page = admin_browser.get(change_url(device)).content.decode()
     assert 'id="reconcile-now"' in page
 
-    response = staff.post(f"{DEVICES}{device.pk}/reconcile/", follow=True)
+    response = admin_browser.post(f"{DEVICES}{device.pk}/reconcile/", follow=True)
 
     assert response.redirect_chain == [(change_url(device), 302)]
     assert dict(DeviceSensor.objects.filter(device=device).values_list("name", "deployment_status")) == {
@@ -296,7 +286,7 @@ def test_reconcile_now_reprojects_the_rows_and_says_what_it_found(staff, superus
 
 
 def test_reconcile_now_is_post_only_csrf_protected_and_needs_the_change_permission(superuser):
-    device = device_with(superuser, "temp-1")
+    device = device_with("temp-1", user=superuser)
     url = f"{DEVICES}{device.pk}/reconcile/"
     csrf_client = Client(enforce_csrf_checks=True)
     csrf_client.force_login(superuser)
@@ -310,10 +300,10 @@ def test_reconcile_now_is_post_only_csrf_protected_and_needs_the_change_permissi
     assert 'id="reconcile-now"' not in viewer.get(change_url(device)).content.decode()
 
 
-def test_reconcile_action_on_selected_devices(staff, fleet):
+def test_reconcile_action_on_selected_devices(admin_browser, fleet):
     selection = {"action": "reconcile_now", "_selected_action": [d.pk for d in fleet.values()]}
 
-    response = staff.post(DEVICES, selection, follow=True)
+    response = admin_browser.post(DEVICES, selection, follow=True)
 
     shown = messages_of(response)
     assert len(shown) == 4
@@ -328,10 +318,10 @@ def rollback_url(device, version: int) -> str:
     return f"{DEVICES}{device.pk}/rollback/{version}/"
 
 
-def test_target_history_has_a_rollback_button_per_earlier_version(staff, superuser):
-    device = device_with(superuser, "temp-1", "temp-2")
+def test_target_history_has_a_rollback_button_per_earlier_version(admin_browser, superuser):
+    device = device_with("temp-1", "temp-2", user=superuser)
 
-    content = staff.get(change_url(device)).content.decode()
+    content = admin_browser.get(change_url(device)).content.decode()
 
     assert f'href="{rollback_url(device, 2)}"' in content
     assert f'href="{rollback_url(device, 1)}"' in content
@@ -339,11 +329,11 @@ def test_target_history_has_a_rollback_button_per_earlier_version(staff, superus
     assert "added temp-2" in content and "device created" in content
 
 
-def test_rollback_asks_first_and_writes_nothing_until_confirmed(staff, superuser):
-    device = device_with(superuser, "temp-1", "temp-2")
+def test_rollback_asks_first_and_writes_nothing_until_confirmed(admin_browser, superuser):
+    device = device_with("temp-1", "temp-2", user=superuser)
     before = (DeviceTargetState.objects.get(device=device).version, Event.objects.count())
 
-    response = staff.get(rollback_url(device, 2))
+    response = admin_browser.get(rollback_url(device, 2))
 
     assert response.status_code == 200
     content = response.content.decode()
@@ -353,11 +343,11 @@ def test_rollback_asks_first_and_writes_nothing_until_confirmed(staff, superuser
     assert (DeviceTargetState.objects.get(device=device).version, Event.objects.count()) == before
 
 
-def test_rollback_writes_a_new_version_with_the_old_content(staff, superuser):
-    device = device_with(superuser, "temp-1", "temp-2", name="boiler")
+def test_rollback_writes_a_new_version_with_the_old_content(admin_browser, superuser):
+    device = device_with("temp-1", "temp-2", name="boiler", user=superuser)
     old = DeviceTargetStateVersion.objects.get(device=device, version=2)
 
-    response = staff.post(rollback_url(device, 2), {"post": "yes", "target_version": "3"}, follow=True)
+    response = admin_browser.post(rollback_url(device, 2), {"post": "yes", "target_version": "3"}, follow=True)
 
     assert response.redirect_chain == [(change_url(device), 302)]
     target = DeviceTargetState.objects.get(device=device)
@@ -372,11 +362,11 @@ def test_rollback_writes_a_new_version_with_the_old_content(staff, superuser):
     ]
 
 
-def test_rollback_is_refused_when_the_target_changed_since_the_confirmation(staff, superuser):
-    device = device_with(superuser, "temp-1", "temp-2")
+def test_rollback_is_refused_when_the_target_changed_since_the_confirmation(admin_browser, superuser):
+    device = device_with("temp-1", "temp-2", user=superuser)
     sensor_create(device_uuid=device.uuid, data=SensorPayloadFactory(name="temp-3"), user=superuser)  # now v4
 
-    response = staff.post(rollback_url(device, 2), {"post": "yes", "target_version": "3"}, follow=True)
+    response = admin_browser.post(rollback_url(device, 2), {"post": "yes", "target_version": "3"}, follow=True)
 
     assert response.redirect_chain == [(rollback_url(device, 2), 302)]
     assert DeviceTargetState.objects.get(device=device).version == 4
@@ -385,20 +375,20 @@ def test_rollback_is_refused_when_the_target_changed_since_the_confirmation(staf
     assert response.context["removed"] == ["temp-2", "temp-3"]  # the page shows the new picture
 
 
-def test_rollback_of_the_current_or_an_unknown_version(staff, superuser):
-    device = device_with(superuser, "temp-1")
+def test_rollback_of_the_current_or_an_unknown_version(admin_browser, superuser):
+    device = device_with("temp-1", user=superuser)
 
-    current = staff.get(rollback_url(device, 2))
+    current = admin_browser.get(rollback_url(device, 2))
     assert current.status_code == 200
     assert "nothing to" in current.content.decode() and 'id="confirm-rollback"' not in current.content.decode()
-    assert staff.get(rollback_url(device, 9)).status_code == 404
-    same = staff.post(rollback_url(device, 2), {"post": "yes", "target_version": "2"}, follow=True)
+    assert admin_browser.get(rollback_url(device, 9)).status_code == 404
+    same = admin_browser.post(rollback_url(device, 2), {"post": "yes", "target_version": "2"}, follow=True)
     assert "nothing to roll back" in messages_of(same)[0]
     assert DeviceTargetState.objects.get(device=device).version == 2
 
 
 def test_rollback_needs_csrf_and_the_change_permission(superuser):
-    device = device_with(superuser, "temp-1", "temp-2")
+    device = device_with("temp-1", "temp-2", user=superuser)
     csrf_client = Client(enforce_csrf_checks=True)
     csrf_client.force_login(superuser)
     assert csrf_client.post(rollback_url(device, 2), {"post": "yes", "target_version": "3"}).status_code == 403
@@ -412,28 +402,28 @@ def test_rollback_needs_csrf_and_the_change_permission(superuser):
 # --- rotate the key from the device page ---
 
 
-def test_rotate_key_from_the_device_page_asks_then_shows_the_new_key_once(staff, superuser):
-    device = device_with(superuser)
+def test_rotate_key_from_the_device_page_asks_then_shows_the_new_key_once(admin_browser, superuser):
+    device = device_with(user=superuser)
     old_digest = device.api_key_digest
 
-    confirmation = staff.get(f"{DEVICES}{device.pk}/rotate-key/")
+    confirmation = admin_browser.get(f"{DEVICES}{device.pk}/rotate-key/")
     assert confirmation.status_code == 200 and "Yes, rotate the keys" in confirmation.content.decode()
     assert Device.objects.get(pk=device.pk).api_key_digest == old_digest
 
-    response = staff.post(f"{DEVICES}{device.pk}/rotate-key/", {"post": "yes"}, follow=True)
+    response = admin_browser.post(f"{DEVICES}{device.pk}/rotate-key/", {"post": "yes"}, follow=True)
 
     assert response.redirect_chain == [(change_url(device), 302)]
     [key] = shown_keys(response)
     assert Device.objects.get(pk=device.pk).api_key_digest != old_digest
-    assert key not in staff.get(change_url(device)).content.decode()
+    assert key not in admin_browser.get(change_url(device)).content.decode()
     assert Event.objects.filter(type=EventTypeChoices.DEVICE_KEY_ROTATED, aggregate_id=str(device.uuid)).count() == 1
 
 
 # --- the JSON editor ---
 
 
-def test_sensor_form_edits_json_in_the_vendored_json_editor(staff, device):
-    response = staff.get(f"{SENSORS}add/?device={device.pk}")
+def test_sensor_form_edits_json_in_the_vendored_json_editor(admin_browser, device):
+    response = admin_browser.get(f"{SENSORS}add/?device={device.pk}")
 
     content = response.content.decode()
     for field, kind in (("connection", "object"), ("data_points", "array"), ("metadata", "object")):
@@ -458,14 +448,14 @@ def test_static_files_load_nothing_from_outside():
 # --- events and the header ---
 
 
-def test_event_list_colours_the_loop_and_links_to_the_device(staff, fleet):
-    content = staff.get(EVENTS).content.decode()
+def test_event_list_colours_the_loop_and_links_to_the_device(admin_browser, fleet):
+    content = admin_browser.get(EVENTS).content.decode()
 
     assert '<span class="ss-badge ss-badge--in_sync">device.in_sync</span>' in content
     assert '<span class="ss-badge ss-badge--drifting">device.config_drift</span>' in content
     assert f'href="{DEVICES}?q={fleet["drifting"].uuid}"' in content
 
 
-def test_every_admin_page_links_to_the_fleet_page(staff, device):
+def test_every_admin_page_links_to_the_fleet_page(admin_browser, device):
     for url in ("/admin/", DEVICES, change_url(device), SENSORS):
-        assert 'href="/fleet/" id="fleet-link"' in staff.get(url).content.decode(), url
+        assert 'href="/fleet/" id="fleet-link"' in admin_browser.get(url).content.decode(), url

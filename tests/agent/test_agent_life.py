@@ -13,8 +13,7 @@ import json
 import pytest
 
 from devices.models import DeviceCurrentState
-
-from .helpers import (
+from tests.helpers import (
     REPORT_URL,
     add_sensor,
     change_sensor,
@@ -23,9 +22,10 @@ from .helpers import (
     fresh,
     poll,
     rows,
-    sensor,
+    sensor_payload,
     verdict,
 )
+
 from .wire import exchange_body, exchanges
 
 pytestmark = pytest.mark.django_db
@@ -124,7 +124,7 @@ def test_a_2025_11_06_agent_lifetime_converges_and_never_goes_back(admin_client,
     assert fresh(device).agent_version == "upstream"
 
     # Staff add a sensor: pending until the agent applies the version that has it.
-    add_sensor(admin_client, device, sensor("boiler-temp"))
+    add_sensor(admin_client, device, sensor_payload("boiler-temp"))
     check({"boiler-temp": ("pending", False, "")})
     assert life.poll() == 200 and life.version == 2
     life.deploy()
@@ -175,7 +175,7 @@ def test_a_2025_11_06_agent_lifetime_converges_and_never_goes_back(admin_client,
     assert table["boiler-temp"]["pollInterval"] == 2000
 
     # An adapter that cannot start: failed, with the adapter's own error rather than a generic one.
-    add_sensor(admin_client, device, sensor("door-contact", connection={"host": "10.0.0.5", "port": 503}))
+    add_sensor(admin_client, device, sensor_payload("door-contact", connection={"host": "10.0.0.5", "port": 503}))
     assert life.poll() == 200 and life.version == 4
     life.deploy(failing=("door-contact",))
     answer = life.report(metrics=True)

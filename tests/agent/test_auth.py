@@ -8,18 +8,20 @@ import pytest
 from django.test import Client
 
 from tests.factories import DeviceFactory
-
-from .helpers import (
+from tests.helpers import (
     REPORT_URL,
     add_sensor,
     device_snapshot,
+    device_url,
+    devices_url,
     fresh,
     poll,
     report,
     report_entry,
+    rotate_key_url,
     send_body,
     send_raw,
-    sensor,
+    sensor_payload,
     state_url,
     target_sensors,
     verdict,
@@ -43,7 +45,7 @@ def pair(admin_client, agent):
     devices = []
     for name in ("A", "B"):
         device = DeviceFactory(name=name)
-        add_sensor(admin_client, device, sensor(f"{name.lower()}-1"))
+        add_sensor(admin_client, device, sensor_payload(f"{name.lower()}-1"))
         assert poll(agent, device).status_code == 200
         verdict(report(agent, device, 2, target_sensors(device), seq=1), device)
         devices.append(device)
@@ -130,7 +132,7 @@ def test_a_body_naming_the_own_device_and_another_is_403_and_writes_nothing_for_
 
 def test_an_inactive_device_is_403_on_both_endpoints_and_writes_nothing(admin_client, agent, pair):
     a, _ = pair
-    response = admin_client.patch(f"/api/v1/devices/{a.uuid}", {"isActive": False}, format="json")
+    response = admin_client.patch(device_url(a.uuid), {"isActive": False}, format="json")
     assert response.status_code == 200, response.content
     before = device_snapshot(a)
 
@@ -143,7 +145,7 @@ def test_an_inactive_device_is_403_on_both_endpoints_and_writes_nothing(admin_cl
 def test_a_rotated_away_key_is_401_and_the_new_key_works(admin_client, agent, pair):
     a, _ = pair
     old_key = a.api_key
-    response = admin_client.post(f"/api/v1/devices/{a.uuid}/rotate-key")
+    response = admin_client.post(rotate_key_url(a.uuid))
     assert response.status_code == 200, response.content
     new_key = response.json()["apiKey"]
     assert new_key and new_key != old_key
@@ -169,7 +171,7 @@ def test_a_staff_session_does_not_authenticate_an_agent_endpoint(superuser, devi
     # A logged-in superuser is not a device: the agent endpoints only know device keys.
     browser = Client()
     browser.force_login(superuser)
-    assert browser.get("/api/v1/devices").status_code == 200  # the session works where sessions count
+    assert browser.get(devices_url()).status_code == 200  # the session works where sessions count
     before = device_snapshot(device)
     assert_agent_error(browser.get(state_url(device.uuid)), 401, "not_authenticated")
     assert_agent_error(send_raw(browser, b"{}", key=None), 401, "not_authenticated")

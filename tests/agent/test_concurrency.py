@@ -12,8 +12,18 @@ from devices.models import DeviceCurrentState, DeviceTargetState
 from reconciliation.agent_protocol import health_merge
 from reconciliation.models import DriftEpisode
 from sensors.models import DeviceSensor
-
-from .helpers import drift, events_of, put_target, reconcile_url, report, report_entry, sensor, target_sensors, verdict
+from tests.helpers import (
+    drift,
+    events_of,
+    put_target,
+    reconcile_url,
+    report,
+    report_entry,
+    sensor_payload,
+    sensors_url,
+    target_sensors,
+    verdict,
+)
 
 THREADS = 20
 
@@ -127,7 +137,7 @@ def _assert_consistent_before_repair(admin_client, device) -> None:
 
 @pytest.fixture
 def five_sensor_device(admin_client, device):
-    put_target(admin_client, device, [sensor(f"s{i}", pollInterval=1000 * (i + 1)) for i in range(5)])
+    put_target(admin_client, device, [sensor_payload(f"s{i}", pollInterval=1000 * (i + 1)) for i in range(5)])
     return device
 
 
@@ -223,7 +233,7 @@ def test_reports_racing_staff_writes_leave_the_rows_the_projection_of_the_final_
             client.force_authenticate(superuser)
             barrier.wait(timeout=30)
             for i in range(10):
-                response = client.post(f"/api/v1/devices/{device.uuid}/sensors", sensor(f"new-{i}"), format="json")
+                response = client.post(sensors_url(device.uuid), sensor_payload(f"new-{i}"), format="json")
                 staff_results.append((response.status_code, response.json()))
         except Exception as exc:  # reported by the assertions on the results
             staff_results.append(("exception", repr(exc)))

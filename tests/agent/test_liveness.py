@@ -6,8 +6,7 @@ from datetime import timedelta
 import pytest
 
 from devices.models import Device
-
-from .helpers import poll, report, target_sensors, verdict
+from tests.helpers import poll, report, sensors_url, target_sensors, verdict
 
 pytestmark = pytest.mark.django_db
 
@@ -66,7 +65,7 @@ def test_fetching_a_new_version_is_recorded_even_within_the_interval(agent, admi
     settings.SENSORSYNC_LIVENESS_WRITE_SECONDS = 3600
     assert _seen(reported).last_fetched_version == 1
     admin_client.post(
-        f"/api/v1/devices/{reported.uuid}/sensors",
+        sensors_url(reported.uuid),
         {"name": "s1", "protocol": "can", "connection": {"bus": "can0"}},
         format="json",
     )

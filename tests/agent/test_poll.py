@@ -2,20 +2,30 @@
 
 import pytest
 
-from .helpers import REPORT_URL, add_sensor, device_snapshot, drift, fresh, poll, sensor, state_url
+from tests.helpers import (
+    REPORT_URL,
+    add_sensor,
+    device_snapshot,
+    drift,
+    fresh,
+    poll,
+    sensor_payload,
+    state_url,
+    target_state_url,
+)
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def two_sensors(admin_client, device):
-    add_sensor(admin_client, device, sensor("a"))
-    add_sensor(admin_client, device, sensor("b", enabled=False))
+    add_sensor(admin_client, device, sensor_payload("a"))
+    add_sensor(admin_client, device, sensor_payload("b", enabled=False))
     return device
 
 
 def test_the_body_is_the_target_state_keyed_by_the_device(admin_client, agent, two_sensors):
-    target = admin_client.get(f"/api/v1/devices/{two_sensors.uuid}/target-state").json()
+    target = admin_client.get(target_state_url(two_sensors.uuid)).json()
 
     response = poll(agent, two_sensors)
 
@@ -51,7 +61,7 @@ def test_a_staff_change_invalidates_the_agents_etag(admin_client, agent, two_sen
     etag = poll(agent, two_sensors)["ETag"]
     assert poll(agent, two_sensors, etag=etag).status_code == 304
 
-    add_sensor(admin_client, two_sensors, sensor("c"))
+    add_sensor(admin_client, two_sensors, sensor_payload("c"))
 
     response = poll(agent, two_sensors, etag=etag)
     assert response.status_code == 200

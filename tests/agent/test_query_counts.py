@@ -9,7 +9,7 @@ deliberate.
 
 import pytest
 
-from .helpers import (
+from tests.helpers import (
     device_snapshot,
     events_after,
     last_event_id,
@@ -17,7 +17,7 @@ from .helpers import (
     put_target,
     report,
     send_body,
-    sensor,
+    sensor_payload,
     target_sensors,
     verdict,
 )
@@ -42,7 +42,7 @@ NO_OP_LIVENESS_DUE_STATEMENTS = 2  # ... and the liveness UPDATE when it was wri
 def sized(request, admin_client, device):
     """A device whose target (v2) holds ``n`` sensors, set in one PUT; never reported."""
     n = request.param
-    put_target(admin_client, device, [sensor(f"s{i:04}", pollInterval=1000 + i) for i in range(n)])
+    put_target(admin_client, device, [sensor_payload(f"s{i:04}", pollInterval=1000 + i) for i in range(n)])
     device.n = n
     return device
 

@@ -11,17 +11,8 @@ import pytest
 from devices.models import Device, DeviceCurrentState
 from events.models import Event
 from sensors.models import DeviceSensor
+from tests.helpers import add_sensor, change_sensor, device_snapshot, events_of, fresh, rows, send_body, verdict
 
-from .helpers import (
-    add_sensor,
-    change_sensor,
-    device_snapshot,
-    events_of,
-    fresh,
-    rows,
-    send_body,
-    verdict,
-)
 from .wire import FILES, exchange_body, exchanges, recording, replay, sent_sensors
 
 pytestmark = pytest.mark.django_db

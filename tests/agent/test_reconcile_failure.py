@@ -8,8 +8,7 @@ import pytest
 
 from devices.models import DeviceCurrentState, DeviceTargetState
 from reconciliation import services
-
-from .helpers import (
+from tests.helpers import (
     add_sensor,
     current_state_url,
     device_snapshot,
@@ -19,7 +18,7 @@ from .helpers import (
     reconcile_url,
     report,
     rows,
-    sensor,
+    sensor_payload,
     target_sensors,
     verdict,
 )
@@ -62,9 +61,9 @@ FAILURES = [_fail_decision, _fail_upsert_before_writing, _fail_upsert_after_writ
 @pytest.fixture
 def half_deployed(admin_client, agent, device):
     """``a`` deployed at v2; then ``b`` added (T=3), pending."""
-    add_sensor(admin_client, device, sensor("a"))
+    add_sensor(admin_client, device, sensor_payload("a"))
     verdict(report(agent, device, 2, target_sensors(device), seq=1), device)
-    add_sensor(admin_client, device, sensor("b", protocol="can", connection={"interface": "can0"}))
+    add_sensor(admin_client, device, sensor_payload("b", protocol="can", connection={"interface": "can0"}))
     table = rows(admin_client, device)
     assert {n: r["deploymentStatus"] for n, r in table.items()} == {"a": "deployed", "b": "pending"}
     return device

@@ -7,7 +7,7 @@ import json
 import pytest
 from django.conf import settings
 
-from .helpers import (
+from tests.helpers import (
     add_sensor,
     current_state_url,
     device_snapshot,
@@ -15,7 +15,7 @@ from .helpers import (
     report_entry,
     send_body,
     send_raw,
-    sensor,
+    sensor_payload,
     target_sensors,
     verdict,
 )
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def reported(admin_client, agent, device):
     """A device with one sensor that already reported once (so there is a current state and a row to protect)."""
-    add_sensor(admin_client, device, sensor("a"))
+    add_sensor(admin_client, device, sensor_payload("a"))
     verdict(report(agent, device, 2, target_sensors(device), seq=1), device)
     return device
 
@@ -45,7 +45,7 @@ def _error(response, status: int, code: str) -> dict:
 
 @pytest.mark.parametrize("encoding", ["gzip", "GZIP", " gzip "])
 def test_a_gzip_report_is_applied(admin_client, agent, device, encoding):
-    add_sensor(admin_client, device, sensor("a"))
+    add_sensor(admin_client, device, sensor_payload("a"))
     body = {str(device.uuid): report_entry(2, target_sensors(device), seq=3)}
     response = send_raw(agent, gzip.compress(json.dumps(body).encode()), key=device.api_key, encoding=encoding)
 
@@ -337,7 +337,7 @@ def test_every_problem_of_an_invalid_report_is_named(agent, reported):
 
 def test_unknown_top_level_report_keys_and_extra_sensor_fields_are_tolerated(admin_client, agent, device):
     # Reality is not refused for fields the server does not store (the agent may be newer than the server).
-    add_sensor(admin_client, device, sensor("a"))
+    add_sensor(admin_client, device, sensor_payload("a"))
     running = _sensor_at(device, vendorExtension={"x": 1})
     answer = verdict(report(agent, device, 2, running, kernel="6.1"), device)
     assert answer["outcome"] == "applied"

@@ -7,14 +7,15 @@ import pytest
 from devices.models import Device, DeviceCurrentState
 from events.models import Event
 from sensors.models import DeviceSensor
-
-from .helpers import (
+from tests.helpers import (
     add_sensor,
     current_state_url,
     device_snapshot,
+    device_url,
     fresh,
     report,
-    sensor,
+    rotate_key_url,
+    sensor_payload,
     target_sensors,
     verdict,
 )
@@ -29,8 +30,8 @@ def _row_stamps(device) -> dict:
 @pytest.fixture
 def reported(admin_client, agent, device):
     """Two desired sensors; the agent runs one of them and reported it (at V=3, so the other failed)."""
-    add_sensor(admin_client, device, sensor("a"))
-    add_sensor(admin_client, device, sensor("b", protocol="can", connection={"interface": "can0"}))
+    add_sensor(admin_client, device, sensor_payload("a"))
+    add_sensor(admin_client, device, sensor_payload("b", protocol="can", connection={"interface": "can0"}))
     running = target_sensors(device)[:1]
     health = {"b": {"healthy": False, "lastError": "can0 down"}}
     answer = verdict(report(agent, device, 3, running, health=health, seq=10), device)
@@ -116,7 +117,7 @@ def test_a_report_stores_the_system_info(admin_client, agent, device):
         report(agent, device, 1, [], os_version="Yocto 5.0", agent_version="3.0.0", local_ip="::1", uptime=42),
         device,
     )
-    body = admin_client.get(f"/api/v1/devices/{device.uuid}").json()
+    body = admin_client.get(device_url(device.uuid)).json()
     assert (body["osVersion"], body["agentVersion"], body["ipAddress"], body["uptime"]) == (
         "Yocto 5.0",
         "3.0.0",
@@ -177,7 +178,7 @@ def test_a_stale_answer_names_both_the_stale_and_the_applied_version(agent, repo
 
 
 def test_a_report_older_by_reported_at_is_stale(admin_client, agent, device):
-    add_sensor(admin_client, device, sensor("a"))
+    add_sensor(admin_client, device, sensor_payload("a"))
     running = target_sensors(device)
     newer = verdict(report(agent, device, 2, running, reported_at="2025-11-02T10:00:10+00:00"), device)
     assert newer["outcome"] == "applied"
@@ -198,7 +199,7 @@ def test_a_report_older_by_reported_at_is_stale(admin_client, agent, device):
 def test_seq_and_reported_at_are_separate_clocks(admin_client, agent, device):
     """A ``reported_at`` (microseconds since 1970, ~10**15) once shared the seq's high-water mark, and left every
     later seq stale for good. Each clock is compared only with its own kind."""
-    add_sensor(admin_client, device, sensor("a"))
+    add_sensor(admin_client, device, sensor_payload("a"))
     running = target_sensors(device)
     assert verdict(report(agent, device, 2, [], reported_at="2025-11-02T10:00:10Z"), device)["outcome"] == "applied"
 
@@ -238,7 +239,7 @@ def test_a_rotated_key_lets_a_reprovisioned_agent_start_its_seq_over(admin_clien
     assert verdict(report(agent, device, 1, [], seq=500), device)["outcome"] == "applied"
     assert verdict(report(agent, device, 1, [], seq=3, health={"x": {"healthy": True}}), device)["outcome"] == "stale"
 
-    rotated = admin_client.post(f"/api/v1/devices/{device.uuid}/rotate-key")
+    rotated = admin_client.post(rotate_key_url(device.uuid))
     device.api_key = rotated.json()["apiKey"]
 
     assert verdict(report(agent, device, 1, [], seq=3, health={"x": {"healthy": True}}), device)["outcome"] == "applied"
@@ -246,7 +247,7 @@ def test_a_rotated_key_lets_a_reprovisioned_agent_start_its_seq_over(admin_clien
 
 def test_a_rewritten_row_keeps_who_created_it_and_when(admin_client, agent, device):
     """Reconciliation rewrites a row through an upsert that updates everything but its creation."""
-    add_sensor(admin_client, device, sensor("a"))
+    add_sensor(admin_client, device, sensor_payload("a"))
     created = DeviceSensor.objects.values("created_by", "created_at", "updated_by").get(device=device, name="a")
     running = [{**target_sensors(device)[0], "metadata": {"firmware": "2.1"}}]
 

@@ -2,16 +2,17 @@
 
 import pytest
 
-from devices.models import Device, DeviceCurrentState, DeviceTargetState
-
-from .helpers import (
+from devices.models import Device, DeviceCurrentState
+from tests.helpers import (
     add_sensor,
     change_sensor,
+    device_url,
     fresh,
     poll,
     report,
     rows,
-    sensor,
+    sensor_payload,
+    target_of,
     target_sensors,
     verdict,
 )
@@ -19,15 +20,11 @@ from .helpers import (
 pytestmark = pytest.mark.django_db
 
 
-def _target(device) -> DeviceTargetState:
-    return DeviceTargetState.objects.get(device_id=device.pk)
-
-
 def test_example_1_user_adds_a_sensor_agent_polls_deploys_and_reports(admin_client, agent, device):
     # 1-3. Staff add the sensor: a new target version, needs_deployment, and a pending row right away.
-    assert _target(device).version == 1
-    created = add_sensor(admin_client, device, sensor("modbus-sensor-1"))
-    target = _target(device)
+    assert target_of(device).version == 1
+    created = add_sensor(admin_client, device, sensor_payload("modbus-sensor-1"))
+    target = target_of(device)
     assert (target.version, target.needs_deployment) == (2, True)
     assert [s["name"] for s in target.config["sensors"]] == ["modbus-sensor-1"]
     assert created["deploymentStatus"] == "pending"
@@ -89,7 +86,7 @@ def test_example_1_user_adds_a_sensor_agent_polls_deploys_and_reports(admin_clie
     assert row["deploymentError"] == ""
     assert row["deploymentAttempts"] == 0
     assert row["id"] == created["id"]
-    target = _target(device)
+    target = target_of(device)
     assert target.needs_deployment is False
     assert target.last_deployed_at is not None
     assert DeviceCurrentState.objects.get(device_id=device.pk).version == 2
@@ -97,8 +94,8 @@ def test_example_1_user_adds_a_sensor_agent_polls_deploys_and_reports(admin_clie
 
 def test_example_2_agent_runs_two_of_three_sensors(admin_client, agent, device):
     for name, protocol in (("sensor1", "modbus"), ("sensor2", "can"), ("sensor3", "opcua")):
-        add_sensor(admin_client, device, sensor(name, protocol=protocol))
-    assert _target(device).version == 4
+        add_sensor(admin_client, device, sensor_payload(name, protocol=protocol))
+    assert target_of(device).version == 4
     assert poll(agent, device).status_code == 200
 
     running = [s for s in target_sensors(device) if s["name"] != "sensor3"]
@@ -131,23 +128,25 @@ def test_example_2_agent_runs_two_of_three_sensors(admin_client, agent, device):
     assert failed["protocol"] == "opcua"
     assert failed["desired"]["name"] == "sensor3"
     # The config still has all three, and drift keeps the deployment needed.
-    target = _target(device)
+    target = target_of(device)
     assert len(target.config["sensors"]) == 3
     assert target.needs_deployment is True
-    assert admin_client.get(f"/api/v1/devices/{device.uuid}").json()["needsDeployment"] is True
+    assert admin_client.get(device_url(device.uuid)).json()["needsDeployment"] is True
 
 
 def test_example_3_agent_restarts_on_an_old_version_then_converges(admin_client, agent, device):
-    add_sensor(admin_client, device, sensor("s1", pollInterval=1000))
-    add_sensor(admin_client, device, sensor("s2", protocol="mqtt", connection={"broker": "tcp://10.0.0.2:1883"}))
-    assert _target(device).version == 3
+    add_sensor(admin_client, device, sensor_payload("s1", pollInterval=1000))
+    add_sensor(
+        admin_client, device, sensor_payload("s2", protocol="mqtt", connection={"broker": "tcp://10.0.0.2:1883"})
+    )
+    assert target_of(device).version == 3
     old = target_sensors(device)
     assert verdict(report(agent, device, 3, old), device)["inSync"] is True
 
     # Staff move on: s1 changes (v4), s3 is added (v5). The agent has not seen either.
     change_sensor(admin_client, device, "s1", {"pollInterval": 2000})
-    add_sensor(admin_client, device, sensor("s3", protocol="can", connection={"interface": "can0"}))
-    assert _target(device).version == 5
+    add_sensor(admin_client, device, sensor_payload("s3", protocol="can", connection={"interface": "can0"}))
+    assert target_of(device).version == 5
 
     # 1-2. The agent restarts (upgraded) and reports what it runs: version 3. Its sensors, apps and version are
     # those of its last report, so only its facts are kept; the rows already reflect that reality.
@@ -167,7 +166,7 @@ def test_example_3_agent_restarts_on_an_old_version_then_converges(admin_client,
     assert table["s3"]["deploymentStatus"] == "pending"
     assert table["s3"]["running"] is False
     assert table["s3"]["configVersion"] == 5
-    assert _target(device).needs_deployment is True
+    assert target_of(device).needs_deployment is True
 
     # 3. The agent polls and sees version 5.
     fetched = poll(agent, device, etag='"3"')
@@ -189,5 +188,5 @@ def test_example_3_agent_restarts_on_an_old_version_then_converges(admin_client,
         assert table[name]["syncedToConfig"] is True, name
         assert table[name]["running"] is True, name
     assert table["s1"]["pollInterval"] == 2000
-    assert _target(device).needs_deployment is False
+    assert target_of(device).needs_deployment is False
     assert fresh(device).agent_version == "2.5.0"

@@ -5,13 +5,13 @@ import copy
 
 import pytest
 
-from .helpers import (
+from tests.helpers import (
     add_sensor,
     change_sensor,
     delete_sensor,
     report,
     rows,
-    sensor,
+    sensor_payload,
     sensor_url,
     target_sensors,
     target_version,
@@ -20,7 +20,7 @@ from .helpers import (
 
 pytestmark = pytest.mark.django_db
 
-A = sensor("a", pollInterval=5000)
+A = sensor_payload("a", pollInterval=5000)
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_desired_and_running_the_same_at_the_target_version_is_deployed(admin_cl
 
 
 def test_desired_and_running_the_same_at_an_older_version_is_deployed_at_that_version(admin_client, agent, deployed):
-    add_sensor(admin_client, deployed, sensor("b", protocol="can", connection={"interface": "can0"}))
+    add_sensor(admin_client, deployed, sensor_payload("b", protocol="can", connection={"interface": "can0"}))
     assert target_version(deployed) == 3
 
     answer = verdict(report(agent, deployed, 2, target_sensors(deployed)[:1], uptime=7200), deployed)
@@ -175,7 +175,9 @@ def test_the_failed_error_of_a_differing_sensor_carries_the_agents_health_error(
 
 
 def test_a_desired_sensor_not_yet_applied_is_pending(admin_client, agent, deployed):
-    add_sensor(admin_client, deployed, sensor("b", protocol="mqtt", pollInterval=250, connection={"broker": "m"}))
+    add_sensor(
+        admin_client, deployed, sensor_payload("b", protocol="mqtt", pollInterval=250, connection={"broker": "m"})
+    )
 
     answer = verdict(report(agent, deployed, 2, target_sensors(deployed)[:1], health={}), deployed)
 
@@ -204,7 +206,9 @@ def test_desired_sensors_of_a_device_that_never_reported_are_pending(admin_clien
 
 
 def test_an_enabled_sensor_missing_at_the_target_version_failed_with_the_agents_error(admin_client, agent, deployed):
-    add_sensor(admin_client, deployed, sensor("b", protocol="can", pollInterval=200, connection={"interface": "can1"}))
+    add_sensor(
+        admin_client, deployed, sensor_payload("b", protocol="can", pollInterval=200, connection={"interface": "can1"})
+    )
     health = {"b": {"healthy": False, "lastError": "can1: no such device"}}
 
     answer = verdict(report(agent, deployed, 3, target_sensors(deployed)[:1], health=health), deployed)
@@ -229,7 +233,7 @@ def test_an_enabled_sensor_missing_at_the_target_version_failed_with_the_agents_
 
 @pytest.mark.parametrize("health", [None, {}, {"b": {"healthy": True}}, {"b": {"healthy": False, "lastError": ""}}])
 def test_an_enabled_sensor_missing_without_an_agent_error_gets_a_clear_default(admin_client, agent, deployed, health):
-    add_sensor(admin_client, deployed, sensor("b"))
+    add_sensor(admin_client, deployed, sensor_payload("b"))
 
     verdict(report(agent, deployed, 3, target_sensors(deployed)[:1], health=health), deployed)
 
@@ -245,7 +249,7 @@ def test_an_enabled_sensor_missing_without_an_agent_error_gets_a_clear_default(a
 
 
 def test_a_disabled_sensor_not_running_at_the_target_version_is_deployed(admin_client, agent, deployed):
-    add_sensor(admin_client, deployed, sensor("b", enabled=False))
+    add_sensor(admin_client, deployed, sensor_payload("b", enabled=False))
     assert rows(admin_client, deployed)["b"]["deploymentStatus"] == "pending"
 
     answer = verdict(report(agent, deployed, 3, target_sensors(deployed)[:1]), deployed)
@@ -277,8 +281,8 @@ def test_a_removed_sensor_still_running_before_the_new_version_is_reconciling(ad
 
 
 def test_an_unknown_sensor_the_agent_runs_before_applying_the_target_is_reconciling(admin_client, agent, deployed):
-    add_sensor(admin_client, deployed, sensor("b"))
-    rogue = sensor("rogue", protocol="opcua", connection={"endpoint": "opc.tcp://x:4840"})
+    add_sensor(admin_client, deployed, sensor_payload("b"))
+    rogue = sensor_payload("rogue", protocol="opcua", connection={"endpoint": "opc.tcp://x:4840"})
 
     verdict(report(agent, deployed, 2, [*target_sensors(deployed)[:1], rogue]), deployed)
 
@@ -332,7 +336,7 @@ def test_a_sensor_neither_desired_nor_running_has_no_row(admin_client, agent, de
 
 
 def test_a_deleted_sensor_is_reconciling_until_the_agent_stops_it_then_disappears(admin_client, agent, deployed):
-    add_sensor(admin_client, deployed, sensor("b"))
+    add_sensor(admin_client, deployed, sensor_payload("b"))
     verdict(report(agent, deployed, 3, target_sensors(deployed)), deployed)
     both = target_sensors(deployed)
     assert {n: r["deploymentStatus"] for n, r in rows(admin_client, deployed).items()} == {
@@ -364,7 +368,7 @@ def test_a_deleted_sensor_is_reconciling_until_the_agent_stops_it_then_disappear
 
 
 def test_deployment_attempts_count_distinct_failed_versions_and_reset_on_deploy(admin_client, agent, deployed):
-    add_sensor(admin_client, deployed, sensor("b"))
+    add_sensor(admin_client, deployed, sensor_payload("b"))
     only_a = target_sensors(deployed)[:1]
 
     verdict(report(agent, deployed, 3, only_a, health={"b": {"healthy": False, "lastError": "e1"}}), deployed)

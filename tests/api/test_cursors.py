@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.api.helpers import API, assert_error
+from tests.helpers import assert_error, device_events_url, events_url, fleet_sensors_url
 
 pytestmark = pytest.mark.django_db
 
@@ -40,9 +40,9 @@ MALFORMED = {
 
 def _urls(device) -> dict[str, str]:
     return {
-        "sensors": f"{API}/sensors",
-        "events": f"{API}/events",
-        "device events": f"{API}/devices/{device.uuid}/events",
+        "sensors": fleet_sensors_url(),
+        "events": events_url(),
+        "device events": device_events_url(device.uuid),
     }
 
 
@@ -92,8 +92,8 @@ def test_the_cursors_the_server_issues_page_through_every_row_once(admin_client,
 
 def test_an_events_cursor_pages_one_devices_events_too(admin_client, device_with_sensors):
     """The two event lists share their ordering, so a cursor from one is a position in the other."""
-    cursor = _next_cursor(admin_client, f"{API}/events")
+    cursor = _next_cursor(admin_client, events_url())
 
-    response = admin_client.get(f"{API}/devices/{device_with_sensors.uuid}/events", {"cursor": cursor})
+    response = admin_client.get(device_events_url(device_with_sensors.uuid), {"cursor": cursor})
 
     assert response.status_code == 200, response.content[:300]

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from tests.api.helpers import (
+from tests.helpers import (
     API,
     assert_error,
     device_url,

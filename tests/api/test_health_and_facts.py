@@ -10,17 +10,19 @@ from django.test import Client
 from django.utils.dateparse import parse_datetime
 
 from sensors.services import sensor_create
-from tests.api.helpers import (
-    API,
+from tests.factories import DeviceFactory, SensorPayloadFactory
+from tests.helpers import (
+    REPORT_URL,
     SENSOR_ROW_KEYS,
+    agent_headers,
     assert_error,
     device_url,
     devices_url,
     fleet_sensors_url,
     sensor_url,
     sensors_url,
+    state_url,
 )
-from tests.factories import DeviceFactory, SensorPayloadFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -54,7 +56,7 @@ METRICS = {
 
 
 def agent_poll(device) -> dict:
-    response = Client().get(f"{API}/device/{device.uuid}/state", headers={"X-Device-API-Key": device.api_key})
+    response = Client().get(state_url(device.uuid), headers=agent_headers(device.api_key))
     assert response.status_code == 200, response.content
     return response.json()[str(device.uuid)]
 
@@ -62,10 +64,10 @@ def agent_poll(device) -> dict:
 def agent_report(device, report: dict) -> dict:
     response = Client().generic(
         "PATCH",
-        f"{API}/device/state",
+        REPORT_URL,
         json.dumps({str(device.uuid): report}),
         content_type="application/json",
-        headers={"X-Device-API-Key": device.api_key},
+        headers=agent_headers(device.api_key),
     )
     assert response.status_code == 200, response.content
     return response.json()[str(device.uuid)]

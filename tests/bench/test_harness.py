@@ -134,9 +134,9 @@ def test_captured_changed_reports_carry_every_parameter_of_every_statement(admin
     """What the probe captures for the replay: a real changed report's statements, parameters rendered by psycopg,
     a new event's uuid drawn again on every replay."""
     from bench.prepare import _captured_statements
-    from tests.agent.helpers import add_sensor, report, sensor, target_sensors
+    from tests.helpers import add_sensor, report, sensor_payload, target_sensors
 
-    add_sensor(admin_client, device, sensor("a"))
+    add_sensor(admin_client, device, sensor_payload("a"))
 
     statements = _captured_statements(lambda: report(client, device, 2, target_sensors(device), seq=1))
 

@@ -1,4 +1,5 @@
-"""Helpers for the management command tests: run a command as a script would, and play the agent."""
+"""The management command tests' fleet, and two helpers of their own: run a command as a script would, and play
+the agent through the services."""
 
 from io import StringIO
 
@@ -8,8 +9,7 @@ from django.core.management import call_command
 from devices.selectors import device_get
 from reconciliation.agent_protocol import report_parse
 from reconciliation.services import ReportVerdict, state_report_apply, target_state_fetched
-from sensors.services import sensor_create
-from tests.factories import DeviceFactory, SensorPayloadFactory
+from tests.helpers import device_with
 
 
 def run(name: str, *args, **options) -> tuple[str, str]:
@@ -36,14 +36,6 @@ def agent_report(device, *, running: list[str] | None = None, health: dict | Non
     verdict: ReportVerdict = state_report_apply(device=device, report=report)
     assert verdict.outcome == "applied"
     return verdict
-
-
-def device_with(*names: str, name: str | None = None):
-    """A device whose target holds the named sensors (target version 1 + len(names)), never reported."""
-    device = DeviceFactory(**({"name": name} if name else {}))
-    for sensor_name in names:
-        sensor_create(device_uuid=device.uuid, data=SensorPayloadFactory(name=sensor_name), user=None)
-    return device_get(uuid=device.uuid)
 
 
 @pytest.fixture

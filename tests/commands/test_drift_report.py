@@ -4,8 +4,9 @@ import pytest
 from django.core.management import CommandError
 
 from reconciliation.management.commands import drift_report as drift_command
+from tests.helpers import device_with
 
-from .conftest import agent_report, device_with, run
+from .conftest import agent_report, run
 
 
 def test_all_in_sync(db):

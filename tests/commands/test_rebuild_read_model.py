@@ -7,8 +7,9 @@ from django.core.management import CommandError, call_command, load_command_clas
 from events.models import Event
 from reconciliation.management.commands import rebuild_read_model as rebuild_command
 from sensors.models import DeviceSensor
+from tests.helpers import device_with
 
-from .conftest import device_with, run
+from .conftest import run
 
 
 def tamper(device, name: str, **values) -> None:

@@ -7,8 +7,9 @@ from events.models import Event
 from reconciliation.management.commands import reconcile as reconcile_command
 from sensors.models import DeviceSensor
 from tests.factories import UserFactory
+from tests.helpers import device_with
 
-from .conftest import agent_report, device_with, run
+from .conftest import agent_report, run
 
 
 def test_one_device_prints_versions_sync_and_counts(fleet):

@@ -8,6 +8,7 @@ from devices.keys import key_digest
 from devices.models import Device
 from events.models import Event
 from sensors.models import DeviceSensor
+from tests.helpers import agent_headers, state_url
 
 from .conftest import run
 
@@ -84,7 +85,7 @@ def test_prints_name_uuid_and_a_working_key_per_device(db, api_client):
     # The printed key is usable by a (simulated) agent.
     key = re.search(r"press-line-1: created.*?API key:\s+(\S+)", out, re.S).group(1)
     device = Device.objects.get(name="press-line-1")
-    response = api_client.get(f"/api/v1/device/{device.uuid}/state", headers={"X-Device-API-Key": key})
+    response = api_client.get(state_url(device.uuid), headers=agent_headers(key))
     assert response.status_code == 200
 
 

@@ -14,8 +14,17 @@ from django.test import Client
 from devices.models import DeviceTargetStateVersion
 from events.models import Event
 from sensors.models import DeviceSensor
-from tests.agent.helpers import poll, report, target_sensors, target_version
 from tests.factories import DeviceFactory
+from tests.helpers import (
+    poll,
+    reconcile_url,
+    report,
+    rollback_url,
+    sensor_url,
+    sensors_url,
+    target_sensors,
+    target_version,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -52,28 +61,28 @@ class Run:
 
     def staff_add(self, device):
         name = f"s{self.rng.randint(0, 9)}"
-        self._call("add", self.staff.post(f"/api/v1/devices/{device.uuid}/sensors", self._sensor(name), format="json"))
+        self._call("add", self.staff.post(sensors_url(device.uuid), self._sensor(name), format="json"))
 
     def staff_change(self, device):
         names = [s["name"] for s in target_sensors(device)]
         if names:
             body = {"pollInterval": self.rng.choice([700, 2000, 9000]), "enabled": self.rng.random() > 0.2}
-            url = f"/api/v1/devices/{device.uuid}/sensors/{self.rng.choice(names)}"
+            url = sensor_url(device.uuid, self.rng.choice(names))
             self._call("change", self.staff.patch(url, body, format="json"))
 
     def staff_delete(self, device):
         names = [s["name"] for s in target_sensors(device)]
         if names:
-            url = f"/api/v1/devices/{device.uuid}/sensors/{self.rng.choice(names)}"
+            url = sensor_url(device.uuid, self.rng.choice(names))
             self._call("delete", self.staff.delete(url))
 
     def staff_rollback(self, device):
         version = self.rng.randint(1, target_version(device))
-        url = f"/api/v1/devices/{device.uuid}/target-state/rollback"
+        url = rollback_url(device.uuid)
         self._call("rollback", self.staff.post(url, {"version": version}, format="json"))
 
     def staff_reconcile(self, device):
-        self._call("reconcile", self.staff.post(f"/api/v1/devices/{device.uuid}/reconcile"))
+        self._call("reconcile", self.staff.post(reconcile_url(device.uuid)))
 
     def agent_poll(self, device):
         self._call("poll", poll(self.agent, device, etag=self.rng.choice([None, f'"{target_version(device)}"'])))

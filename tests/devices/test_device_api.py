@@ -9,16 +9,16 @@ import pytest
 from devices.models import Device, DeviceTargetState, DeviceTargetStateVersion
 from events.models import Event
 from sensors.models import DeviceSensor
-from tests.api.fixtures import report_running
-from tests.api.helpers import (
+from tests.factories import DeviceFactory
+from tests.helpers import (
     assert_error,
     device_url,
     devices_url,
     events_since,
+    report_running,
     rotate_key_url,
     write_snapshot,
 )
-from tests.factories import DeviceFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -375,10 +375,8 @@ def test_rotate_key_of_an_unknown_device_is_404(admin_client):
 
 
 def test_put_replaces_the_device_so_omitted_fields_take_their_defaults(admin_client, device):
-    admin_client.patch(
-        f"/api/v1/devices/{device.uuid}", {"description": "north hall", "isActive": False}, format="json"
-    )
-    response = admin_client.put(f"/api/v1/devices/{device.uuid}", {"name": "renamed"}, format="json")
+    admin_client.patch(device_url(device.uuid), {"description": "north hall", "isActive": False}, format="json")
+    response = admin_client.put(device_url(device.uuid), {"name": "renamed"}, format="json")
     assert response.status_code == 200, response.content
     assert (response.json()["name"], response.json()["description"], response.json()["isActive"]) == (
         "renamed",

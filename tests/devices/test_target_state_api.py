@@ -7,9 +7,8 @@ import pytest
 
 from devices.models import DeviceTargetStateVersion
 from sensors.models import DeviceSensor
-from tests.api.fixtures import report_running
-from tests.api.helpers import assert_error, events_since, target_of, target_state_url, write_snapshot
 from tests.factories import SensorPayloadFactory
+from tests.helpers import assert_error, events_since, report_running, target_of, target_state_url, write_snapshot
 
 pytestmark = pytest.mark.django_db
 

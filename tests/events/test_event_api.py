@@ -9,18 +9,14 @@ from events.choices import EventTypeChoices
 from events.models import Event
 from events.services import event_recording
 from sensorsync_project.api.pagination import EventCursorPagination
-from tests.api.helpers import API, assert_error
 from tests.factories import DeviceFactory
+from tests.helpers import assert_error, device_events_url, device_url, events_url, sensors_url
 
 pytestmark = pytest.mark.django_db
 
 # The bound this API states for one page of events (README, OpenAPI): 200 events at most, each with at most
 # 8 KiB of data inline.
 PAGE_BOUND_BYTES = 2_000_000
-
-
-def _device_events_url(device_uuid) -> str:
-    return f"{API}/devices/{device_uuid}/events"
 
 
 def _ids(response) -> list[int]:
@@ -34,27 +30,27 @@ def _ids(response) -> list[int]:
 @pytest.mark.parametrize("spelling", [str.upper, lambda u: u[:18].upper() + u[18:]], ids=["upper", "mixed"])
 def test_a_devices_events_answer_the_same_whatever_the_case_of_its_uuid(admin_client, device_with_sensors, spelling):
     lower = str(device_with_sensors.uuid)
-    expected = _ids(admin_client.get(_device_events_url(lower)))
+    expected = _ids(admin_client.get(device_events_url(lower)))
     assert len(expected) >= 4  # registered, then a sensor and a target version per sensor
 
-    assert _ids(admin_client.get(_device_events_url(spelling(lower)))) == expected
+    assert _ids(admin_client.get(device_events_url(spelling(lower)))) == expected
     # Like the device's other endpoints, which read the uuid as a uuid.
-    assert admin_client.get(f"{API}/devices/{spelling(lower)}/sensors").json()["count"] == 3
+    assert admin_client.get(sensors_url(spelling(lower))).json()["count"] == 3
 
 
 def test_the_aggregate_id_filter_reads_a_uuid_in_any_case(admin_client, device_with_sensors):
     lower = str(device_with_sensors.uuid)
-    expected = _ids(admin_client.get(f"{API}/events", {"aggregateId": lower}))
+    expected = _ids(admin_client.get(events_url(), {"aggregateId": lower}))
     assert expected
 
-    assert _ids(admin_client.get(f"{API}/events", {"aggregateId": lower.upper()})) == expected
+    assert _ids(admin_client.get(events_url(), {"aggregateId": lower.upper()})) == expected
 
 
 @pytest.mark.parametrize("spelling", [str.lower, str.upper], ids=["lower", "upper"])
 def test_an_unknown_devices_events_are_a_404_like_its_other_endpoints(admin_client, device_with_sensors, spelling):
     unknown = spelling(str(uuid.uuid4()))
 
-    for url in (f"{API}/devices/{unknown}", f"{API}/devices/{unknown}/sensors", _device_events_url(unknown)):
+    for url in (device_url(unknown), sensors_url(unknown), device_events_url(unknown)):
         assert_error(admin_client.get(url), 404, "not_found")
 
 
@@ -92,7 +88,7 @@ def big_events(db):
 @pytest.mark.parametrize("list_name", ["events", "device events"])
 def test_a_page_of_100_events_with_400_kb_configs_stays_under_the_bound(admin_client, big_events, list_name):
     device, _data = big_events
-    url = f"{API}/events" if list_name == "events" else _device_events_url(device.uuid)
+    url = events_url() if list_name == "events" else device_events_url(device.uuid)
 
     response = admin_client.get(url, {"limit": 100})
 
@@ -108,10 +104,10 @@ def test_a_page_of_100_events_with_400_kb_configs_stays_under_the_bound(admin_cl
 
 def test_one_events_whole_data_is_on_its_detail_endpoint(admin_client, big_events):
     device, data = big_events
-    listed = admin_client.get(f"{API}/events", {"limit": 1}).json()["results"][0]
+    listed = admin_client.get(events_url(), {"limit": 1}).json()["results"][0]
     assert listed["dataTruncated"] is True
 
-    response = admin_client.get(f"{API}/events/{listed['id']}")
+    response = admin_client.get(f"{events_url()}/{listed['id']}")
 
     assert response.status_code == 200, response.content[:300]
     event = response.json()
@@ -122,12 +118,12 @@ def test_one_events_whole_data_is_on_its_detail_endpoint(admin_client, big_event
         k: v for k, v in listed.items() if k not in ("data", "dataTruncated")
     }
     # Under the device too, and only there.
-    assert admin_client.get(f"{_device_events_url(device.uuid)}/{listed['id']}").json()["data"] == event["data"]
-    assert_error(admin_client.get(f"{_device_events_url(DeviceFactory().uuid)}/{listed['id']}"), 404, "not_found")
+    assert admin_client.get(f"{device_events_url(device.uuid)}/{listed['id']}").json()["data"] == event["data"]
+    assert_error(admin_client.get(f"{device_events_url(DeviceFactory().uuid)}/{listed['id']}"), 404, "not_found")
 
 
 def test_small_data_stays_inline_in_the_list(admin_client, device_with_sensors):
-    rows = admin_client.get(_device_events_url(device_with_sensors.uuid)).json()["results"]
+    rows = admin_client.get(device_events_url(device_with_sensors.uuid)).json()["results"]
 
     assert rows and all(row["dataTruncated"] is False for row in rows)
     for row in rows:
@@ -142,11 +138,11 @@ def test_the_largest_page_of_the_largest_inline_events_stays_under_the_bound(adm
     data = {"config": {"blob": ""}, "apps": {}}
     # Sized by the server's own measure, so that the test holds on every database (versions of 3 digits each).
     _record(device, 1, data, first_version=100)
-    size = admin_client.get(f"{API}/events", {"limit": 1}).json()["results"][0]["dataSize"]
+    size = admin_client.get(events_url(), {"limit": 1}).json()["results"][0]["dataSize"]
     data["config"]["blob"] = "x" * (EventCursorPagination.data_inline_max_bytes - size)
     _record(device, EventCursorPagination.max_page_size + 5, data, first_version=100)
 
-    response = admin_client.get(f"{API}/events", {"limit": 100_000})
+    response = admin_client.get(events_url(), {"limit": 100_000})
 
     rows = response.json()["results"]
     assert len(rows) == EventCursorPagination.max_page_size  # the limit is capped
@@ -157,7 +153,7 @@ def test_the_largest_page_of_the_largest_inline_events_stays_under_the_bound(adm
 
 def test_an_unknown_or_malformed_event_id_is_a_404(admin_client, device_with_sensors):
     for event_id in ("999999999", str(2**63), "9" * 40, "abc", "-1", "1.5", "%F1%B3%9A%B4e%C3%92%1EJ", "0x1"):
-        assert_error(admin_client.get(f"{API}/events/{event_id}"), 404, "not_found")
+        assert_error(admin_client.get(f"{events_url()}/{event_id}"), 404, "not_found")
 
 
 @pytest.mark.parametrize("list_name", ["events", "device events"])
@@ -165,7 +161,7 @@ def test_a_page_of_big_events_costs_a_fixed_number_of_queries(
     admin_client, big_events, django_assert_num_queries, list_name
 ):
     device, _data = big_events
-    url = f"{API}/events" if list_name == "events" else _device_events_url(device.uuid)
+    url = events_url() if list_name == "events" else device_events_url(device.uuid)
     # The page, with each event's data size and its data only when small; a device's list checks the device first.
     queries = 1 if list_name == "events" else 2
 

@@ -4,6 +4,7 @@ it, all under the request's one correlation id."""
 import pytest
 
 from events.models import Event
+from tests.helpers import sensors_url
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +31,7 @@ def _last_request_events(device) -> list[str]:
     ids=["add", "change", "remove"],
 )
 def test_a_sensor_write_logs_its_intent_before_the_new_target_version(admin_client, device, call, intent):
-    url = f"/api/v1/devices/{device.uuid}/sensors"
+    url = sensors_url(device.uuid)
     admin_client.post(url, {"name": "s0", "protocol": "modbus", "connection": {"host": "h"}}, format="json")
 
     assert call(admin_client, url).status_code in (200, 201, 204)

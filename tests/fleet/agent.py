@@ -8,7 +8,7 @@ import json
 import urllib.error
 import urllib.request
 
-from devices.models import DeviceTargetState
+from tests.helpers import REPORT_URL, agent_headers, state_url
 
 _seq = itertools.count(1)
 
@@ -93,17 +93,17 @@ class Agent:
     def __init__(self, client, device) -> None:
         self.client = client
         self.device = device
-        self.headers = {"X-Device-API-Key": device.api_key}
+        self.headers = agent_headers(device.api_key)
 
     def poll(self) -> dict:
-        response = self.client.get(f"/api/v1/device/{self.device.uuid}/state", headers=self.headers)
+        response = self.client.get(state_url(self.device.uuid), headers=self.headers)
         assert response.status_code == 200, response.content
         return response.json()[str(self.device.uuid)]
 
     def report(self, *, version: int, running: list[dict], health: dict | None = None, **extra) -> dict:
         body = report_body(self.device, version=version, running=running, health=health, **extra)
         response = self.client.generic(
-            "PATCH", "/api/v1/device/state", json.dumps(body), content_type="application/json", headers=self.headers
+            "PATCH", REPORT_URL, json.dumps(body), content_type="application/json", headers=self.headers
         )
         assert response.status_code == 200, response.content
         return response.json()
@@ -141,7 +141,7 @@ class HttpAgent:
     def __init__(self, base_url: str, device) -> None:
         self.base_url = base_url.rstrip("/")
         self.device = device
-        self.headers = {"X-Device-API-Key": device.api_key, "Accept": "application/json"}
+        self.headers = {**agent_headers(device.api_key), "Accept": "application/json"}
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         data = None if body is None else json.dumps(body).encode()
@@ -151,12 +151,8 @@ class HttpAgent:
             return json.loads(response.read())
 
     def poll(self) -> dict:
-        return self._call("GET", f"/api/v1/device/{self.device.uuid}/state")[str(self.device.uuid)]
+        return self._call("GET", state_url(self.device.uuid))[str(self.device.uuid)]
 
     def report(self, *, version: int, running: list[dict], health: dict | None = None, **extra) -> dict:
         body = report_body(self.device, version=version, running=running, health=health, **extra)
-        return self._call("PATCH", "/api/v1/device/state", body)
-
-
-def target_version(device) -> int:
-    return DeviceTargetState.objects.get(device=device).version
+        return self._call("PATCH", REPORT_URL, body)

@@ -57,12 +57,6 @@ def episode(device, *, started_ago: float, lasted: float | None, **fields) -> Dr
 
 
 @pytest.fixture
-def staff(client, superuser):
-    client.force_login(superuser)
-    return client
-
-
-@pytest.fixture
 def fleet(superuser):
     in_sync = device_with(superuser, ("modbus-1", "modbus"), ("mqtt-1", "mqtt"), name="a-in-sync")
     agent_for(in_sync).deploy_all()
@@ -120,10 +114,10 @@ def test_fleet_page_is_for_staff_only(client, db):
 # --- devices: counts that link to the admin list of exactly those devices ---
 
 
-def test_device_counts_link_to_the_admin_filtered_accordingly(staff, fleet, settings):
+def test_device_counts_link_to_the_admin_filtered_accordingly(admin_browser, fleet, settings):
     settings.SENSORSYNC_OFFLINE_AFTER_SECONDS = 300
 
-    response = staff.get(FLEET)
+    response = admin_browser.get(FLEET)
 
     tiles = {tile["state"]: tile for tile in response.context["tiles"]}
     assert {state: tile["count"] for state, tile in tiles.items()} == {
@@ -136,9 +130,9 @@ def test_device_counts_link_to_the_admin_filtered_accordingly(staff, fleet, sett
     for state, tile in tiles.items():
         assert tile["url"] == f"/admin/devices/device/?drift={state}"
         assert f'href="{tile["url"]}"' in response.content.decode()
-        listed = staff.get(tile["url"]).context["cl"].result_list
+        listed = admin_browser.get(tile["url"]).context["cl"].result_list
         assert len(listed) == tile["count"], state
-    assert {d.name for d in staff.get(tiles["offline"]["url"]).context["cl"].result_list} == {
+    assert {d.name for d in admin_browser.get(tiles["offline"]["url"]).context["cl"].result_list} == {
         "c-never-reported",
         "d-offline",
     }
@@ -147,8 +141,8 @@ def test_device_counts_link_to_the_admin_filtered_accordingly(staff, fleet, sett
 # --- sensors by status and protocol ---
 
 
-def test_sensor_heatmap_counts_link_to_the_admin_sensor_list(staff, fleet):
-    response = staff.get(FLEET)
+def test_sensor_heatmap_counts_link_to_the_admin_sensor_list(admin_browser, fleet):
+    response = admin_browser.get(FLEET)
 
     heatmap = response.context["heatmap"]
     cells = {(row["protocol"], cell["status"]): cell for row in heatmap["rows"] for cell in row["cells"]}
@@ -163,7 +157,7 @@ def test_sensor_heatmap_counts_link_to_the_admin_sensor_list(staff, fleet):
     assert len(cells) == 16  # every protocol and status, zeros included
     assert heatmap["total"] == DeviceSensor.objects.count() == 7
     for (protocol, status), count in expected.items():
-        listed = staff.get(cells[(protocol, status)]["url"]).context["cl"].result_list
+        listed = admin_browser.get(cells[(protocol, status)]["url"]).context["cl"].result_list
         assert {(row.protocol, row.deployment_status) for row in listed} == {(protocol, status)}
         assert len(listed) == count
     assert [total["count"] for total in heatmap["totals"]] == [1, 1, 4, 1]  # pending, reconciling, deployed, failed
@@ -171,13 +165,13 @@ def test_sensor_heatmap_counts_link_to_the_admin_sensor_list(staff, fleet):
     assert ERROR in response.content.decode()
 
 
-def test_deployed_but_offline_sensors_are_counted_and_link_to_the_admin(staff, fleet, superuser):
+def test_deployed_but_offline_sensors_are_counted_and_link_to_the_admin(admin_browser, fleet, superuser):
     plant = device_with(superuser, ("plc-1", "modbus"), ("plc-2", "modbus"), ("bus-1", "can"), name="f-plant")
     agent_for(plant).deploy_offline("plc-1", "bus-1", error=ERROR)
     # Offline but not deployed (failed): drift, counted with the failed sensors, not here.
     agent_for(fleet["b-drifting"]).deploy_failing("can-1", ERROR)
 
-    response = staff.get(FLEET)
+    response = admin_browser.get(FLEET)
 
     offline = response.context["deployed_offline"]
     assert offline["count"] == 2
@@ -193,19 +187,19 @@ def test_deployed_but_offline_sensors_are_counted_and_link_to_the_admin(staff, f
     assert 'id="deployed-offline" data-count="2"' in content
     assert offline["url"] == "/admin/sensors/devicesensor/?deployment_status__exact=deployed&health=offline"
     assert f'href="{escape(offline["url"])}"' in content
-    listed = staff.get(offline["url"]).context["cl"].result_list
+    listed = admin_browser.get(offline["url"]).context["cl"].result_list
     assert sorted((row.device.name, row.name) for row in listed) == [("f-plant", "bus-1"), ("f-plant", "plc-1")]
     for row in offline["protocols"]:
         assert f'href="{escape(row["url"])}"' in content
-        listed = staff.get(row["url"]).context["cl"].result_list
+        listed = admin_browser.get(row["url"]).context["cl"].result_list
         assert {(r.protocol, r.deployment_status, r.health_status) for r in listed} == {
             (row["protocol"], Status.DEPLOYED, "offline")
         }
         assert len(listed) == row["count"]
 
 
-def test_no_sensor_deployed_but_offline(staff, fleet):
-    response = staff.get(FLEET)
+def test_no_sensor_deployed_but_offline(admin_browser, fleet):
+    response = admin_browser.get(FLEET)
 
     assert response.context["deployed_offline"] == {
         "count": 0,
@@ -218,10 +212,10 @@ def test_no_sensor_deployed_but_offline(staff, fleet):
 # --- drift episodes and time to converge ---
 
 
-def test_drift_episodes_of_the_last_24_hours_with_device_links(staff, fleet):
+def test_drift_episodes_of_the_last_24_hours_with_device_links(admin_browser, fleet):
     old = episode(fleet["a-in-sync"], started_ago=3 * 86400, lasted=60)
 
-    response = staff.get(FLEET)
+    response = admin_browser.get(FLEET)
 
     rows = response.context["episodes"]
     names = [row["device"].name for row in rows]
@@ -246,12 +240,12 @@ def test_drift_episodes_of_the_last_24_hours_with_device_links(staff, fleet):
     assert response.context["converge"]["episodes"] == 3 and response.context["converge"]["open"] == 3
 
 
-def test_time_to_converge_chart_is_server_side_svg_of_the_episodes(staff, device):
+def test_time_to_converge_chart_is_server_side_svg_of_the_episodes(admin_browser, device):
     for seconds in (3, 4, 5, 20, 45, 200, 1200, 7200):
         episode(device, started_ago=seconds + 3600, lasted=seconds)
     episode(device, started_ago=600, lasted=None)  # still open: not a time to converge
 
-    response = staff.get(FLEET)
+    response = admin_browser.get(FLEET)
 
     content = response.content.decode()
     bars = response.context["histogram"]["bars"]
@@ -267,8 +261,8 @@ def test_time_to_converge_chart_is_server_side_svg_of_the_episodes(staff, device
     assert (stats["episodes"], stats["open"], stats["p50"], stats["max"]) == (8, 1, "45 s", "2 h")
 
 
-def test_fleet_page_loads_nothing_from_outside(staff, fleet):
-    content = staff.get(FLEET).content.decode()
+def test_fleet_page_loads_nothing_from_outside(admin_browser, fleet):
+    content = admin_browser.get(FLEET).content.decode()
 
     for url in urls_of(content):
         assert url.startswith(("/", "?", "#")), url
@@ -276,13 +270,13 @@ def test_fleet_page_loads_nothing_from_outside(staff, fleet):
     assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", content)
 
 
-def test_fleet_page_refreshes_itself_unless_asked_not_to(staff, db):
-    assert '<meta http-equiv="refresh" content="15">' in staff.get(FLEET).content.decode()
-    assert 'http-equiv="refresh"' not in staff.get(FLEET + "?refresh=0").content.decode()
+def test_fleet_page_refreshes_itself_unless_asked_not_to(admin_browser, db):
+    assert '<meta http-equiv="refresh" content="15">' in admin_browser.get(FLEET).content.decode()
+    assert 'http-equiv="refresh"' not in admin_browser.get(FLEET + "?refresh=0").content.decode()
 
 
-def test_empty_fleet(staff):
-    response = staff.get(FLEET)
+def test_empty_fleet(admin_browser):
+    response = admin_browser.get(FLEET)
 
     assert response.status_code == 200
     assert [tile["count"] for tile in response.context["tiles"]] == [0, 0, 0, 0]
@@ -311,17 +305,17 @@ def make_big_fleet(user, devices: int) -> None:
             episode(device, started_ago=3600 * (n + 1), lasted=30 * (n + 1))
 
 
-def test_fleet_page_query_count_is_bounded(staff, superuser, django_assert_num_queries):
+def test_fleet_page_query_count_is_bounded(admin_browser, superuser, django_assert_num_queries):
     make_big_fleet(superuser, 3)
-    staff.get(FLEET)  # warm the session
+    admin_browser.get(FLEET)  # warm the session
     with django_assert_num_queries(FLEET_PAGE_QUERIES):
-        assert staff.get(FLEET).status_code == 200
+        assert admin_browser.get(FLEET).status_code == 200
 
     make_big_fleet(superuser, 40)
     assert DriftEpisode.objects.count() > 100
 
     with django_assert_num_queries(FLEET_PAGE_QUERIES):
-        response = staff.get(FLEET)
+        response = admin_browser.get(FLEET)
 
     assert response.context["devices_total"] == 43
     assert response.context["deployed_offline"]["count"] == 1 + 14

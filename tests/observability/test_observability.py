@@ -14,7 +14,7 @@ from django.test import Client
 
 from events.context import audit_context
 from sensorsync_project.observability import JsonFormatter, RequestIdFilter
-from tests.agent.helpers import poll, report, target_sensors, verdict
+from tests.helpers import poll, report, sensors_url, target_sensors, verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def test_metrics_move_as_polls_and_reports_arrive(admin_client, device, settings
     settings.SENSORSYNC_LIVENESS_WRITE_SECONDS = 0
     agent = Client()
     admin_client.post(
-        f"/api/v1/devices/{device.uuid}/sensors",
+        sensors_url(device.uuid),
         {"name": "m1", "protocol": "mqtt", "connection": {"topic": "plant/1"}},
         format="json",
     )

@@ -11,9 +11,8 @@ from devices.keys import key_digest
 from devices.models import Device, ProvisioningKey
 from devices.provisioning import provisioning_key_create
 from events.models import Event
-from tests.agent.helpers import poll, report, verdict
 from tests.factories import UserFactory
-from tests.security.support import token_for
+from tests.helpers import poll, report, token_for, verdict
 
 from .test_register import Agent
 
@@ -126,14 +125,8 @@ def test_list_query_count_is_constant(admin_client, django_assert_num_queries):
 # The admin ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def browser(client, superuser):
-    client.force_login(superuser)
-    return client
-
-
-def test_the_admin_creates_a_key_and_shows_it_once(browser):
-    response = browser.post(
+def test_the_admin_creates_a_key_and_shows_it_once(admin_browser):
+    response = admin_browser.post(
         "/admin/devices/provisioningkey/add/",
         {"name": "from the admin", "expires_at": "", "max_devices": "3"},
         follow=True,
@@ -145,24 +138,24 @@ def test_the_admin_creates_a_key_and_shows_it_once(browser):
     secret = re.search(r"Provisioning key “from the admin”: <code>([^<]+)</code>", page).group(1)
     assert key.key_digest == key_digest(secret) and key.max_devices == 3
     # Never again: not on the change page, not in the list.
-    assert secret not in browser.get(f"/admin/devices/provisioningkey/{key.pk}/change/").content.decode()
-    assert secret not in browser.get("/admin/devices/provisioningkey/").content.decode()
+    assert secret not in admin_browser.get(f"/admin/devices/provisioningkey/{key.pk}/change/").content.decode()
+    assert secret not in admin_browser.get("/admin/devices/provisioningkey/").content.decode()
 
 
-def test_the_admin_shows_the_devices_a_key_registered_and_revokes_it(browser, superuser):
+def test_the_admin_shows_the_devices_a_key_registered_and_revokes_it(admin_browser, superuser):
     created = provisioning_key_create(name="roll-out", max_devices=10)
     device_agent = Agent(deviceName="boiler-gw-1")
     device_agent.register(APIClient(), created.secret)
     device = Device.objects.get(uuid=device_agent.uuid)
 
-    page = browser.get(f"/admin/devices/provisioningkey/{created.key.pk}/change/").content.decode()
+    page = admin_browser.get(f"/admin/devices/provisioningkey/{created.key.pk}/change/").content.decode()
     assert "boiler-gw-1" in page and "1 of 10" in page
-    device_page = browser.get(f"/admin/devices/device/{device.pk}/change/").content.decode()
+    device_page = admin_browser.get(f"/admin/devices/device/{device.pk}/change/").content.decode()
     assert "roll-out" in device_page and "standalone" in device_page
-    listed = browser.get(f"/admin/devices/device/?provisioned_by__id__exact={created.key.pk}").context["cl"]
+    listed = admin_browser.get(f"/admin/devices/device/?provisioned_by__id__exact={created.key.pk}").context["cl"]
     assert [d.uuid for d in listed.result_list] == [device.uuid]
 
-    response = browser.post(
+    response = admin_browser.post(
         "/admin/devices/provisioningkey/",
         {"action": "revoke", "_selected_action": [created.key.pk]},
         follow=True,
@@ -171,10 +164,10 @@ def test_the_admin_shows_the_devices_a_key_registered_and_revokes_it(browser, su
     assert ProvisioningKey.objects.get(pk=created.key.pk).revoked_at is not None
     assert Agent().register(APIClient(), created.secret).status_code == 403
     # Never deleted: devices keep saying which key registered them.
-    assert browser.get(f"/admin/devices/provisioningkey/{created.key.pk}/delete/").status_code == 403
+    assert admin_browser.get(f"/admin/devices/provisioningkey/{created.key.pk}/delete/").status_code == 403
 
 
-def test_a_registered_device_polls_reports_and_shows_on_the_fleet_page(browser):
+def test_a_registered_device_polls_reports_and_shows_on_the_fleet_page(admin_browser):
     created = provisioning_key_create(name="fleet")
     device_agent = Agent()
     agent = Client()
@@ -185,6 +178,6 @@ def test_a_registered_device_polls_reports_and_shows_on_the_fleet_page(browser):
     assert poll(agent, device).status_code == 200
     assert verdict(report(agent, device, 1, []), device)["inSync"] is True
 
-    assert device_agent.body["deviceName"] in browser.get("/admin/devices/device/").content.decode()
-    tiles = {tile["state"]: tile for tile in browser.get("/fleet/").context["tiles"]}
+    assert device_agent.body["deviceName"] in admin_browser.get("/admin/devices/device/").content.decode()
+    tiles = {tile["state"]: tile for tile in admin_browser.get("/fleet/").context["tiles"]}
     assert tiles["in_sync"]["count"] == 1

@@ -20,7 +20,7 @@ from devices.models import Device, ProvisioningKey
 from devices.provisioning import provisioning_key_create, provisioning_key_revoke
 from devices.services import device_key_rotate
 from events.models import Event
-from tests.agent.helpers import poll, report, verdict
+from tests.helpers import poll, report, verdict
 
 pytestmark = pytest.mark.django_db
 
@@ -61,11 +61,6 @@ class Agent:
             content_type="application/json",
             headers={"Authorization": f"Bearer {key or self.api_key}"},
         )
-
-
-@pytest.fixture
-def agent() -> Client:
-    return Client(enforce_csrf_checks=True)
 
 
 @pytest.fixture

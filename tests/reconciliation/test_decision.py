@@ -12,6 +12,7 @@ from reconciliation.agent_protocol import health_merge, report_parse
 from reconciliation.decision import Decision, SensorRow, decide
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.validation import COMPARED_FIELDS, sensors_differences
+from tests.helpers import sensor_payload
 
 T0 = datetime(2025, 11, 2, 10, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=1)
@@ -35,19 +36,9 @@ def sensor_id_for(name: str) -> str:
 
 
 def sensor(name: str = NAME, **overrides) -> dict:
-    """A normalized wire-format sensor object (SPEC section 3); ``id`` defaults to a stable id per name."""
-    data = {
-        "id": sensor_id_for(name),
-        "name": name,
-        "protocol": "modbus",
-        "enabled": True,
-        "pollInterval": 5000,
-        "connection": {"host": "10.0.0.5", "port": 502, "unitId": 1},
-        "dataPoints": [{"name": "temperature", "address": 40001, "type": "float32", "unit": "C"}],
-        "metadata": {},
-    }
-    data.update(overrides)
-    return data
+    """A normalized wire-format sensor object (SPEC section 3): the suite's valid sensor, with ``id`` defaulting to
+    a stable id per name."""
+    return {"id": sensor_id_for(name), **sensor_payload(name, **overrides)}
 
 
 def running_copy(desired: dict, **overrides) -> dict:

@@ -5,7 +5,7 @@ from django.db import connection
 from django.test import Client
 
 from tests.factories import UserFactory
-from tests.security.support import token_for
+from tests.helpers import token_for
 
 
 @pytest.fixture

@@ -14,12 +14,12 @@ import pytest
 
 from devices.models import Device, DeviceCurrentState, DeviceTargetState, DeviceTargetStateVersion
 from events.models import Event
-from tests.security.support import (
+from tests.helpers import (
     REPORT_URL,
     agent_headers,
     assert_gapless,
     assert_target_history_contiguous,
-    device_with_sensors,
+    device_with,
     read_model_and_log_consistent,
     report_body,
     sensor_payload,
@@ -63,7 +63,7 @@ def _statuses(results) -> Counter:
 
 
 def test_parallel_reports_with_seq_for_one_device_serialize_and_the_newest_wins():
-    device = device_with_sensors("s-0", "s-1", "s-2", "s-3")
+    device = device_with("s-0", "s-1", "s-2", "s-3")
     desired = target_sensors(device)
     calls = []
     for i in range(THREADS):
@@ -85,7 +85,7 @@ def test_parallel_reports_with_seq_for_one_device_serialize_and_the_newest_wins(
 
 
 def test_parallel_distinct_reports_without_seq_are_all_applied_one_after_another():
-    device = device_with_sensors("s-0", "s-1")
+    device = device_with("s-0", "s-1")
     desired = target_sensors(device)
     calls = [_report_call(device, 3, [dict(desired[0], pollInterval=1000 + i)]) for i in range(THREADS)]
 
@@ -106,7 +106,7 @@ def test_parallel_distinct_reports_without_seq_are_all_applied_one_after_another
 
 
 def test_parallel_reports_for_many_devices_keep_every_device_consistent():
-    devices = [device_with_sensors("a", "b", name=f"fleet-{i}") for i in range(8)]
+    devices = [device_with("a", "b", name=f"fleet-{i}") for i in range(8)]
     calls = []
     for device in devices:
         desired = target_sensors(device)
@@ -150,7 +150,7 @@ EDITS = {
 @pytest.mark.parametrize("kind", list(EDITS))
 def test_parallel_edits_with_the_same_if_match_have_exactly_one_winner(staff_token, kind):
     names = [f"s-{i}" for i in range(THREADS)]
-    device = device_with_sensors(*names)
+    device = device_with(*names)
     version = DeviceTargetState.objects.get(device=device).version
     etag = f'"{version}"'
     history_before = DeviceTargetStateVersion.objects.filter(device=device).count()
@@ -179,7 +179,7 @@ def test_parallel_edits_with_the_same_if_match_have_exactly_one_winner(staff_tok
 
 
 def test_a_race_to_create_the_same_sensor_name_has_one_winner_and_clear_refusals(staff_token):
-    device = device_with_sensors("s-0")
+    device = device_with("s-0")
     version = DeviceTargetState.objects.get(device=device).version
     headers = staff_headers(staff_token)
     calls = [
@@ -204,7 +204,7 @@ def test_a_race_to_create_the_same_sensor_name_has_one_winner_and_clear_refusals
 
 
 def test_unconditional_edits_piling_up_get_strictly_increasing_versions_none_reused(staff_token):
-    device = device_with_sensors()
+    device = device_with()
     headers = staff_headers(staff_token)
     per_thread = 3
 
@@ -244,7 +244,7 @@ def test_unconditional_edits_piling_up_get_strictly_increasing_versions_none_reu
 
 
 def test_reports_and_edits_racing_for_one_device_leave_it_consistent(staff_token):
-    device = device_with_sensors("s-0", "s-1", "s-2")
+    device = device_with("s-0", "s-1", "s-2")
     headers = staff_headers(staff_token)
     desired = target_sensors(device)
     calls = []

@@ -14,7 +14,7 @@ import pytest
 from django.db import InterfaceError, connection
 from django.test import Client
 
-from tests.security.support import device_with_sensors
+from tests.helpers import device_with
 
 from .test_faults import Fault, _in_own_thread
 
@@ -74,7 +74,7 @@ def staff_client(superuser) -> Client:
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_pages_answer_503_while_the_database_refuses_connections(staff_client):
-    device = device_with_sensors("s-0")
+    device = device_with("s-0")
     settings_dict = connection.settings_dict
     saved = settings_dict["HOST"], settings_dict["PORT"]
     connection.close()
@@ -103,7 +103,7 @@ def test_pages_answer_503_while_the_database_refuses_connections(staff_client):
     ],
 )
 def test_the_connection_dropping_mid_page_answers_503(superuser, monkeypatch, page, point):
-    device = device_with_sensors("s-0", "s-1")
+    device = device_with("s-0", "s-1")
     fault = Fault(monkeypatch, point)
 
     def get(client):
@@ -120,7 +120,7 @@ def test_the_connection_dropping_mid_page_answers_503(superuser, monkeypatch, pa
 @pytest.mark.django_db
 def test_a_connection_closed_under_the_page_answers_503(staff_client, monkeypatch):
     """What Django raises when the server closed the connection it holds (``InterfaceError``): on SQLite too."""
-    device = device_with_sensors("s-0")
+    device = device_with("s-0")
 
     def closed(**kwargs):
         raise InterfaceError("connection already closed")
@@ -135,7 +135,7 @@ def test_a_connection_closed_under_the_page_answers_503(staff_client, monkeypatc
 @pytest.mark.django_db
 def test_a_statement_the_database_refuses_is_no_outage_but_a_server_error(superuser, monkeypatch):
     """A bug in a query fails the same way on every retry: a 500 with its traceback, not "retry later"."""
-    device = device_with_sensors("s-0")
+    device = device_with("s-0")
     client = Client(raise_request_exception=False)
     client.force_login(superuser)
 

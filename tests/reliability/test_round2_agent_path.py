@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import pytest
 from django.db import OperationalError, connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -19,23 +18,21 @@ from events.services import event_recording
 from reconciliation import services
 from reconciliation.agent_protocol import report_parse
 from sensorsync_project.database import database_unavailable
-from tests.agent.helpers import (
+from tests.helpers import (
     add_sensor,
     device_snapshot,
+    device_url,
     put_target,
     report,
     send_raw,
-    sensor,
+    sensor_payload,
+    sensors_url,
     target_sensors,
+    target_state_url,
     verdict,
 )
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def agent() -> Client:
-    return Client(enforce_csrf_checks=True)
 
 
 # 1 and 2: the event INSERT -------------------------------------------------------------------------------------
@@ -68,7 +65,7 @@ def small_limit(settings):
 
 def test_a_report_of_more_sensors_than_the_limit_is_400_and_writes_nothing(agent, device, small_limit):
     before = device_snapshot(device)
-    running = [sensor(f"s{i}") for i in range(small_limit + 1)]
+    running = [sensor_payload(f"s{i}") for i in range(small_limit + 1)]
 
     response = report(agent, device, 1, running)
 
@@ -85,12 +82,12 @@ def test_a_health_map_of_more_sensors_than_the_limit_is_400(agent, device, small
 
 
 def test_staff_cannot_give_a_device_more_sensors_than_the_limit(admin_client, device, small_limit):
-    put_target(admin_client, device, [sensor(f"s{i}") for i in range(small_limit)])
-    response = admin_client.post(f"/api/v1/devices/{device.uuid}/sensors", sensor("one-more"), format="json")
+    put_target(admin_client, device, [sensor_payload(f"s{i}") for i in range(small_limit)])
+    response = admin_client.post(sensors_url(device.uuid), sensor_payload("one-more"), format="json")
     assert response.status_code == 400
     assert "maximum" in response.json()["fields"]["name"][0]
-    too_many = {"config": {"sensors": [sensor(f"t{i}") for i in range(small_limit + 1)]}}
-    response = admin_client.put(f"/api/v1/devices/{device.uuid}/target-state", too_many, format="json")
+    too_many = {"config": {"sensors": [sensor_payload(f"t{i}") for i in range(small_limit + 1)]}}
+    response = admin_client.put(target_state_url(device.uuid), too_many, format="json")
     assert response.status_code == 400
     assert "config.sensors" in response.json()["fields"]
 
@@ -145,7 +142,7 @@ def _in_flight(device) -> Device:
 
 
 def test_a_report_in_flight_when_the_key_is_rotated_writes_nothing(agent, admin_client, device):
-    add_sensor(admin_client, device, sensor("a"))
+    add_sensor(admin_client, device, sensor_payload("a"))
     running = target_sensors(device)
     verdict(report(agent, device, 2, running, seq=7), device)
     looked_up = _in_flight(device)
@@ -202,9 +199,9 @@ def test_a_reported_at_far_in_the_future_is_400_and_later_reports_are_not_stale(
     now = timezone.now().isoformat()
     assert verdict(report(agent, device, 1, [], reported_at=now), device)["outcome"] == "applied"
     slightly_ahead = (timezone.now() + timedelta(seconds=30)).isoformat()  # a device clock a little fast is fine
-    assert verdict(report(agent, device, 1, [{**sensor("x")}], reported_at=slightly_ahead), device)["outcome"] == (
-        "applied"
-    )
+    assert verdict(report(agent, device, 1, [{**sensor_payload("x")}], reported_at=slightly_ahead), device)[
+        "outcome"
+    ] == ("applied")
 
 
 # 14: 1e400 ------------------------------------------------------------------------------------------------------
@@ -232,7 +229,7 @@ def test_the_management_api_says_the_same_of_a_refused_statement(admin_client, d
 
     monkeypatch.setattr(device_services, "device_update", refuse)
     admin_client.raise_request_exception = False
-    response = admin_client.patch(f"/api/v1/devices/{device.uuid}", {"name": "x"}, format="json")
+    response = admin_client.patch(device_url(device.uuid), {"name": "x"}, format="json")
 
     assert response.status_code == 500
     assert response.json()["error"] == "server_error"

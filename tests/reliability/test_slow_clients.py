@@ -28,16 +28,8 @@ import pytest
 from django.conf import settings
 
 from devices.models import DeviceCurrentState
-from tests.security.support import (
-    IS_POSTGRES,
-    REPORT_URL,
-    ServerProcesses,
-    device_with_sensors,
-    free_port,
-    report_body,
-    target_sensors,
-    target_version,
-)
+from tests.helpers import IS_POSTGRES, REPORT_URL, device_with, events_url, report_body, target_sensors, target_version
+from tests.servers import ServerProcesses, free_port
 
 SITE = Path(settings.BASE_DIR) / "deploy" / "nginx" / "sensorsync.conf"
 WORKERS = 2
@@ -416,7 +408,7 @@ def test_nginx_body_limits_match_the_apps_caps():
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_agent_gzip_report_and_https_links_pass_through_nginx(front, staff_token):
-    device = device_with_sensors("s-0", "s-1")
+    device = device_with("s-0", "s-1")
     version = target_version(device)
     body = gzip.compress(report_body(device, version, target_sensors(device), seq=1))
     headers = {"X-Device-API-Key": device.api_key, "Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -427,6 +419,6 @@ def test_agent_gzip_report_and_https_links_pass_through_nginx(front, staff_token
 
     # X-Forwarded-Proto reached the app through gunicorn's loopback trust: the links it builds are https.
     auth = {"Authorization": f"Token {staff_token}"}
-    status, _, answer, _ = request(front, "GET", "/api/v1/events?limit=1", headers=auth)
+    status, _, answer, _ = request(front, "GET", f"{events_url()}?limit=1", headers=auth)
     assert status == 200, answer
     assert json.loads(answer)["next"].startswith("https://127.0.0.1/api/v1/events?"), answer

@@ -12,13 +12,11 @@ import pytest
 
 from devices.models import Device, DeviceCurrentState, DeviceTargetState, DeviceTargetStateVersion
 from events.models import Event
-from tests.security.support import (
+from tests.helpers import (
     REPORT_URL,
-    ServerProcesses,
     assert_gapless,
     assert_target_history_contiguous,
-    device_with_sensors,
-    http,
+    device_with,
     read_model_and_log_consistent,
     report_body,
     sensor_payload,
@@ -26,6 +24,7 @@ from tests.security.support import (
     sensors_url,
     target_sensors,
 )
+from tests.servers import ServerProcesses, http
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -41,7 +40,7 @@ def servers(tmp_path):
 
 
 def test_two_servers_hammered_with_reports_and_edits_for_one_device_stay_consistent(servers, staff_token):
-    device = device_with_sensors("s-0", "s-1", "s-2")
+    device = device_with("s-0", "s-1", "s-2")
     desired = target_sensors(device)
     staff = {"Authorization": f"Token {staff_token}", "Content-Type": "application/json"}
     agent = {"X-Device-API-Key": device.api_key, "Content-Type": "application/json"}

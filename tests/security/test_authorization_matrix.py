@@ -1,12 +1,16 @@
-"""Who may call what, over every endpoint: management endpoints x {anonymous, staff without permission, staff
-with every view permission, staff with exactly the needed permission, staff with every permission but the needed
-one, superuser, a session without a CSRF token, an inactive staff user, and four kinds of device key}; agent
-endpoints x {anonymous, staff token, staff session, own key (both header styles), another device's key, an
+"""The authorization matrix (README, "Reliability and security"): every endpoint x every kind of caller, each
+case with the exact status it must get.
+
+Management endpoints x {anonymous, staff without permission, staff with only the view permission of the endpoint's
+model, staff with every view permission, staff with exactly the needed permission, staff with every permission but
+the needed one, superuser, a session without a CSRF token, an inactive superuser, and five kinds of device key};
+agent endpoints x {anonymous, staff token, staff session, own key (both header styles), another device's key, an
 inactive device's key, a rotated-away key}.
 
-Management endpoints ignore device keys (401) and agent endpoints ignore staff credentials (401). Every refusal
-writes nothing. Every response is scanned (body and headers) for any device key, and every log line of the test
-(SQL included, at DEBUG) and every event for the same keys.
+Management endpoints ignore device keys (401) and agent endpoints ignore staff credentials (401). Every refusal is
+the error shape with its code and writes nothing; every allowed read writes nothing and every allowed write writes.
+Every response is scanned (body and headers) for any device key, and every log line of the test (SQL included, at
+DEBUG) and every event for the same keys.
 """
 
 import json
@@ -21,13 +25,13 @@ from reconciliation.agent_protocol import report_parse
 from reconciliation.services import state_report_apply
 from sensors.models import DeviceSensor
 from tests.factories import DeviceFactory, UserFactory
-
-from .support import (
+from tests.helpers import (
     API,
     REPORT_URL,
     agent_headers,
+    assert_error,
     assert_error_shape,
-    device_with_sensors,
+    device_with,
     report_body,
     sensor_payload,
     snapshot_diff,
@@ -36,6 +40,7 @@ from .support import (
     target_sensors,
     token_for,
     world_snapshot,
+    write_snapshot,
 )
 
 pytestmark = pytest.mark.django_db
@@ -47,6 +52,7 @@ APPS = ("devices", "sensors", "events", "reconciliation")
 class Endpoint:
     method: str
     path: str  # formatted with the world's uuids: {a} is the device acted on
+    view: str  # the view permission of the endpoint's model
     perm: str  # the permission the call needs
     success: int
     body: dict | None = None
@@ -56,55 +62,56 @@ class Endpoint:
         return self.method == "GET"
 
 
+DEVICE, TARGET, SENSOR = "devices.view_device", "devices.view_devicetargetstate", "sensors.view_devicesensor"
+CURRENT, EVENT, EPISODE = "devices.view_devicecurrentstate", "events.view_event", "reconciliation.view_driftepisode"
+
 MANAGEMENT = {
-    "devices-list": Endpoint("GET", "devices", "devices.view_device", 200),
-    "devices-create": Endpoint("POST", "devices", "devices.add_device", 201, {"name": "created"}),
-    "device-get": Endpoint("GET", "devices/{a}", "devices.view_device", 200),
-    "device-put": Endpoint("PUT", "devices/{a}", "devices.change_device", 200, {"name": "renamed"}),
-    "device-patch": Endpoint("PATCH", "devices/{a}", "devices.change_device", 200, {"description": "hall B"}),
-    "device-delete": Endpoint("DELETE", "devices/{a}", "devices.delete_device", 204),
-    "rotate-key": Endpoint("POST", "devices/{a}/rotate-key", "devices.change_device", 200),
-    "target-get": Endpoint("GET", "devices/{a}/target-state", "devices.view_devicetargetstate", 200),
+    "devices-list": Endpoint("GET", "devices", DEVICE, DEVICE, 200),
+    "devices-create": Endpoint("POST", "devices", DEVICE, "devices.add_device", 201, {"name": "created"}),
+    "device-get": Endpoint("GET", "devices/{a}", DEVICE, DEVICE, 200),
+    "device-put": Endpoint("PUT", "devices/{a}", DEVICE, "devices.change_device", 200, {"name": "renamed"}),
+    "device-patch": Endpoint("PATCH", "devices/{a}", DEVICE, "devices.change_device", 200, {"description": "hall B"}),
+    "device-delete": Endpoint("DELETE", "devices/{a}", DEVICE, "devices.delete_device", 204),
+    "rotate-key": Endpoint("POST", "devices/{a}/rotate-key", DEVICE, "devices.change_device", 200),
+    "target-get": Endpoint("GET", "devices/{a}/target-state", TARGET, TARGET, 200),
     "target-put": Endpoint(
-        "PUT",
-        "devices/{a}/target-state",
-        "devices.change_devicetargetstate",
-        200,
-        {"config": {"sensors": []}},
+        "PUT", "devices/{a}/target-state", TARGET, "devices.change_devicetargetstate", 200, {"config": {"sensors": []}}
     ),
-    "target-versions": Endpoint("GET", "devices/{a}/target-state/versions", "devices.view_devicetargetstate", 200),
+    "target-versions": Endpoint("GET", "devices/{a}/target-state/versions", TARGET, TARGET, 200),
     "target-rollback": Endpoint(
-        "POST", "devices/{a}/target-state/rollback", "devices.change_devicetargetstate", 200, {"version": 1}
+        "POST", "devices/{a}/target-state/rollback", TARGET, "devices.change_devicetargetstate", 200, {"version": 1}
     ),
-    "sensors-list": Endpoint("GET", "devices/{a}/sensors", "sensors.view_devicesensor", 200),
+    "sensors-list": Endpoint("GET", "devices/{a}/sensors", SENSOR, SENSOR, 200),
     "sensors-create": Endpoint(
-        "POST", "devices/{a}/sensors", "sensors.add_devicesensor", 201, sensor_payload("added", protocol="can")
+        "POST", "devices/{a}/sensors", SENSOR, "sensors.add_devicesensor", 201, sensor_payload("added", protocol="can")
     ),
-    "sensor-get": Endpoint("GET", "devices/{a}/sensors/s-1", "sensors.view_devicesensor", 200),
+    "sensor-get": Endpoint("GET", "devices/{a}/sensors/s-1", SENSOR, SENSOR, 200),
     "sensor-put": Endpoint(
         "PUT",
         "devices/{a}/sensors/s-1",
+        SENSOR,
         "sensors.change_devicesensor",
         200,
         {"protocol": "can", "connection": {"interface": "can0"}},
     ),
     "sensor-patch": Endpoint(
-        "PATCH", "devices/{a}/sensors/s-1", "sensors.change_devicesensor", 200, {"pollInterval": 200}
+        "PATCH", "devices/{a}/sensors/s-1", SENSOR, "sensors.change_devicesensor", 200, {"pollInterval": 200}
     ),
-    "sensor-delete": Endpoint("DELETE", "devices/{a}/sensors/s-1", "sensors.delete_devicesensor", 204),
-    "fleet-sensors": Endpoint("GET", "sensors", "sensors.view_devicesensor", 200),
-    "current-state": Endpoint("GET", "devices/{a}/current-state", "devices.view_devicecurrentstate", 200),
-    "drift": Endpoint("GET", "devices/{a}/drift", "devices.view_device", 200),
-    "reconcile": Endpoint("POST", "devices/{a}/reconcile", "sensors.change_devicesensor", 200),
-    "device-events": Endpoint("GET", "devices/{a}/events", "events.view_event", 200),
-    "events": Endpoint("GET", "events", "events.view_event", 200),
-    "drift-episodes": Endpoint("GET", "drift-episodes", "reconciliation.view_driftepisode", 200),
-    "drift-stats": Endpoint("GET", "drift-episodes/stats", "reconciliation.view_driftepisode", 200),
+    "sensor-delete": Endpoint("DELETE", "devices/{a}/sensors/s-1", SENSOR, "sensors.delete_devicesensor", 204),
+    "fleet-sensors": Endpoint("GET", "sensors", SENSOR, SENSOR, 200),
+    "current-state": Endpoint("GET", "devices/{a}/current-state", CURRENT, CURRENT, 200),
+    "drift": Endpoint("GET", "devices/{a}/drift", DEVICE, DEVICE, 200),
+    "reconcile": Endpoint("POST", "devices/{a}/reconcile", SENSOR, "sensors.change_devicesensor", 200),
+    "device-events": Endpoint("GET", "devices/{a}/events", EVENT, EVENT, 200),
+    "events": Endpoint("GET", "events", EVENT, EVENT, 200),
+    "drift-episodes": Endpoint("GET", "drift-episodes", EPISODE, EPISODE, 200),
+    "drift-stats": Endpoint("GET", "drift-episodes/stats", EPISODE, EPISODE, 200),
 }
 
 STAFF_ROLES = [
     "anonymous",
     "staff-no-permission",
+    "staff-model-view-only",  # writes only: for a read, the model's view permission is the needed permission
     "staff-view-everything",
     "staff-needed-permission",
     "staff-every-other-permission",
@@ -119,7 +126,7 @@ class World:
     """Device ``a`` (sensor s-1, reported), ``b``, an inactive one, and one whose key was rotated away."""
 
     def __init__(self):
-        self.a = device_with_sensors("s-1", name="a")
+        self.a = device_with("s-1", name="a")
         state_report_apply(
             device=type(self.a).objects.select_related("target_state").get(pk=self.a.pk),
             report=report_parse({"version": 1, "config": {"sensors": target_sensors(self.a)}}),
@@ -176,7 +183,9 @@ def _staff_client(role: str, endpoint: Endpoint | None) -> tuple[Client, dict]:
         is_superuser=role in ("superuser-token", "inactive-superuser-token"),
         is_active=role != "inactive-superuser-token",
     )
-    if role == "staff-view-everything":
+    if role == "staff-model-view-only":
+        user.user_permissions.add(*_perms(only=endpoint.view))
+    elif role == "staff-view-everything":
         user.user_permissions.add(*_perms(verb="view"))
     elif role == "staff-needed-permission":
         needed = _perms(only=endpoint.perm)
@@ -203,7 +212,7 @@ def _expected_staff(role: str, endpoint: Endpoint) -> int:
         return 401
     if role in ("staff-needed-permission", "superuser-token"):
         return endpoint.success
-    if role == "staff-view-everything" and endpoint.is_read:
+    if role in ("staff-model-view-only", "staff-view-everything") and endpoint.is_read:
         return endpoint.success
     if role == "session-without-csrf-token":
         return endpoint.success if endpoint.is_read else 403
@@ -226,56 +235,46 @@ def _expected(role: str, endpoint: Endpoint) -> int:
     return 401 if role in DEVICE_ROLES else _expected_staff(role, endpoint)
 
 
-@pytest.mark.parametrize("name", list(MANAGEMENT))
-def test_management_endpoint_refusals(world, name):
-    """Every role that must be refused, one after another on one world: the right status and error code, the
-    error shape, and nothing written by any of them."""
-    endpoint = MANAGEMENT[name]
-    refused = [r for r in STAFF_ROLES + DEVICE_ROLES if _expected(r, endpoint) in (401, 403)]
-    assert "anonymous" in refused and "own-key" in refused and "staff-no-permission" in refused
-    before = world_snapshot()
-    problems = []
-    for role in refused:
-        expected = _expected(role, endpoint)
-        response = _management_call(world, name, role)
-        try:
-            body = assert_error_shape(response, expected)
-            assert body["error"] == ("not_authenticated" if expected == 401 else "permission_denied"), body
-        except AssertionError as exc:
-            problems.append(f"{role}: {exc}")
-        after = world_snapshot()
-        if after != before:
-            problems.append(f"{role}: a refused call wrote {snapshot_diff(before, after)}")
-            before = after
-    assert not problems, "\n".join(problems)
-
-
-ALLOWED = [
+MANAGEMENT_CASES = [
     pytest.param(name, role, id=f"{name}-{role}")
     for name, endpoint in MANAGEMENT.items()
-    for role in STAFF_ROLES
-    if _expected_staff(role, endpoint) not in (401, 403)
+    for role in STAFF_ROLES + DEVICE_ROLES
+    if not (role == "staff-model-view-only" and endpoint.is_read)
 ]
 
 
-@pytest.mark.parametrize(("name", "role"), ALLOWED)
-def test_management_endpoint_allowed(world, name, role):
+@pytest.mark.parametrize(("name", "role"), MANAGEMENT_CASES)
+def test_management_endpoint(world, name, role):
     endpoint = MANAGEMENT[name]
-    before = world_snapshot()
+    expected = _expected(role, endpoint)
+    before, written_before = world_snapshot(), write_snapshot()
 
     response = _management_call(world, name, role)
 
-    assert response.status_code == endpoint.success, (response.status_code, response.content[:300])
-    after = world_snapshot()
-    if endpoint.is_read:
-        assert after == before, f"a read wrote: {snapshot_diff(before, after)}"
+    if expected in (401, 403):
+        assert_error(response, expected, "not_authenticated" if expected == 401 else "permission_denied")
+        after = world_snapshot()
+        assert after == before, f"a refused call wrote: {snapshot_diff(before, after)}"
     else:
-        assert after != before, "the allowed write wrote nothing"
+        assert response.status_code == expected, (response.status_code, response.content[:300])
+        if endpoint.is_read:
+            after = world_snapshot()
+            assert after == before, f"a read wrote: {snapshot_diff(before, after)}"
+        else:
+            assert write_snapshot() != written_before, "the allowed write wrote nothing"
 
 
-def test_every_needed_permission_exists():
+def test_the_matrix_refuses_and_allows():
+    """Each management endpoint is refused to some callers and allowed to others, by the table above."""
+    for endpoint in MANAGEMENT.values():
+        statuses = {_expected(role, endpoint) for role in STAFF_ROLES + DEVICE_ROLES}
+        assert {401, 403, endpoint.success} <= statuses, (endpoint, statuses)
+
+
+def test_every_permission_of_the_matrix_exists():
     for endpoint in MANAGEMENT.values():
         assert len(_perms(only=endpoint.perm)) == 1, endpoint.perm
+        assert len(_perms(only=endpoint.view)) == 1, endpoint.view
 
 
 AGENT_ROLES = ["anonymous", "superuser-token", "superuser-session"] + DEVICE_ROLES

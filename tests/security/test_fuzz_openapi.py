@@ -39,8 +39,7 @@ from devices.models import Device, DeviceTargetState
 from reconciliation.agent_protocol import report_parse
 from reconciliation.services import state_report_apply
 from tests.factories import UserFactory
-
-from .support import device_with_sensors, read_model_and_log_consistent, target_sensors, token_for
+from tests.helpers import device_with, read_model_and_log_consistent, target_sensors, token_for
 
 APP = get_wsgi_application()
 # A refusal is any 4xx but a redirect or success; 412 included: an If-Match is checked before the body (RFC 9110).
@@ -91,7 +90,7 @@ class World:
     def __init__(self):
         self.admin = UserFactory(username="fuzz-admin", is_superuser=True)
         self.token = token_for(self.admin)
-        self.devices = [device_with_sensors(f"{p}-1", f"{p}-2", name=f"fuzz-{p}") for p in ("a", "b", "c")]
+        self.devices = [device_with(f"{p}-1", f"{p}-2", name=f"fuzz-{p}") for p in ("a", "b", "c")]
         self.own = self.devices[0]
         for device in self.devices[:2]:  # reported, so current-state, drift episodes and verdicts have data
             fresh = Device.objects.select_related("target_state").get(pk=device.pk)

@@ -18,13 +18,12 @@ from reconciliation.agent_protocol import report_parse
 from reconciliation.services import state_report_apply
 from sensors.models import DeviceSensor
 from tests.factories import UserFactory
-
-from .support import (
+from tests.helpers import (
     API,
     REPORT_URL,
     agent_headers,
     assert_error_shape,
-    device_with_sensors,
+    device_with,
     read_model_and_log_consistent,
     sensor_payload,
     server_errors,
@@ -32,6 +31,7 @@ from .support import (
     staff_headers,
     state_url,
     target_sensors,
+    target_state_url,
     token_for,
     world_snapshot,
 )
@@ -47,7 +47,7 @@ class Victim:
     """A device with two sensors that reported once (current state, rows and events to protect), and staff."""
 
     def __init__(self):
-        self.device = device_with_sensors("s-1", "s-2", name="victim")
+        self.device = device_with("s-1", "s-2", name="victim")
         fresh = Device.objects.select_related("target_state").get(pk=self.device.pk)
         state_report_apply(
             device=fresh,
@@ -571,7 +571,7 @@ def test_a_target_of_10000_sensors_is_refused_clearly_or_applied_correctly_in_bo
     raw = json.dumps({"config": {"sensors": sensors}}).encode()
     before = world_snapshot()
 
-    response, elapsed = _send("PUT", f"{API}/devices/{victim.uuid}/target-state", raw, "application/json", victim.staff)
+    response, elapsed = _send("PUT", target_state_url(victim.uuid), raw, "application/json", victim.staff)
 
     assert elapsed < 30, f"took {elapsed:.1f} s"
     if response.status_code == 200:
@@ -608,7 +608,7 @@ def test_free_form_json_staff_may_store_is_refused_or_reaches_the_agent(victim, 
     before = world_snapshot()
 
     response, _ = _send(
-        "PUT", f"{API}/devices/{victim.uuid}/target-state", json.dumps(body).encode(), "application/json", victim.staff
+        "PUT", target_state_url(victim.uuid), json.dumps(body).encode(), "application/json", victim.staff
     )
 
     if response.status_code != 200:

@@ -17,13 +17,14 @@ from django.test import Client
 
 from devices.models import Device
 from tests.factories import UserFactory
-
-from .support import (
+from tests.helpers import (
     API,
     REPORT_URL,
     agent_headers,
     database_text,
+    devices_url,
     report_body,
+    rotate_key_url,
     staff_headers,
     state_url,
     token_for,
@@ -55,7 +56,7 @@ def test_keys_are_shown_once_and_stored_only_as_digests(secret_watch):
     send = Recorder()
 
     # Created through the API: the key is in this answer only.
-    created = send("POST", f"{API}/devices", body={"name": "k-api"}, **staff)
+    created = send("POST", devices_url(), body={"name": "k-api"}, **staff)
     assert created.status_code == 201, created.content
     device_uuid = created.json()["uuid"]
     first_key = created.json()["apiKey"]
@@ -71,7 +72,7 @@ def test_keys_are_shown_once_and_stored_only_as_digests(secret_watch):
     )
 
     # Rotated: the new key is shown once, the old one stops working.
-    rotated = send("POST", f"{API}/devices/{device_uuid}/rotate-key", **staff)
+    rotated = send("POST", rotate_key_url(device_uuid), **staff)
     assert rotated.status_code == 200, rotated.content
     second_key = rotated.json()["apiKey"]
     secret_watch.append(second_key)
@@ -114,7 +115,7 @@ def test_keys_are_shown_once_and_stored_only_as_digests(secret_watch):
     # A key on the management API is not a credential, whatever the header.
     for key in (second_key, command_key):
         for headers in (agent_headers(key), {"Authorization": f"Bearer {key}"}):
-            assert send("GET", f"{API}/devices", **headers).status_code == 401
+            assert send("GET", devices_url(), **headers).status_code == 401
 
     # Staff read everything there is to read about these devices.
     for path in ("devices", "sensors", "events", "drift-episodes"):

@@ -13,20 +13,18 @@ import pytest
 from django.test import Client, override_settings
 
 from tests.factories import UserFactory
-
-from .support import (
+from tests.helpers import (
     REPORT_URL,
-    ServerProcesses,
     agent_headers,
     assert_error_shape,
-    device_with_sensors,
-    http,
+    device_with,
     report_body,
     snapshot_diff,
     state_url,
     target_sensors,
     world_snapshot,
 )
+from tests.servers import ServerProcesses, http
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -66,7 +64,7 @@ def _assert_limited(response, period: int) -> int:
 @pytest.mark.django_db
 @override_settings(SENSORSYNC_AGENT_RATE_LIMIT="4/60", SENSORSYNC_RATE_LIMIT_REDIS_URL="")
 def test_a_device_over_its_budget_gets_429_with_retry_after_and_nothing_is_written():
-    device = device_with_sensors("s-1")
+    device = device_with("s-1")
     client = Client(raise_request_exception=False)
     _fresh_window(60)
 
@@ -85,8 +83,8 @@ def test_a_device_over_its_budget_gets_429_with_retry_after_and_nothing_is_writt
 @pytest.mark.django_db
 @override_settings(SENSORSYNC_AGENT_RATE_LIMIT="3/60", SENSORSYNC_RATE_LIMIT_REDIS_URL="")
 def test_devices_have_independent_budgets_and_a_wrong_key_spends_none_of_them():
-    a = device_with_sensors("s-1", name="a")
-    b = device_with_sensors("s-1", name="b")
+    a = device_with("s-1", name="a")
+    b = device_with("s-1", name="b")
     client = Client(raise_request_exception=False)
     _fresh_window(60)
 
@@ -101,7 +99,7 @@ def test_devices_have_independent_budgets_and_a_wrong_key_spends_none_of_them():
 @pytest.mark.django_db
 @override_settings(SENSORSYNC_AGENT_RATE_LIMIT="2/2", SENSORSYNC_RATE_LIMIT_REDIS_URL="")
 def test_the_budget_comes_back_when_the_window_has_passed():
-    device = device_with_sensors("s-1")
+    device = device_with("s-1")
     client = Client(raise_request_exception=False)
     _fresh_window(2)
     statuses = [_poll(client, device).status_code for _ in range(2)]
@@ -117,7 +115,7 @@ def test_the_budget_comes_back_when_the_window_has_passed():
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_server_processes_share_one_budget_through_redis(tmp_path):
-    device = device_with_sensors("s-1")
+    device = device_with("s-1")
     env = {"SENSORSYNC_AGENT_RATE_LIMIT": "5/60", "SENSORSYNC_RATE_LIMIT_REDIS_URL": REDIS_URL}
     with ServerProcesses(2, env=env, log_dir=tmp_path) as servers:
         _fresh_window(60, margin=5)

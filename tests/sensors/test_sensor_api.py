@@ -9,23 +9,21 @@ from devices.models import DeviceTargetStateVersion
 from events.models import Event
 from sensors.models import DeviceSensor
 from sensors.services import sensor_create, sensor_update
-from tests.api.fixtures import report_running
-from tests.api.helpers import (
+from tests.factories import DeviceFactory, SensorPayloadFactory, UserFactory
+from tests.helpers import (
     SENSOR_ROW_KEYS,
     assert_error,
     events_since,
     fleet_sensors_url,
+    report_running,
+    sensor_payload,
     sensor_url,
     sensors_url,
     target_of,
     write_snapshot,
 )
-from tests.factories import DeviceFactory, SensorPayloadFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
-
-CONNECTION = {"host": "10.0.0.5", "port": 502, "unitId": 1}
-POINTS = [{"name": "temperature", "address": 40001, "type": "float32", "unit": "C"}]
 
 
 def _target_sensor(device, name: str) -> dict:
@@ -42,15 +40,7 @@ def _assert_iso_datetime(value):
 
 
 def test_a_pending_row_has_exactly_the_spec_fields(admin_client, device):
-    payload = {
-        "name": "boiler.temp_1",
-        "protocol": "modbus",
-        "enabled": True,
-        "pollInterval": 2500,
-        "connection": CONNECTION,
-        "dataPoints": POINTS,
-        "metadata": {"room": "B2"},
-    }
+    payload = sensor_payload("boiler.temp_1", pollInterval=2500, metadata={"room": "B2"})
     created = admin_client.post(sensors_url(device.uuid), payload, format="json")
     assert created.status_code == 201, created.content
 
@@ -64,8 +54,8 @@ def test_a_pending_row_has_exactly_the_spec_fields(admin_client, device):
     assert row["protocol"] == "modbus"
     assert row["enabled"] is True
     assert row["pollInterval"] == 2500
-    assert row["connection"] == CONNECTION
-    assert row["dataPoints"] == POINTS
+    assert row["connection"] == payload["connection"]
+    assert row["dataPoints"] == payload["dataPoints"]
     assert row["metadata"] == {"room": "B2"}
     assert row["configVersion"] == 2
     assert row["syncedToConfig"] is False
@@ -452,7 +442,7 @@ def test_rename_keeps_the_id(admin_client, sensor_device, method):
     sensor_id = _target_sensor(sensor_device, "temp-1")["id"]
     body = {"name": "temp-renamed"}
     if method == "put":
-        body |= {"protocol": "modbus", "connection": CONNECTION}
+        body |= {"protocol": "modbus", "connection": sensor_payload("temp-renamed")["connection"]}
 
     response = getattr(admin_client, method)(sensor_url(sensor_device.uuid, "temp-1"), body, format="json")
 

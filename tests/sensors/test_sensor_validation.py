@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
-from tests.api.helpers import assert_error, sensor_url, sensors_url, target_of, write_snapshot
 from tests.factories import DeviceFactory, SensorPayloadFactory
+from tests.helpers import assert_error, sensor_url, sensors_url, target_of, write_snapshot
 
 pytestmark = pytest.mark.django_db
 

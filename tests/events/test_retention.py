@@ -14,8 +14,8 @@ from django.utils import timezone
 from devices.models import DeviceTargetStateVersion
 from events import partitions
 from events.models import AggregateSnapshot, Event
-from tests.agent.helpers import put_target, sensor
 from tests.factories import DeviceFactory
+from tests.helpers import put_target, sensor_payload
 
 pytestmark = pytest.mark.django_db
 
@@ -47,11 +47,11 @@ def _backdate(device, age: timedelta) -> None:
 def history(admin_client):
     """A device with target versions 1 to 3, all recorded long ago; and another whose log is recent."""
     device = DeviceFactory()
-    put_target(admin_client, device, [sensor("a")])
-    put_target(admin_client, device, [sensor("a"), sensor("b")])
+    put_target(admin_client, device, [sensor_payload("a")])
+    put_target(admin_client, device, [sensor_payload("a"), sensor_payload("b")])
     _backdate(device, LONG_AGO)
     recent = DeviceFactory()
-    put_target(admin_client, recent, [sensor("r")])
+    put_target(admin_client, recent, [sensor_payload("r")])
     return device, recent
 
 
@@ -74,7 +74,7 @@ def test_old_events_go_and_the_replay_still_checks_the_whole_history(admin_clien
     assert code == 0, output
 
     # A new change numbers its events after the dropped ones, and the replay goes on from the snapshot.
-    put_target(admin_client, device, [sensor("a")])
+    put_target(admin_client, device, [sensor_payload("a")])
     assert _events(device)[0][0] == dropped[-1][0] + 1
     code, output = _run("replay_events", "--check")
     assert code == 0, output
@@ -94,7 +94,7 @@ def test_a_stored_version_that_differs_from_the_dropped_log_is_still_found(histo
 def test_a_gap_after_the_snapshot_is_found(admin_client, history):
     device, _ = history
     assert _run("prune_events")[0] == 0
-    put_target(admin_client, device, [sensor("c")])
+    put_target(admin_client, device, [sensor_payload("c")])
     first = Event.objects.filter(aggregate_id=str(device.uuid)).order_by("sequence").first()
     first.delete()  # lost, not retained
 
@@ -107,7 +107,7 @@ def test_a_gap_after_the_snapshot_is_found(admin_client, history):
 def test_a_second_prune_folds_into_the_same_snapshot(admin_client, history):
     device, _ = history
     assert _run("prune_events")[0] == 0
-    put_target(admin_client, device, [sensor("d")])
+    put_target(admin_client, device, [sensor_payload("d")])
     _backdate(device, LONG_AGO)
 
     assert _run("prune_events")[0] == 0

@@ -35,7 +35,8 @@ def device_row_lock(
     ``UPDATE ... RETURNING`` takes the row lock and, if it had to wait for another writer, sees that writer's
     committed row, so the returned revision tells whether anything changed since the caller last read the device.
     ``marks`` (field -> a report's clock, see ``Device.REPORT_MARKS``) raises each high-water mark to the report's
-    clock unless a newer one is already stored; every mark comes back, as stored after the statement.
+    clock unless a newer one is already stored, or the report is older on another clock; every mark comes back,
+    as stored after the statement.
 
     ``key_digest``: lock only while the device still has this key and is active (an agent's request, which
     authenticated before it took the lock: a rotation or deactivation in between must stop it).
@@ -54,10 +55,14 @@ def device_row_lock(
         field = Device._meta.get_field(name)
         assignments.append(f"{qn(field.column)} = %s")
         params.append(field.get_db_prep_save(new, connection))
-    for name, clock in (marks or {}).items():
+    # A report older than the newest seen on any clock it carries is stale, and raises none of them. (SET reads
+    # the row as it was before the statement, whatever the order of the assignments.)
+    marks = marks or {}
+    fresh = " AND ".join(f"({mark_columns[name]} IS NULL OR {mark_columns[name]} <= %s)" for name in marks)
+    for name, clock in marks.items():
         mark = mark_columns[name]
-        assignments.append(f"{mark} = CASE WHEN {mark} IS NULL OR {mark} < %s THEN %s ELSE {mark} END")
-        params += [clock, clock]
+        assignments.append(f"{mark} = CASE WHEN {fresh} AND ({mark} IS NULL OR {mark} < %s) THEN %s ELSE {mark} END")
+        params += [*marks.values(), clock, clock]
     where_field = Device._meta.get_field(where)
     params.append(where_field.get_db_prep_value(where_field.to_python(value), connection))
     condition = f"{qn(where_field.column)} = %s"

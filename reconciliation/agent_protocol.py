@@ -8,6 +8,7 @@ import hashlib
 import re
 import uuid as uuid_lib
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
@@ -195,6 +196,7 @@ class RepeatedReport:
     facts: dict
     clocks: dict[str, int]
     digest: str
+    whole: Callable[[], "Report"]  # the same report validated whole (when the stored one changed meanwhile)
 
     queued = False
 
@@ -553,7 +555,9 @@ def report_parse(data, *, prefix: str = "", stored: StoredReport | None = None) 
     parts = _parts(data, health, stored.parts if stored else {})
     digest = identity_digest(version, parts)
     if stored is not None and version is not None and digest == stored.digest:
-        return RepeatedReport(version=version, facts=facts, clocks=clocks, digest=digest)
+        return RepeatedReport(
+            version=version, facts=facts, clocks=clocks, digest=digest, whole=lambda: report_parse(data, prefix=prefix)
+        )
 
     config = sensors = None
     if data.get("config") is not None:

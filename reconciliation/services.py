@@ -367,13 +367,16 @@ def _liveness_due(device: Device, now) -> bool:
 
 def _liveness_touch(
     device: Device, *, now, report: Report | RepeatedReport | None = None, fetched_version: int | None = None
-) -> None:
+) -> bool:
     """Refresh liveness and facts without a transaction, in at most one UPDATE. Coalesced: a device seen less than
     SENSORSYNC_LIVENESS_WRITE_SECONDS ago is not written again unless it fetched a version it did not have, the
     report brings facts to keep, or it carries a clock newer than the newest seen (PERF_NOTES item 6).
 
     A newer clock is recorded even when the report changed nothing: an older report that arrives after it must
-    be stale, not applied over the newer identical one. The real agent sends no clock, and pays nothing for it."""
+    be stale, not applied over the newer identical one. The real agent sends no clock, and pays nothing for it.
+    Such a report is "unchanged" only if no other writer changed the device since it was read (its revision):
+    False when one did (a report older by its clock may have been applied meanwhile), and the caller decides
+    again under the lock."""
     changes = _facts_changes(device, report, now) if report is not None else {}
     if fetched_version is not None and fetched_version != device.last_fetched_version:
         changes.update(last_fetched_version=fetched_version, last_fetched_at=now)
@@ -388,12 +391,21 @@ def _liveness_touch(
         # Each mark only rises, whatever a concurrent report wrote since ``device`` was read.
         rising = {field: Greatest(Coalesce(F(field), Value(clock)), Value(clock)) for field, clock in raised.items()}
         # Only while the key the request authenticated with still holds: a late request must not undo a rotation.
-        if not Device.objects.filter(pk=device.pk, api_key_digest=device.api_key_digest, is_active=True).update(
-            **changes, **rising
-        ):
+        guard = {"pk": device.pk, "api_key_digest": device.api_key_digest, "is_active": True}
+        if raised:
+            guard["revision"] = device.revision
+        if not Device.objects.filter(**guard).update(**changes, **rising):
+            if raised and _access_holds(device):
+                return False  # only the revision moved
             raise _access_revoked(device)
         for name, value in {**changes, **raised}.items():
             setattr(device, name, value)
+    return True
+
+
+def _access_holds(device: Device) -> bool:
+    """Whether the key ``device`` was authenticated with still opens it."""
+    return Device.objects.filter(pk=device.pk, api_key_digest=device.api_key_digest, is_active=True).exists()
 
 
 def _access_revoked(device: Device) -> DeviceAccessRevoked | Device.DoesNotExist:
@@ -597,8 +609,11 @@ def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> Re
         _liveness_touch(device, now=now, report=report)
         return ReportVerdict(ReportOutcome.STALE, device, report.version)
     if isinstance(report, RepeatedReport) or (current is not None and current.digest == report.digest):
-        _liveness_touch(device, now=now, report=report)
-        return ReportVerdict(ReportOutcome.UNCHANGED, device, report.version)
+        if _liveness_touch(device, now=now, report=report):
+            return ReportVerdict(ReportOutcome.UNCHANGED, device, report.version)
+        # Its newer clock met another writer: the stored report may have changed since; decide under the lock.
+        if isinstance(report, RepeatedReport):
+            report = report.whole()
 
     try:
         with transaction.atomic():

@@ -10,13 +10,14 @@ from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from devices.locking import device_row_lock
 from devices.models import Device, DeviceAccessRevoked
 from devices.selectors import device_for_report
 from devices.services import device_key_rotate, device_update
 from events.models import Event
 from events.services import event_recording
 from reconciliation import services
-from reconciliation.agent_protocol import report_parse
+from reconciliation.agent_protocol import RepeatedReport, StoredReport, report_parse
 from sensorsync_project.database import database_unavailable
 from tests.helpers import (
     add_sensor,
@@ -24,6 +25,7 @@ from tests.helpers import (
     device_url,
     put_target,
     report,
+    report_entry,
     send_raw,
     sensor_payload,
     sensors_url,
@@ -202,6 +204,42 @@ def test_a_reported_at_far_in_the_future_is_400_and_later_reports_are_not_stale(
     assert verdict(report(agent, device, 1, [{**sensor_payload("x")}], reported_at=slightly_ahead), device)[
         "outcome"
     ] == ("applied")
+
+
+# 7 and 8: clocks ---------------------------------------------------------------------------------------------------
+
+
+def test_a_newer_identical_report_that_meets_an_older_changed_one_is_applied_not_unchanged(agent, admin_client, device):
+    """R1 (seq 12) repeats the stored report; before its liveness write, R2 (seq 11, other sensors) is applied.
+    R1 must not be answered "unchanged" over R2: it is decided again under the lock, and applied."""
+    add_sensor(admin_client, device, sensor_payload("a"))
+    running = target_sensors(device)
+    assert verdict(report(agent, device, 2, running, seq=10), device)["outcome"] == "applied"
+    looked_up = _in_flight(device)
+    current = looked_up.current_state_or_none()
+    body = report_entry(2, running, seq=12)
+    repeated = report_parse(body, stored=StoredReport(current.digest, current.parts))
+    assert isinstance(repeated, RepeatedReport)
+
+    assert verdict(report(agent, device, 2, [], seq=11), device)["outcome"] == "applied"  # R2, meanwhile
+    answer = services.state_report_apply(device=looked_up, report=repeated)
+
+    assert answer.outcome == "applied"
+    stored = Device.objects.get(pk=device.pk)
+    assert stored.last_report_seq == 12
+    assert stored.current_state.digest == repeated.digest
+    assert [s["name"] for s in stored.current_state.config["sensors"]] == ["a"]
+
+
+def test_a_report_older_on_one_clock_raises_neither_mark(device):
+    """Under the lock, a report stale on seq must not raise the reported_at mark (nor the other way round)."""
+    device_row_lock(where="id", value=device.pk, marks={"last_report_seq": 5, "last_report_clock_us": 1000})
+
+    older = device_row_lock(where="id", value=device.pk, marks={"last_report_seq": 4, "last_report_clock_us": 2000})
+    newer = device_row_lock(where="id", value=device.pk, marks={"last_report_seq": 6, "last_report_clock_us": 3000})
+
+    assert older.marks == {"last_report_seq": 5, "last_report_clock_us": 1000}
+    assert newer.marks == {"last_report_seq": 6, "last_report_clock_us": 3000}
 
 
 # 14: 1e400 ------------------------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 import hashlib
 
 import orjson
+from django.db import connection, transaction
 from django.db.models import QuerySet
 
 from sensorsync_project.precompiled import CompiledLookup
 
 from .keys import key_digest
-from .models import Device, DeviceTargetStateVersion, ProvisioningKey
+from .models import Device, DeviceTargetState, DeviceTargetStateVersion, ProvisioningKey
 
 
 def device_list() -> QuerySet[Device]:
@@ -68,19 +69,29 @@ def target_history_replay_diff(*, device: Device) -> list[str]:
 
     problems: list[str] = []
     replayed: dict[int, tuple[dict, dict]] = {}
-    snapshot = snapshot_get(aggregate_id=str(device.uuid))
+    with transaction.atomic():
+        if connection.vendor == "postgresql" and not connection.savepoint_ids:
+            # One view of the log, the snapshot and the history (a prune may commit meanwhile).
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        snapshot = snapshot_get(aggregate_id=str(device.uuid))
+        events = Event.objects.filter(aggregate_type=DEVICE_AGGREGATE, aggregate_id=str(device.uuid))
+        rows = events.order_by("sequence").values_list("sequence", "type", "data").iterator(chunk_size=500)
+        through = snapshot.through_sequence if snapshot else 0
+        expected_sequence, previous = through + 1, None
+        for sequence, event_type, data in rows:
+            if sequence == previous:  # unique per month only on PostgreSQL: the replay finds one across months
+                problems.append(f"{device.uuid}: event sequence {sequence} appears twice")
+            elif sequence > through:  # one at or below is older than the snapshot, kept while a later one went
+                if sequence != expected_sequence:
+                    problems.append(f"{device.uuid}: event sequence jumps from {expected_sequence - 1} to {sequence}")
+                expected_sequence = sequence + 1
+            previous = sequence
+            if event_type == EventTypeChoices.TARGET_STATE_UPDATED:
+                replayed[data["version"]] = (config_upcast(data["config"]), data["apps"])
+        stored = {v.version: (v.config, v.apps) for v in DeviceTargetStateVersion.objects.filter(device=device)}
+        target = DeviceTargetState.objects.get(device=device)
     folded = {int(v): digest for v, digest in snapshot.state.get("versions", {}).items()} if snapshot else {}
-    expected_sequence = snapshot.through_sequence + 1 if snapshot else 1
-    events = Event.objects.filter(aggregate_type=DEVICE_AGGREGATE, aggregate_id=str(device.uuid)).order_by("sequence")
-    for sequence, event_type, data in events.values_list("sequence", "type", "data").iterator(chunk_size=500):
-        if sequence >= expected_sequence:  # one below is older than the snapshot, kept while a later one went
-            if sequence != expected_sequence:
-                problems.append(f"{device.uuid}: event sequence jumps from {expected_sequence - 1} to {sequence}")
-            expected_sequence = sequence + 1
-        if event_type == EventTypeChoices.TARGET_STATE_UPDATED:
-            replayed[data["version"]] = (config_upcast(data["config"]), data["apps"])
-
-    stored = {v.version: (v.config, v.apps) for v in DeviceTargetStateVersion.objects.filter(device=device)}
     for version in sorted(set(replayed) | set(folded) | set(stored)):
         if version not in stored:
             problems.append(f"{device.uuid} v{version}: in the event log but missing from the stored history")
@@ -93,7 +104,6 @@ def target_history_replay_diff(*, device: Device) -> list[str]:
             problems.append(f"{device.uuid} v{version}: in the stored history but no event records it")
         elif folded[version] != target_version_digest(*stored[version]):
             problems.append(f"{device.uuid} v{version}: stored version differs from the snapshot of the dropped log")
-    target = device.target_state
     last = max([*replayed, *folded], default=None)
     if last is None or last != target.version:
         problems.append(f"{device.uuid}: the log's last version is {last}, target is v{target.version}")

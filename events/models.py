@@ -15,7 +15,8 @@ class Event(models.Model):
 
     On PostgreSQL the table is partitioned by month of ``created_at`` (``events.partitions``): its primary key and
     unique constraints there include ``created_at``, as partitioning requires; ``id`` and ``event_id`` stay unique
-    by construction (a sequence, a random uuid).
+    by construction (a sequence, a random uuid), and (aggregate, sequence) is unique per partition. Migrations that
+    alter these need ``RunSQL`` there (see ``events/migrations/0005``).
 
     Sensors live inside their device's configuration document, so the device is the aggregate: every event
     carries ``aggregate_type="device"`` and the device uuid, and ``sequence`` numbers a device's history without

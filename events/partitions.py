@@ -2,9 +2,10 @@
 
 Partition ``events_event_pYYYY_MM`` holds the events created in that month (UTC). A default partition catches an
 event whose month has no partition yet, so a write never fails for want of one; each partition has its own unique
-index on (aggregate, sequence); ``partitions_ensure`` (run by the
-migration and by every ``manage.py prune_events``) creates the months ahead and moves any such event into the
-partition of its month. The months' bounds are read from the names, which only this module writes.
+index on (aggregate, sequence), made here (a partition made otherwise would lack it). The migration creates the
+months up to ``MONTHS_AHEAD`` ahead; then ``partitions_ensure`` (run by every ``manage.py prune_events``) creates
+the months ahead and moves any event the default partition took into the partition of its month. The months'
+bounds are read from the names, which only this module writes.
 """
 
 import re
@@ -89,6 +90,10 @@ def partition_create(start: datetime) -> str:
     in_month = f"{created_at} >= {_literal(start)} AND {created_at} < {_literal(end)}"
     with transaction.atomic(), connection.cursor() as cursor:
         ddl_session(cursor)
+        # No event may land in the default partition between the move and the CREATE (which checks that it holds
+        # none of the month). The CREATE locks the whole log anyway: lock it first, in the order writers do (the
+        # log, then a partition), or a writer waiting on the default partition deadlocks with it.
+        log_lock()
         cursor.execute(
             f"CREATE TEMPORARY TABLE event_partition_moving AS WITH moved AS "
             f"(DELETE FROM {qn(default_partition_name())} WHERE {in_month} RETURNING *) SELECT * FROM moved"
@@ -134,6 +139,12 @@ def partitions_ensure(*, today: date | None = None, months_ahead: int = MONTHS_A
         start = month_next(start)
     existing = {p.start for p in partitions()}
     return [partition_create(month) for month in sorted(wanted - existing)]
+
+
+def log_lock() -> None:
+    """Hold off every reader and writer of the log until the transaction ends (keep that short)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"LOCK TABLE {connection.ops.quote_name(_table())} IN ACCESS EXCLUSIVE MODE")
 
 
 def partition_drop(partition: Partition) -> None:

@@ -171,7 +171,7 @@ SENSORSYNC_OFFLINE_AFTER_SECONDS = env.int("SENSORSYNC_OFFLINE_AFTER_SECONDS", d
 SENSORSYNC_LIVENESS_WRITE_SECONDS = env.int("SENSORSYNC_LIVENESS_WRITE_SECONDS", default=60)
 # Events older than this are dropped by `manage.py prune_events` (run it daily), after what they established is kept
 # in per-device snapshots. A device flapping many sensors writes ~1,000 events per report: the log must not grow for
-# ever. On PostgreSQL whole months go, so an event is kept this long and at most a month more.
+# ever. On PostgreSQL whole months go, so an event is kept this long and at most a month more. 0 keeps every event.
 SENSORSYNC_EVENT_RETENTION_DAYS = env.int("SENSORSYNC_EVENT_RETENTION_DAYS", default=90)
 # Rate limits, "COUNT/SECONDS" ("off" disables). An agent polls and reports every 60 s (2 a minute); the budget
 # leaves room for flushing its queue of offline reports without letting one device flood the server.

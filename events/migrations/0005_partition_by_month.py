@@ -7,6 +7,10 @@ constraints on the whole table; ``id`` comes from a sequence (PostgreSQL 15 has 
 tables). The unique (aggregate, sequence) constraint becomes a unique index on each partition
 (``events.partitions``), which also serves the sequence lookup. The model is the same either way, so going back
 is a no-op that leaves the table partitioned.
+
+Django's migration state still has the model's constraints as declared (they hold as declared on SQLite): a later
+migration that alters ``Event``'s primary key, ``event_id`` or ``event_aggregate_sequence_unique`` must do it
+with ``RunSQL`` on PostgreSQL.
 """
 
 from datetime import UTC, datetime
@@ -47,8 +51,14 @@ def partition(apps, schema_editor):
     if connection.vendor != "postgresql":
         return
     with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_partitioned_table WHERE partrelid = 'events_event'::regclass")
+        if cursor.fetchone():
+            return  # partitioned already (migrated back to 0004, which leaves it so, and forward again)
+        # Readers and writers wait for the copy; taking the strongest lock first means none can deadlock with it
+        # half-way. Waiting for one that holds it (a long dump) fails the migration, rather than queue everyone.
+        cursor.execute("SET LOCAL lock_timeout = '30s'")
+        cursor.execute("LOCK TABLE events_event IN ACCESS EXCLUSIVE MODE")
         cursor.execute("SET LOCAL statement_timeout = 0")
-        cursor.execute("LOCK TABLE events_event IN EXCLUSIVE MODE")  # readers go on; writers wait for the copy
         cursor.execute("SELECT min(created_at), max(created_at) FROM events_event")
         oldest, newest = cursor.fetchone()
         now = datetime.now(UTC)

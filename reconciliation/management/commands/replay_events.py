@@ -16,7 +16,7 @@ class Command(OperatorCommand):
         parser.add_argument("--device", help="Only this device (uuid).")
 
     def handle(self, *args, check: bool, device: str | None, **options):
-        devices = Device.objects.select_related("target_state").order_by("id")
+        devices = Device.objects.order_by("id")  # each device is read again, in one view, by the replay
         if device:
             devices = devices.filter(uuid=device_uuid(device))
             if not devices.exists():

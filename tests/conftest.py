@@ -3,7 +3,7 @@ from django.conf import settings
 from django.core.cache import caches
 from rest_framework.test import APIClient
 
-from sensors.services import sensor_create
+from reconciliation.services.sensors import sensor_create
 
 from .factories import DeviceFactory, SensorPayloadFactory, UserFactory
 

@@ -4,8 +4,8 @@ import pytest
 
 from devices.models import Device, DeviceCurrentState, DeviceTargetState
 from reconciliation.agent_protocol import report_parse
-from reconciliation.services import state_report_apply
-from sensors.services import sensor_create
+from reconciliation.services.reports import state_report_apply
+from reconciliation.services.sensors import sensor_create
 from tests.factories import DeviceFactory, SensorPayloadFactory
 
 

@@ -6,7 +6,7 @@ The client is force-authenticated as a superuser, so authentication and permissi
 
 import pytest
 
-from devices.services import target_state_update
+from reconciliation.services.targets import target_state_update
 from tests.api.fixtures import report_running
 from tests.api.helpers import devices_url, fleet_sensors_url, sensors_url
 from tests.factories import DeviceFactory, SensorPayloadFactory

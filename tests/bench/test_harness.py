@@ -14,8 +14,8 @@ from django.conf import settings
 from bench import pgbench, reports, run, seed, table, wrkdata
 from devices.models import Device
 from reconciliation.agent_protocol import body_inflate, json_parse, reports_parse
-from reconciliation.simulator import sensor_specs
 from sensors.validation import sensors_differences
+from simulator.agent import sensor_specs
 
 DEVICE = "6a5707a2-d9f3-4582-9bcf-42c4067d00b6"
 
@@ -40,7 +40,12 @@ def test_a_report_body_is_a_valid_gzip_report_whose_digest_ignores_uptime_and_se
     later = _parsed(reports.report_body(prefix, uptime=160, seq=8))
 
     assert first.digest == later.digest == reports.entry_digest(entry)
-    assert (first.clocks, first.facts["uptime"], later.clocks, later.facts["uptime"]) == ({"seq": 7}, 100, {"seq": 8}, 160)
+    assert (first.clocks, first.facts["uptime"], later.clocks, later.facts["uptime"]) == (
+        {"seq": 7},
+        100,
+        {"seq": 8},
+        160,
+    )
     assert [s["name"] for s in first.sensors] == [s["name"] for s in entry["config"]["sensors"]]
 
 

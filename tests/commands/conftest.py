@@ -7,8 +7,8 @@ from django.core.management import call_command
 
 from devices.selectors import device_get
 from reconciliation.agent_protocol import report_parse
-from reconciliation.services import ReportVerdict, state_report_apply, target_state_fetched
-from sensors.services import sensor_create
+from reconciliation.services.reports import ReportVerdict, state_report_apply, target_state_fetched
+from reconciliation.services.sensors import sensor_create
 from tests.factories import DeviceFactory, SensorPayloadFactory
 
 

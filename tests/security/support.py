@@ -17,7 +17,7 @@ from rest_framework.authtoken.models import Token
 
 from devices.models import Device, DeviceTargetState, DeviceTargetStateVersion
 from events.models import Event
-from sensors.services import sensor_create
+from reconciliation.services.sensors import sensor_create
 from tests.factories import DeviceFactory
 
 API = "/api/v1"

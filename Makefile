@@ -43,16 +43,19 @@ run: $(INSTALLED)
 	$(BIN)/python manage.py runserver $(HOST):$(PORT) 2>&1 \
 	  | grep --line-buffered -v -E '"(GET|PATCH) /api/v1/device/[^"]*" (200|304) '
 
-# The whole suite: migrations in step with the models, lint, then pytest (SQLite, or PostgreSQL via DATABASE_URL).
+# The whole suite: migrations in step with the models, lint, the architecture's import contracts (pyproject.toml,
+# docs/architecture.md), then pytest (SQLite, or PostgreSQL via DATABASE_URL).
 test: $(INSTALLED)
 	DJANGO_SETTINGS_MODULE=sensorsync_project.settings_test $(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(INSTALLED)
 	$(BIN)/ruff check --fix .

@@ -32,14 +32,15 @@ from django.urls import reverse
 from devices.keys import key_digest, key_generate
 from devices.models import Device, DeviceCurrentState
 from devices.selectors import device_for_key
-from devices.services import device_create, target_state_update
+from devices.services import device_create
 from events.choices import EventSourceChoices
 from events.context import audit_context
 from events.models import Event
 from events.services import DEVICE_AGGREGATE
 from reconciliation.agent_protocol import body_inflate, json_parse, reports_parse
-from reconciliation.services import state_report_apply
-from reconciliation.simulator import sensor_specs
+from reconciliation.services.reports import state_report_apply
+from reconciliation.services.targets import target_state_update
+from simulator.agent import sensor_specs
 
 from . import reports
 

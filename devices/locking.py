@@ -1,6 +1,7 @@
 """The unit of work on one device, shared by every service that writes to a device, its states or its sensors.
 
-Kept apart from ``devices.services`` so that reconciliation (which ``devices.services`` calls) can use it too.
+Kept apart from ``devices.services``: the reconciliation app's services (target writes, sensor edits, reports),
+which write a device's states and rows, hold the same lock.
 """
 
 import contextlib

@@ -20,7 +20,7 @@ from django.utils import timezone
 from events.choices import EventTypeChoices
 from events.context import actor_label
 from events.services import event_recording
-from sensors.validation import has_control_characters
+from sensorsync_project.validation import has_control_characters
 
 from .keys import key_digest, key_generate, key_weakness
 from .locking import device_events, device_write

@@ -1,13 +1,20 @@
+"""Reads of devices, their target history and provisioning keys, and the agent's key lookups (one query each)."""
+
 import hashlib
 
 import orjson
 from django.db import connection, transaction
 from django.db.models import QuerySet
 
-from sensorsync_project.precompiled import CompiledLookup
+from events.choices import EventTypeChoices
+from events.models import Event
+from events.selectors import snapshot_get
+from events.services import DEVICE_AGGREGATE
+from sensorsync_project.hot_queries import KeyedInstance
 
 from .keys import key_digest
 from .models import Device, DeviceTargetState, DeviceTargetStateVersion, ProvisioningKey
+from .target_config import config_upcast
 
 
 def device_list() -> QuerySet[Device]:
@@ -46,8 +53,6 @@ def target_version_digest(config, apps) -> str:
 def target_history_fold(state: dict | None, events) -> dict:
     """Retention's snapshot of a device's target history (``events.retention``): each version the dropped
     ``target_state.updated`` events recorded, by its content's digest."""
-    from sensors.validation import config_upcast
-
     versions = dict((state or {}).get("versions", {}))
     for _sequence, _type, data in events:
         # Events are never rewritten: one written before config.sensors was the key is read through the upcast.
@@ -61,12 +66,6 @@ def target_history_replay_diff(*, device: Device) -> list[str]:
 
     Where retention dropped the oldest events, the replay starts from the device's snapshot: the versions those
     events recorded are compared by digest, and the log must go on from the snapshot's last sequence."""
-    from events.choices import EventTypeChoices
-    from events.models import Event
-    from events.selectors import snapshot_get
-    from events.services import DEVICE_AGGREGATE
-    from sensors.validation import config_upcast
-
     problems: list[str] = []
     replayed: dict[int, tuple[dict, dict]] = {}
     with transaction.atomic():
@@ -123,35 +122,22 @@ def device_for_key(*, api_key: str) -> Device | None:
     )
 
 
-def _device_by_digest(*, states: tuple[str, ...], deferred: tuple[str, ...]):
+def _device_by_digest(*, states: dict[str, tuple[str, ...]]) -> KeyedInstance:
     # The device's latest facts (metrics, processes, interfaces) are for people: no agent request reads them.
-    return CompiledLookup(
-        lambda digest: (
-            Device.objects.select_related(*states).defer("facts", *deferred).filter(api_key_digest=digest).order_by()
-        )
-    )
+    return KeyedInstance(Device, key="api_key_digest", deferred=("facts",), related=states)
 
 
-# The agent's lookups: one query each, compiled once per process (sensorsync_project.precompiled).
-_POLL_LEAN = _device_by_digest(
-    states=("target_state",),
-    deferred=("target_state__config", "target_state__apps", "target_state__sensor_statuses", "target_state__drift"),
-)
-_POLL_FULL = _device_by_digest(
-    states=("target_state",), deferred=("target_state__sensor_statuses", "target_state__drift")
-)
+# The agent's lookups: one query each, written once per process (sensorsync_project.hot_queries).
+_POLL_LEAN = _device_by_digest(states={"target_state": ("config", "apps", "sensor_statuses", "drift")})
+_POLL_FULL = _device_by_digest(states={"target_state": ("sensor_statuses", "drift")})
 # What a report's lookup leaves out of the target: an unchanged report (most of them) needs neither, and a changed
-# one gets them from the statement that locks the device (reconciliation.services._report_lock).
+# one gets them from the statement that locks the device (reconciliation.services.reports._report_lock).
 REPORT_DEFERRED_TARGET = ("config", "drift")
 _REPORT = _device_by_digest(
-    states=("target_state", "current_state"),
-    deferred=(
-        "target_state__apps",
-        *(f"target_state__{name}" for name in REPORT_DEFERRED_TARGET),
-        "current_state__config",
-        "current_state__apps",
-        "current_state__sensor_health",
-    ),
+    states={
+        "target_state": ("apps", *REPORT_DEFERRED_TARGET),
+        "current_state": ("config", "apps", "sensor_health"),
+    }
 )
 
 

@@ -1,6 +1,9 @@
-"""Writes to devices and their target state. Each runs in one transaction holding the device row lock."""
+"""Writes to devices and their target state. Each runs in one transaction holding the device row lock.
 
-import copy
+A staff change of the desired state is a new target version (``target_state_store``) and, at once, a re-projection
+of the device's sensor rows: that use case spans the apps, so it lives at the top, in
+``reconciliation.services.targets`` and ``reconciliation.services.sensors``."""
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,10 +13,7 @@ from django.utils import timezone
 
 from events.choices import EventTypeChoices
 from events.context import actor_label, current_context
-from reconciliation.choices import DriftEpisodeCauseChoices
-from reconciliation.services import device_reconcile
-from sensors.validation import config_sensors, has_control_characters, is_int, target_config_validate
-from sensorsync_project.exceptions import if_match_check
+from sensorsync_project.validation import has_control_characters
 
 from .keys import key_digest, key_generate
 from .locking import device_events, device_write
@@ -145,9 +145,10 @@ def device_delete(*, uuid, user) -> None:
         device.delete()
 
 
-def target_state_write(*, device: Device, config: dict, apps: dict, user, change: dict) -> DeviceTargetState:
-    """Store a new target version and re-project the read model. Caller holds the device lock (``device_lock``)
-    and has validated ``config``."""
+def target_state_store(*, device: Device, config: dict, apps: dict, user, change: dict) -> DeviceTargetState:
+    """Store a new target version: the target row, its history row and its ``target_state.updated`` event. The
+    caller holds the device lock (``device_write``), has validated ``config`` and re-projects the read model from
+    the new version (``reconciliation.services.targets.target_state_write``)."""
     target = device.target_state
     target.version += 1
     target.config = config
@@ -156,64 +157,4 @@ def target_state_write(*, device: Device, config: dict, apps: dict, user, change
     target.updated_by = user if getattr(user, "is_authenticated", False) else None
     target.save(update_fields=["version", "config", "apps", "updated_at", "updated_by"])
     _target_version_store(device=device, target=target, user=user, change=change)
-    device_reconcile(
-        device=device,
-        target=target,
-        current=device.current_state_or_none(),
-        actor=actor_label(user),
-        cause=DriftEpisodeCauseChoices.TARGET_CHANGED,
-    )
     return target
-
-
-def _sensor_names(config: dict) -> dict[str, dict]:
-    return {s["name"]: s for s in config_sensors(config)}
-
-
-def config_change_summary(before: dict, after: dict) -> dict:
-    """Which sensors a new configuration adds, changes and removes, for history and events."""
-    old, new = _sensor_names(before), _sensor_names(after)
-    summary = {
-        "added": sorted(set(new) - set(old)),
-        "updated": sorted(name for name in set(new) & set(old) if new[name] != old[name]),
-        "removed": sorted(set(old) - set(new)),
-    }
-    return {key: value for key, value in summary.items() if value}
-
-
-def target_state_update(*, uuid, user, config, apps=UNSET, if_match: str | None = None) -> DeviceTargetState:
-    """Replace the whole desired state (PUT target-state). An identical document makes no new version."""
-    with device_write(uuid=uuid) as device:
-        target = device.target_state
-        if_match_check(if_match, target.etag)
-        new_config = target_config_validate(config, previous=target.config)
-        if apps is UNSET:
-            new_apps = copy.deepcopy(target.apps)
-        elif isinstance(apps, dict):
-            new_apps = apps
-        else:
-            raise ValidationError({"apps": ["Must be a JSON object."]})
-        if new_config == target.config and new_apps == target.apps:
-            return target
-        change = config_change_summary(target.config, new_config)
-        if new_apps != target.apps:
-            change["apps"] = True
-        return target_state_write(device=device, config=new_config, apps=new_apps, user=user, change=change)
-
-
-def target_state_rollback(*, uuid, version, user, if_match: str | None = None) -> DeviceTargetState:
-    """A new version with an earlier version's content (versions are never reused)."""
-    if not is_int(version) or version < 1:
-        raise ValidationError({"version": ["Must be a positive integer."]})
-    old = DeviceTargetStateVersion.objects.filter(device__uuid=uuid, version=version).first()
-    if old is None:
-        if not Device.objects.filter(uuid=uuid).exists():
-            raise Device.DoesNotExist
-        raise ValidationError({"version": [f"This device has no target version {version}."]})
-    with device_write(uuid=uuid) as device:
-        target = device.target_state
-        if_match_check(if_match, target.etag)
-        if old.config == target.config and old.apps == target.apps:
-            return target
-        change = {**config_change_summary(target.config, old.config), "rollback_to": version}
-        return target_state_write(device=device, config=old.config, apps=old.apps, user=user, change=change)

@@ -5,7 +5,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
-from devices.admin import pretty_json
+from sensorsync_project.ui.html import pretty_json
 
 from .choices import EventSourceChoices, EventTypeChoices
 from .models import Event

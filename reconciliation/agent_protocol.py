@@ -20,16 +20,10 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from sensors.validation import (
-    LEGACY_SENSORS_KEY,
-    SENSORS_KEY,
-    has_control_characters,
-    is_int,
-    reported_sensor_parse,
-    sensors_limit,
-    sensors_limit_message,
-)
+from devices.target_config import LEGACY_SENSORS_KEY, SENSORS_KEY
+from sensors.validation import reported_sensor_parse, sensors_limit, sensors_limit_message
 from sensorsync_project.strict_json import JSONBodyError, strict_json_loads
+from sensorsync_project.validation import has_control_characters, is_int
 
 TEXT_FIELD_MAX = 255
 _INDEX = re.compile(r"\[\d+\]")

@@ -2,10 +2,9 @@
 
 from devices.models import DeviceCurrentState
 
-from .services import current_state_reconcile
+from .services.projection import ReconcileResult, current_state_reconcile
 
 
-def current_state_saved(sender, instance: DeviceCurrentState, raw: bool = False, **kwargs) -> None:
-    if raw:  # fixture loading: the rows are loaded too
-        return
-    instance.reconciliation = current_state_reconcile(current=instance, actor=f"agent:{instance.device.uuid}")
+def state_report_reconcile(sender, *, current: DeviceCurrentState, **kwargs) -> ReconcileResult:
+    """The receiver of ``signals.state_report_stored``: re-project the device's rows from the stored report."""
+    return current_state_reconcile(current=current, actor=f"agent:{current.device.uuid}")

@@ -1,3 +1,6 @@
+"""Reads of the reconciliation loop: a device's rows as the decision sees them and the projection its stored
+states imply, why a device drifts, drift episodes and their statistics, and the fleet's counts."""
+
 import math
 from datetime import datetime, timedelta
 
@@ -5,13 +8,58 @@ from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from devices.models import Device
+from devices.models import Device, DeviceCurrentState, DeviceTargetState
+from devices.target_config import config_sensors
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.choices import DeviceSensorHealthStatusChoices as Health
 from sensors.choices import DeviceSensorProtocolChoices
 from sensors.models import DeviceSensor
+from sensorsync_project.hot_queries import KeyedRows
 
+from .agent_protocol import health_merge
+from .decision import Decision, SensorRow, decide
 from .models import DriftEpisode
+
+ROW_FIELDS = tuple(SensorRow.__dataclass_fields__)
+
+# What reconciliation reads of a device's rows: the decision's fields, as plain values (no model instances on the
+# hot path), in one query written once per process.
+_DEVICE_ROWS = KeyedRows(DeviceSensor, key="device", fields=ROW_FIELDS)
+_SENSOR_ID = ROW_FIELDS.index("sensor_id")
+
+
+def sensor_rows_read(*, device_id: int) -> dict[str, SensorRow]:
+    """A device's sensor rows by name, in one query."""
+    found = {}
+    for values in _DEVICE_ROWS.rows(device_id):
+        fields = list(values)
+        fields[_SENSOR_ID] = str(fields[_SENSOR_ID])
+        row = SensorRow(*fields)
+        found[row.name] = row
+    return found
+
+
+def row_from_model(sensor: DeviceSensor) -> SensorRow:
+    values = {name: getattr(sensor, name) for name in ROW_FIELDS}
+    values["sensor_id"] = str(values["sensor_id"])
+    return SensorRow(**values)
+
+
+def decide_for_device(
+    *, target: DeviceTargetState, current: DeviceCurrentState | None, existing: dict[str, SensorRow]
+) -> Decision:
+    """What reconciliation makes of a device's stored target and last report, given its rows (``existing``): the
+    decision, not yet written (``reconciliation.services.projection`` writes it)."""
+    return decide(
+        target_version=target.version,
+        desired=config_sensors(target.config),
+        reported_version=current.version if current else None,
+        running=config_sensors(current.config) if current else [],
+        sensor_health=health_merge(current.sensor_health) if current else {},
+        existing=existing,
+        was_in_sync=not target.needs_deployment,
+        now=timezone.now(),
+    )
 
 
 def drift_explain(*, device: Device) -> dict:
@@ -94,8 +142,6 @@ def read_model_diff(*, device: Device) -> list[str]:
 
     Empty when the read model is exactly the projection; otherwise one readable line per difference.
     """
-    from .services import decide_for_device, row_from_model
-
     live = {s.name: row_from_model(s) for s in DeviceSensor.objects.filter(device=device)}
     expected = decide_for_device(target=device.target_state, current=device.current_state_or_none(), existing=live)
     differences = [

@@ -1,7 +1,12 @@
-from django.db.models.signals import post_save
+"""The reconciliation app's signal: an agent's report was stored as its device's current state.
 
-from devices.models import DeviceCurrentState
+``reconciliation.services.reports.state_report_apply`` sends it inside the report's transaction, the device row
+locked, with ``current`` (the ``DeviceCurrentState`` just stored). Its receiver (``handlers``, connected in
+``apps.ReconciliationConfig.ready``) syncs the report into the device's sensor rows and answers with the
+``ReconcileResult``, which the service takes from ``Signal.send``'s answers: the hand-off is explicit, and no
+result travels on a model instance.
+"""
 
-from . import handlers
+from django.dispatch import Signal
 
-post_save.connect(handlers.current_state_saved, sender=DeviceCurrentState, dispatch_uid="reconcile_on_report")
+state_report_stored = Signal()

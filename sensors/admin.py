@@ -1,5 +1,6 @@
 """Sensors in the admin. The list is the read model; the form edits the desired sensor and saves it through
-``sensors.services``, which writes the target configuration first and re-projects the rows from it."""
+``reconciliation.services.sensors``, which writes the target configuration first and re-projects the rows from
+it."""
 
 import contextlib
 
@@ -10,10 +11,10 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
-from devices.admin import (
-    SERVICE_REJECTIONS,
-    ServiceAdminMixin,
-    ServiceRejected,
+from reconciliation.services.sensors import sensor_create, sensor_delete, sensor_update
+from sensorsync_project.exceptions import SensorNotFound
+from sensorsync_project.ui.admin import SERVICE_REJECTIONS, ServiceAdminMixin, ServiceRejected
+from sensorsync_project.ui.html import (
     ago,
     error_parts,
     health_badge,
@@ -23,14 +24,12 @@ from devices.admin import (
     unreported_note,
     version_chip,
 )
-from sensorsync_project.exceptions import SensorNotFound
 
 from .choices import DeviceSensorDeploymentStatusChoices as Status
 from .choices import DeviceSensorHealthStatusChoices as Health
 from .filtersets import HEALTH_UNKNOWN
 from .forms import DESIRED_FIELDS, DeviceSensorAdminForm
 from .models import DeviceSensor
-from .services import sensor_create, sensor_delete, sensor_update
 from .validation import sensors_differences
 
 STATUS_FIELDS = (

@@ -1,5 +1,6 @@
 """The admin form of a sensor: it edits the *desired* sensor (what the device's target configuration asks for),
-never the read-model row, and leaves validation to ``sensors.services`` (``sensor_validate``)."""
+never the read-model row, and leaves validation to the service it is saved through
+(``reconciliation.services.sensors``, which validates with ``sensors.validation.sensor_validate``)."""
 
 import json
 from typing import ClassVar
@@ -8,8 +9,8 @@ from django import forms
 from django.core.serializers.json import DjangoJSONEncoder
 from django.forms.fields import InvalidJSONInput
 
-from devices.forms import JSONEditorWidget, ServiceModelForm
 from sensorsync_project.exceptions import PreconditionFailed, SensorNotFound
+from sensorsync_project.ui.forms import JSONEditorWidget, ServiceModelForm
 
 from .choices import DeviceSensorProtocolChoices
 from .models import DeviceSensor

@@ -10,7 +10,9 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from devices.target_config import LEGACY_SENSORS_KEY, SENSORS_KEY, config_sensors
 from sensorsync_project.strict_json import JSONBodyError, strict_json_loads
+from sensorsync_project.validation import has_control_characters, is_int
 
 from .choices import DeviceSensorProtocolChoices
 
@@ -25,12 +27,6 @@ COMPARED_FIELDS = ("protocol", "enabled", "pollInterval", "connection", "dataPoi
 UNREPORTABLE_FIELDS = ("enabled", "pollInterval", "connection", "dataPoints")
 PROTOCOLS = frozenset(DeviceSensorProtocolChoices.values)
 
-# Where the desired sensors live in a target configuration: ``config.sensors``, where every version of the real
-# agent reads them. ``protocolAdapterDevices`` is the seed note's name for the same list, which the agent never
-# read; it is still accepted from staff and from reports (converted), and found in events written before.
-SENSORS_KEY = "sensors"
-LEGACY_SENSORS_KEY = "protocolAdapterDevices"
-
 
 def sensors_limit() -> int:
     """The most sensors one device may have, desired or reported: it bounds the work one request can cause (the
@@ -40,40 +36,6 @@ def sensors_limit() -> int:
 
 def sensors_limit_message() -> str:
     return f"At most {sensors_limit()} sensors per device (SENSORSYNC_MAX_SENSORS_PER_DEVICE)."
-
-
-def config_sensors(config: dict) -> list:
-    """The sensor list of a stored configuration (target, history or report), whichever name it was stored under."""
-    sensors = config.get(SENSORS_KEY)
-    if sensors is None:
-        sensors = config.get(LEGACY_SENSORS_KEY)
-    return sensors if isinstance(sensors, list) else []
-
-
-def config_upcast(config):
-    """A configuration as it is stored today: the sensors under ``sensors``, the legacy key gone.
-
-    Events are never rewritten, so a ``target_state.updated`` written before the rename is read through this. A
-    configuration that had both keys kept its managed sensors under the legacy one (``sensors`` was then an
-    untouched pass-through key), so the legacy list wins."""
-    if not isinstance(config, dict) or LEGACY_SENSORS_KEY not in config:
-        return config
-    upcast = {key: value for key, value in config.items() if key not in (LEGACY_SENSORS_KEY, SENSORS_KEY)}
-    upcast[SENSORS_KEY] = config[LEGACY_SENSORS_KEY]
-    return upcast
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def has_control_characters(text: str, *, allow: str = "") -> bool:
-    """C0/C1 control characters (a terminal escape, a bell, a line break) have no place in a name."""
-    return any(ch not in allow for ch in _CONTROL.findall(text))
-
-
-def is_int(value: Any) -> bool:
-    # JSON true/false are bools, which Python counts as ints; 5000.0 is a float: neither is an integer here.
-    return type(value) is int
 
 
 def _check_name(value: Any, errors: dict, key: str) -> None:

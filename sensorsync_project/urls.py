@@ -17,7 +17,7 @@ api_v1 = [
 urlpatterns = [
     path("api/v1/", include(api_v1)),  # first: the agents' requests are most of the traffic
     path("admin/", admin.site.urls),
-    path("fleet/", include("reconciliation.views")),
+    path("fleet/", include("reconciliation.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api-auth/", include("rest_framework.urls")),

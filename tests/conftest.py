@@ -6,7 +6,7 @@ from django.core.cache import caches
 from django.test import Client
 from rest_framework.test import APIClient
 
-from sensors.services import sensor_create
+from reconciliation.services.sensors import sensor_create
 
 from .factories import DeviceFactory, SensorPayloadFactory, UserFactory
 from .helpers import IS_POSTGRES

@@ -23,9 +23,9 @@ from rest_framework.authtoken.models import Token
 from devices.models import Device, DeviceCurrentState, DeviceTargetState, DeviceTargetStateVersion
 from events.models import Event
 from reconciliation.agent_protocol import report_parse
-from reconciliation.services import state_report_apply
+from reconciliation.services.reports import state_report_apply
+from reconciliation.services.sensors import sensor_create
 from sensors.models import DeviceSensor
-from sensors.services import sensor_create
 from tests.factories import DeviceFactory, SensorPayloadFactory
 
 IS_POSTGRES = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"

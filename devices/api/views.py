@@ -1,6 +1,6 @@
 from django.core.exceptions import ValidationError
 from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -8,7 +8,10 @@ from rest_framework.response import Response
 from devices import provisioning, selectors, services
 from devices.filtersets import DeviceFilterSet
 from devices.models import Device, DeviceTargetState, ProvisioningKey
+from reconciliation.services import targets
 from sensorsync_project.api.input import body_fields
+from sensorsync_project.api.routers import UUID_REGEX
+from sensorsync_project.api.schema import IF_MATCH
 
 from .serializers import (
     DeviceKeySerializer,
@@ -24,15 +27,7 @@ from .serializers import (
     TargetStateWriteSerializer,
 )
 
-UUID_REGEX = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 DEVICE_FIELDS = {"name": "name", "description": "description", "isActive": "is_active"}
-
-IF_MATCH = OpenApiParameter(
-    "If-Match",
-    location=OpenApiParameter.HEADER,
-    required=False,
-    description="The target state's ETag; the write is refused with 412 if the target changed since.",
-)
 
 
 @extend_schema_view(
@@ -110,7 +105,7 @@ class DeviceViewSet(
     def target_state(self, request, uuid=None):
         if request.method == "PUT":
             body = body_fields(request.data, {"config": "config", "apps": "apps"}, required=("config",))
-            services.target_state_update(uuid=uuid, user=request.user, if_match=request.headers.get("If-Match"), **body)
+            targets.target_state_update(uuid=uuid, user=request.user, if_match=request.headers.get("If-Match"), **body)
         return self._target_state_response(uuid)
 
     @staticmethod
@@ -136,7 +131,7 @@ class DeviceViewSet(
     def target_state_rollback(self, request, uuid=None):
         """Deploy an earlier version's content again, as a new version."""
         body = body_fields(request.data, {"version": "version"}, required=("version",))
-        services.target_state_rollback(
+        targets.target_state_rollback(
             uuid=uuid, version=body["version"], user=request.user, if_match=request.headers.get("If-Match")
         )
         return self._target_state_response(uuid)

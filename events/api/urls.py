@@ -1,5 +1,4 @@
-from devices.api.views import UUID_REGEX
-from sensorsync_project.api.routers import OptionalSlashRouter
+from sensorsync_project.api.routers import UUID_REGEX, OptionalSlashRouter
 
 from .views import EventViewSet
 

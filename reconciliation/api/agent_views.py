@@ -20,7 +20,6 @@ from devices.provisioning import (
     registration_parse,
 )
 from devices.selectors import device_for_key, device_for_poll, device_for_report
-from reconciliation import services
 from reconciliation.agent_protocol import (
     ProtocolError,
     StoredReport,
@@ -30,6 +29,7 @@ from reconciliation.agent_protocol import (
     reports_parse,
 )
 from reconciliation.metrics import POLLS, REPORTS, REPORTS_REJECTED
+from reconciliation.services import projection, reports
 from sensorsync_project.api.errors import error_response
 from sensorsync_project.database import database_unavailable
 from sensorsync_project.ratelimit import rate_limit_hit, rate_parse
@@ -143,27 +143,27 @@ def device_state(request, uuid):
     device = device_authenticate(request, select=partial(device_for_poll, with_content=not if_none_match), uuid=uuid)
     target = device.target_state
     if _etag_matches(if_none_match, target.etag):
-        services.target_state_fetched(device=device)
+        reports.target_state_fetched(device=device)
         POLLS.labels("304").inc()
         response = HttpResponse(status=304)
         response["ETag"] = target.etag
         return response
     if if_none_match:  # the lean read left the content out; version with it, in case it just changed
         target.refresh_from_db(fields=["config", "apps", "version"])
-    services.target_state_fetched(device=device)
+    reports.target_state_fetched(device=device)
     POLLS.labels("200").inc()
     body = {str(device.uuid): {"apps": target.apps, "config": target.config, "version": target.version}}
     return _json(body, ETag=target.etag, Cache_Control="no-cache")
 
 
-def _verdict_body(verdict: services.ReportVerdict) -> dict:
+def _verdict_body(verdict: reports.ReportVerdict) -> dict:
     """Built from what the request already holds: the reconciliation result, or the statuses the last
     reconciliation cached on the target state (an unchanged or stale report reads no rows)."""
     device = verdict.device
     target = device.target_state
     current = device.current_state_or_none()
     if verdict.result is not None:
-        in_sync, sensors = verdict.result.in_sync, services.sensor_statuses(verdict.result.rows)
+        in_sync, sensors = verdict.result.in_sync, projection.sensor_statuses(verdict.result.rows)
     else:
         in_sync, sensors = not target.needs_deployment, target.sensor_statuses
     body = {
@@ -191,7 +191,7 @@ def device_state_report(request):
     current = device.current_state_or_none()
     stored = StoredReport(current.digest, current.parts) if current else None
     report = reports_parse(json_parse(body), device_uuid=device.uuid, stored=stored)
-    verdict = services.state_report_apply(device=device, report=report)
+    verdict = reports.state_report_apply(device=device, report=report)
     REPORTS.labels(verdict.outcome).inc()
     return _json({str(device.uuid): _verdict_body(verdict)})
 

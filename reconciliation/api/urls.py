@@ -1,7 +1,6 @@
 from django.urls import path, re_path
 
-from devices.api.views import UUID_REGEX
-from sensorsync_project.api.routers import OptionalSlashRouter
+from sensorsync_project.api.routers import UUID_REGEX, OptionalSlashRouter
 
 from . import agent_views, views
 

@@ -9,9 +9,10 @@ from rest_framework.views import APIView
 
 from devices.models import Device, DeviceCurrentState
 from devices.selectors import device_get
-from reconciliation import selectors, services
+from reconciliation import selectors
 from reconciliation.filtersets import DriftEpisodeFilterSet
 from reconciliation.models import DriftEpisode
+from reconciliation.services.projection import device_reconcile_now
 from sensors.models import DeviceSensor
 
 from .serializers import (
@@ -54,7 +55,7 @@ class ReconcileView(APIView):
 
     @extend_schema(request=None, responses=ReconcileResultSerializer)
     def post(self, request, uuid):
-        result = services.device_reconcile_now(uuid=uuid, user=request.user)
+        result = device_reconcile_now(uuid=uuid, user=request.user)
         return Response(ReconcileResultSerializer(result).data)
 
 

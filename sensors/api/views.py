@@ -2,13 +2,14 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.response import Response
 
-from devices.api.views import IF_MATCH
 from devices.selectors import device_exists
-from sensors import selectors, services
+from reconciliation.services.sensors import sensor_create, sensor_delete, sensor_update
+from sensors import selectors
 from sensors.filtersets import DeviceSensorFilterSet, FleetSensorFilterSet
 from sensors.models import DeviceSensor
 from sensorsync_project.api.errors import error_body
 from sensorsync_project.api.pagination import FleetCursorPagination
+from sensorsync_project.api.schema import IF_MATCH
 
 from .serializers import DeviceSensorSerializer, FleetSensorSerializer, SensorWriteSerializer
 
@@ -45,7 +46,7 @@ class DeviceSensorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         return super().list(request, *args, **kwargs)
 
     def create(self, request, device_uuid=None):
-        row = services.sensor_create(
+        row = sensor_create(
             device_uuid=device_uuid,
             data=request.data,
             user=request.user,
@@ -54,7 +55,7 @@ class DeviceSensorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         return _written(row, status.HTTP_201_CREATED)
 
     def update(self, request, device_uuid=None, name=None, partial=False):
-        row = services.sensor_update(
+        row = sensor_update(
             device_uuid=device_uuid,
             name=name,
             data=request.data,
@@ -68,9 +69,7 @@ class DeviceSensorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         return self.update(request, device_uuid=device_uuid, name=name, partial=True)
 
     def destroy(self, request, device_uuid=None, name=None):
-        services.sensor_delete(
-            device_uuid=device_uuid, name=name, user=request.user, if_match=request.headers.get("If-Match")
-        )
+        sensor_delete(device_uuid=device_uuid, name=name, user=request.user, if_match=request.headers.get("If-Match"))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

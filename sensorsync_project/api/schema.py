@@ -1,10 +1,20 @@
-"""The agent endpoints in the OpenAPI schema.
+"""What the OpenAPI schema shares across apps: the ``If-Match`` parameter of every target write, and the agent
+endpoints.
 
-They are plain Django views (the fleet's hot paths, kept off DRF), which drf-spectacular cannot introspect, so
-their contract is written here once and added to the generated schema by a postprocessing hook.
+The agent endpoints are plain Django views (the fleet's hot paths, kept off DRF), which drf-spectacular cannot
+introspect, so their contract is written here once and added to the generated schema by a postprocessing hook.
 """
 
+from drf_spectacular.utils import OpenApiParameter
+
 from sensors.choices import DeviceSensorDeploymentStatusChoices, DeviceSensorProtocolChoices
+
+IF_MATCH = OpenApiParameter(
+    "If-Match",
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description="The target state's ETag; the write is refused with 412 if the target changed since.",
+)
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 

@@ -8,16 +8,18 @@ from html.parser import HTMLParser
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.db import connection, transaction
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from devices.models import Device, DeviceCurrentState
 from devices.services import device_update
 from events.choices import EventSourceChoices, EventTypeChoices
 from events.models import Event
+from reconciliation.agent_protocol import report_parse
+from reconciliation.services.reports import state_report_apply
+from reconciliation.services.sensors import sensor_create, sensor_delete, sensor_update
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
-from sensors.services import sensor_create, sensor_delete, sensor_update
 from tests.factories import DeviceFactory, SensorPayloadFactory, UserFactory
 from tests.helpers import target_of
 
@@ -108,19 +110,14 @@ def target_sensors(device) -> dict[str, dict]:
 
 
 def report(device, *, sensors: list[dict], version: int) -> DeviceCurrentState:
-    """Store an agent report (the reconciliation signal re-projects the rows, as on the agent path)."""
+    """Store an agent report through the service the agent endpoint calls (its reconciliation re-projects the
+    rows, as on the agent path)."""
     device = Device.objects.select_related("target_state").get(pk=device.pk)
-    config = {"sensors": sensors}
-    with transaction.atomic():
-        current, _ = DeviceCurrentState.objects.update_or_create(
-            device=device,
-            defaults={
-                "config": config,
-                "version": version,
-                "digest": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
-            },
-        )
-    return current
+    verdict = state_report_apply(
+        device=device, report=report_parse({"version": version, "config": {"sensors": sensors}})
+    )
+    assert verdict.outcome == "applied" and not verdict.reconciliation_failed, verdict
+    return DeviceCurrentState.objects.get(device=device)
 
 
 def make_fleet(count: int, *, user, sensors_per_device: int = 2) -> list[Device]:
@@ -391,7 +388,7 @@ def test_rotate_key_action_asks_first_then_changes_the_digest_and_shows_the_new_
     assert not [key for key in keys if key in listed_again]
 
 
-# --- sensors: the form edits the desired sensor, through sensors.services ---
+# --- sensors: the form edits the desired sensor, through reconciliation.services.sensors ---
 
 
 def test_add_sensor_writes_a_new_target_version_and_a_pending_row(admin_browser, device):

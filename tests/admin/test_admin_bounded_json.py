@@ -8,10 +8,10 @@ import time
 import pytest
 from django.test import Client
 
-from devices.admin import JSON_SHOWN_BYTES, json_text
 from events.models import Event
+from reconciliation.services.sensors import sensor_create
 from sensors.models import DeviceSensor
-from sensors.services import sensor_create
+from sensorsync_project.ui.html import JSON_SHOWN_BYTES, json_text
 from tests.factories import DeviceFactory, SensorPayloadFactory, UserFactory
 from tests.fleet.agent import Agent
 

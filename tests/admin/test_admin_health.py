@@ -5,11 +5,11 @@ and the "why not converged" panel's offline sensors. Agents report through the r
 
 import pytest
 
-from devices.services import target_state_update
+from reconciliation.services.sensors import sensor_update
+from reconciliation.services.targets import target_state_update
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.choices import DeviceSensorHealthStatusChoices as Health
 from sensors.models import DeviceSensor
-from sensors.services import sensor_update
 from tests.fleet.agent import METRICS, endpoint_health
 from tests.helpers import device_with
 

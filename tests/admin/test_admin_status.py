@@ -12,9 +12,9 @@ from django.utils import timezone
 from devices.models import Device, DeviceTargetState, DeviceTargetStateVersion
 from events.choices import EventTypeChoices
 from events.models import Event
+from reconciliation.services.sensors import sensor_create, sensor_update
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
-from sensors.services import sensor_create, sensor_update
 from tests.factories import SensorPayloadFactory, UserFactory
 from tests.fleet.agent import Agent
 from tests.helpers import device_with

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from devices.models import DeviceCurrentState, DeviceTargetState
-from reconciliation import services
+from reconciliation.services import projection
 from tests.helpers import (
     add_sensor,
     current_state_url,
@@ -34,25 +34,25 @@ def _fail_decision(monkeypatch):
     def explode(**kwargs):
         raise Boom("decision exploded")
 
-    monkeypatch.setattr("reconciliation.services.decide_for_device", explode)
+    monkeypatch.setattr("reconciliation.services.projection.decide_for_device", explode)
 
 
 def _fail_upsert_before_writing(monkeypatch):
     def explode(*args, **kwargs):
         raise Boom("upsert refused")
 
-    monkeypatch.setattr("reconciliation.services.sensor_rows_upsert", explode)
+    monkeypatch.setattr("reconciliation.services.projection.sensor_rows_upsert", explode)
 
 
 def _fail_upsert_after_writing(monkeypatch):
     """The upsert really writes the rows, then raises: only a rollback can put the table back."""
-    real = services.sensor_rows_upsert
+    real = projection.sensor_rows_upsert
 
     def write_then_explode(*args, **kwargs):
         real(*args, **kwargs)
         raise Boom("failed after writing")
 
-    monkeypatch.setattr("reconciliation.services.sensor_rows_upsert", write_then_explode)
+    monkeypatch.setattr("reconciliation.services.projection.sensor_rows_upsert", write_then_explode)
 
 
 FAILURES = [_fail_decision, _fail_upsert_before_writing, _fail_upsert_after_writing]

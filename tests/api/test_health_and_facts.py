@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from django.utils.dateparse import parse_datetime
 
-from sensors.services import sensor_create
+from reconciliation.services.sensors import sensor_create
 from tests.factories import DeviceFactory, SensorPayloadFactory
 from tests.helpers import (
     REPORT_URL,

@@ -6,7 +6,7 @@ The client is force-authenticated as a superuser, so authentication and permissi
 
 import pytest
 
-from devices.services import target_state_update
+from reconciliation.services.targets import target_state_update
 from tests.factories import DeviceFactory, SensorPayloadFactory
 from tests.helpers import devices_url, fleet_sensors_url, report_running, sensors_url
 

@@ -14,8 +14,8 @@ from django.conf import settings
 from bench import pgbench, reports, run, seed, table, wrkdata
 from devices.models import Device
 from reconciliation.agent_protocol import body_inflate, json_parse, reports_parse
-from reconciliation.simulator import sensor_specs
 from sensors.validation import sensors_differences
+from simulator.agent import sensor_specs
 
 DEVICE = "6a5707a2-d9f3-4582-9bcf-42c4067d00b6"
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from devices.models import Device
 from reconciliation.models import DriftEpisode
-from sensors.services import sensor_create
+from reconciliation.services.sensors import sensor_create
 from tests.factories import DeviceFactory, SensorPayloadFactory
 from tests.fleet.agent import HttpAgent
 

@@ -8,7 +8,7 @@ from django.core.management import call_command
 
 from devices.selectors import device_get
 from reconciliation.agent_protocol import report_parse
-from reconciliation.services import ReportVerdict, state_report_apply, target_state_fetched
+from reconciliation.services.reports import ReportVerdict, state_report_apply, target_state_fetched
 from tests.helpers import device_with
 
 

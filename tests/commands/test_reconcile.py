@@ -150,7 +150,7 @@ def test_reconcile_after_a_report_failure_repairs_the_rows(db, monkeypatch):
         raise RuntimeError("reconciliation bug")
 
     with monkeypatch.context() as patch:
-        patch.setattr("reconciliation.services.device_reconcile", fail)
+        patch.setattr("reconciliation.services.projection.device_reconcile", fail)
         verdict = agent_report(device)
     assert verdict.reconciliation_failed
     assert DeviceSensor.objects.get(device=device).deployment_status == "pending"

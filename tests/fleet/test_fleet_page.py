@@ -14,10 +14,10 @@ from django.utils.html import escape
 from devices.models import Device
 from reconciliation.models import DriftEpisode
 from reconciliation.selectors import time_to_converge_series
-from reconciliation.views import BUCKETS, duration_text, histogram, hourly_chart
+from reconciliation.services.sensors import sensor_create, sensor_update
+from reconciliation.views.charts import BUCKETS, duration_text, histogram, hourly_chart
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
-from sensors.services import sensor_create, sensor_update
 from tests.factories import DeviceFactory, SensorPayloadFactory, UserFactory
 
 from .agent import Agent

@@ -134,11 +134,12 @@ def reported(db):
 # ----------------------------------------------------------------------------------------------------------------
 
 REPORT_FAULTS = [
-    "reconciliation.services.device_reconcile",  # after the report row is written, before the rows are projected
+    # after the report row is written, before the rows are projected
+    "reconciliation.services.projection.device_reconcile",
     "events.services.EventRecorder.flush",  # the unit of work's last write
 ]
 EDIT_FAULTS = [
-    "devices.services.device_reconcile",  # after the new target version and its history row are written
+    "reconciliation.services.targets.device_reconcile",  # after the new target version and its history row are written
     "events.services.EventRecorder.flush",
 ]
 
@@ -253,13 +254,13 @@ def test_a_failing_reconciliation_keeps_the_report_leaves_the_rows_and_records_i
     rows_before = list(DeviceSensor.objects.filter(device=device).order_by("name").values())
     target_before = DeviceTargetState.objects.filter(device=device).values().get()
     mark = Event.objects.order_by("-id").values_list("id", flat=True).first()
-    injected = ReconcileFailure(monkeypatch, "reconciliation.services", when=failure)
+    injected = ReconcileFailure(monkeypatch, "reconciliation.services.projection", when=failure)
 
     response = Client(raise_request_exception=False).generic(
         "PATCH", REPORT_URL, data=raw, content_type="application/json", headers=agent_headers(device.api_key)
     )
 
-    assert injected.fired == 1, "reconciliation.services.device_reconcile is no longer on the report's path"
+    assert injected.fired == 1, "reconciliation.services.projection.device_reconcile is no longer on the report's path"
     assert response.status_code == 200, response.content
     verdict = response.json()[str(device.uuid)]
     assert verdict["outcome"] == "applied" and "failed" in verdict.get("reconciliation", ""), verdict
@@ -288,7 +289,7 @@ def test_a_failing_reconciliation_during_a_staff_edit_writes_nothing_and_answers
 ):
     device = reported
     before = world_snapshot()
-    injected = ReconcileFailure(monkeypatch, "devices.services", when=failure)
+    injected = ReconcileFailure(monkeypatch, "reconciliation.services.targets", when=failure)
 
     with server_errors() as causes:
         response = Client(raise_request_exception=False).generic(
@@ -299,7 +300,7 @@ def test_a_failing_reconciliation_during_a_staff_edit_writes_nothing_and_answers
             headers=staff_headers(staff_token),
         )
 
-    assert injected.fired == 1, "devices.services.device_reconcile is no longer on the edit's path"
+    assert injected.fired == 1, "reconciliation.services.targets.device_reconcile is no longer on the edit's path"
     # No retry can succeed (the failure is no database's), so a 500, not a 503 (README, database errors).
     assert_error_shape(response, 500, causes)
     after = world_snapshot()

@@ -98,8 +98,8 @@ def test_pages_answer_503_while_the_database_refuses_connections(staff_client):
 @pytest.mark.parametrize(
     ("page", "point"),
     [
-        ("/admin/devices/device/{pk}/change/", "devices.admin.drift_explain"),
-        ("/fleet/", "reconciliation.views.fleet_device_counts"),
+        ("/admin/devices/device/{pk}/change/", "devices.admin.panels.drift_explain"),
+        ("/fleet/", "reconciliation.views.fleet.fleet_device_counts"),
     ],
 )
 def test_the_connection_dropping_mid_page_answers_503(superuser, monkeypatch, page, point):
@@ -125,7 +125,7 @@ def test_a_connection_closed_under_the_page_answers_503(staff_client, monkeypatc
     def closed(**kwargs):
         raise InterfaceError("connection already closed")
 
-    monkeypatch.setattr("devices.admin.drift_explain", closed)
+    monkeypatch.setattr("devices.admin.panels.drift_explain", closed)
     with logged() as records:
         response = staff_client.get(f"/admin/devices/device/{device.pk}/change/")
 
@@ -143,7 +143,7 @@ def test_a_statement_the_database_refuses_is_no_outage_but_a_server_error(superu
         with connection.cursor() as cursor:
             cursor.execute("SELECT no_such_column FROM no_such_table")
 
-    monkeypatch.setattr("devices.admin.drift_explain", broken_query)
+    monkeypatch.setattr("devices.admin.panels.drift_explain", broken_query)
     with logged() as records:
         response = client.get(f"/admin/devices/device/{device.pk}/change/")
 

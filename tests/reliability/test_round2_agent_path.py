@@ -16,8 +16,8 @@ from devices.selectors import device_for_report
 from devices.services import device_key_rotate, device_update
 from events.models import Event
 from events.services import event_recording
-from reconciliation import services
 from reconciliation.agent_protocol import RepeatedReport, StoredReport, report_parse
+from reconciliation.services import reports
 from sensorsync_project.database import database_unavailable
 from tests.helpers import (
     add_sensor,
@@ -125,7 +125,7 @@ def test_a_statement_the_database_refuses_is_a_server_error_not_an_outage(agent,
     def refuse(**kwargs):
         raise OperationalError("sending query and params failed: number of parameters must be between 0 and 65535")
 
-    monkeypatch.setattr(services, "state_report_apply", refuse)
+    monkeypatch.setattr(reports, "state_report_apply", refuse)
     with caplog.at_level(logging.WARNING):
         response = report(agent, device, 1, [])
 
@@ -152,7 +152,7 @@ def test_a_report_in_flight_when_the_key_is_rotated_writes_nothing(agent, admin_
     before = device_snapshot(device)
 
     with pytest.raises(DeviceAccessRevoked) as refused:
-        services.state_report_apply(device=looked_up, report=report_parse({"version": 2, "config": {}, "seq": 9}))
+        reports.state_report_apply(device=looked_up, report=report_parse({"version": 2, "config": {}, "seq": 9}))
 
     assert refused.value.status == 401
     assert device_snapshot(device) == before
@@ -170,7 +170,7 @@ def test_an_unchanged_report_in_flight_when_the_device_is_deactivated_writes_not
     repeat = report_parse({"version": 1, "config": {"sensors": []}, "apps": {}, "seq": 4}, stored=None)
 
     with pytest.raises(DeviceAccessRevoked) as refused:
-        services.state_report_apply(device=looked_up, report=repeat)
+        reports.state_report_apply(device=looked_up, report=repeat)
 
     assert refused.value.status == 403
     assert device_snapshot(device) == before
@@ -184,7 +184,7 @@ def test_a_queued_report_in_flight_when_the_key_is_rotated_writes_nothing(agent,
     events = Event.objects.count()
 
     with pytest.raises(DeviceAccessRevoked):
-        services.state_report_apply(device=looked_up, report=report_parse({"config": {}}))
+        reports.state_report_apply(device=looked_up, report=report_parse({"config": {}}))
 
     assert Event.objects.count() == events
 
@@ -222,7 +222,7 @@ def test_a_newer_identical_report_that_meets_an_older_changed_one_is_applied_not
     assert isinstance(repeated, RepeatedReport)
 
     assert verdict(report(agent, device, 2, [], seq=11), device)["outcome"] == "applied"  # R2, meanwhile
-    answer = services.state_report_apply(device=looked_up, report=repeated)
+    answer = reports.state_report_apply(device=looked_up, report=repeated)
 
     assert answer.outcome == "applied"
     stored = Device.objects.get(pk=device.pk)

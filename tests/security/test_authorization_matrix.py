@@ -22,7 +22,7 @@ from django.test import Client
 
 from devices.services import device_key_rotate
 from reconciliation.agent_protocol import report_parse
-from reconciliation.services import state_report_apply
+from reconciliation.services.reports import state_report_apply
 from sensors.models import DeviceSensor
 from tests.factories import DeviceFactory, UserFactory
 from tests.helpers import (

@@ -37,7 +37,7 @@ from schemathesis.specs.openapi import checks as openapi_checks
 
 from devices.models import Device, DeviceTargetState
 from reconciliation.agent_protocol import report_parse
-from reconciliation.services import state_report_apply
+from reconciliation.services.reports import state_report_apply
 from tests.factories import UserFactory
 from tests.helpers import device_with, read_model_and_log_consistent, target_sensors, token_for
 

@@ -15,7 +15,7 @@ from django.test import Client
 
 from devices.models import Device, DeviceCurrentState
 from reconciliation.agent_protocol import report_parse
-from reconciliation.services import state_report_apply
+from reconciliation.services.reports import state_report_apply
 from sensors.models import DeviceSensor
 from tests.factories import UserFactory
 from tests.helpers import (

@@ -7,8 +7,8 @@ from rest_framework.test import APIClient
 
 from devices.models import DeviceTargetStateVersion
 from events.models import Event
+from reconciliation.services.sensors import sensor_create, sensor_update
 from sensors.models import DeviceSensor
-from sensors.services import sensor_create, sensor_update
 from tests.factories import DeviceFactory, SensorPayloadFactory, UserFactory
 from tests.helpers import (
     SENSOR_ROW_KEYS,

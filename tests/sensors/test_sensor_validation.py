@@ -111,7 +111,7 @@ VALID_SENSORS = [
 def busy_device(db, superuser):
     """A device with history: two sensors (target version 3), so 'nothing written' compares real content."""
     device = DeviceFactory()
-    from sensors.services import sensor_create
+    from reconciliation.services.sensors import sensor_create
 
     for name in ("existing", "other"):
         sensor_create(device_uuid=device.uuid, data=SensorPayloadFactory(name=name), user=superuser)

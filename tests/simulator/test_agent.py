@@ -1,4 +1,4 @@
-"""The simulated agent (``reconciliation.simulator.Agent``) against the recorded exchanges of the real one.
+"""The simulated agent (``simulator.agent.Agent``) against the recorded exchanges of the real one.
 
 ``../shared/agent-wire/*.json`` holds what the unmodified upstream agent (Iotistica/iotistic ``agent/``) sent, in
 both generations the simulator speaks as; these tests drive the pure state machine with canned answers, no server,
@@ -15,7 +15,7 @@ import orjson
 import pytest
 from django.conf import settings
 
-from reconciliation.simulator import (
+from simulator.agent import (
     AGENT_2025_11_06,
     AGENT_2025_11_22,
     AGENT_VERSIONS,
@@ -26,13 +26,10 @@ from reconciliation.simulator import (
     REPORT,
     Agent,
     AgentSettings,
-    FleetStats,
     Response,
-    TransportError,
-    agent_step,
     sensor_specs,
-    traffic_summary,
 )
+from simulator.fleet import FleetStats, TransportError, agent_step, traffic_summary
 
 UUID = "0b0f2f4e-9a43-4c55-9d0b-2f3e7a9c1d44"
 KEY = "k" * 43

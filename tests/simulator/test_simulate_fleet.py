@@ -20,10 +20,13 @@ from django.db import connection
 
 from devices.models import Device, DeviceCurrentState, DeviceTargetState
 from devices.selectors import device_for_key
-from devices.services import target_state_update
 from events.choices import EventTypeChoices
 from events.models import Event
-from reconciliation.simulator import (
+from reconciliation.services.targets import target_state_update
+from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
+from sensors.models import DeviceSensor
+from sensors.validation import target_config_validate
+from simulator.agent import (
     AGENT_2025_11_06,
     AGENT_VERSIONS,
     AGENTS,
@@ -31,18 +34,11 @@ from reconciliation.simulator import (
     SIMULATED_ERRORS,
     Agent,
     AgentSettings,
-    HttpTransport,
     Response,
-    ServerAddress,
     device_names,
-    percentile,
-    run_fleet,
     sensor_specs,
-    server_address_parse,
 )
-from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
-from sensors.models import DeviceSensor
-from sensors.validation import target_config_validate
+from simulator.fleet import HttpTransport, ServerAddress, percentile, run_fleet, server_address_parse
 from tests.factories import DeviceFactory
 
 UUID = "0b0f2f4e-9a43-4c55-9d0b-2f3e7a9c1d44"
@@ -371,7 +367,7 @@ def test_simulate_fleet_exits_1_when_the_server_answers_5xx(live_server, monkeyp
     def broken(**kwargs):
         raise RuntimeError("simulated server bug")
 
-    monkeypatch.setattr("reconciliation.services.state_report_apply", broken)
+    monkeypatch.setattr("reconciliation.services.reports.state_report_apply", broken)
     out, err = io.StringIO(), io.StringIO()
     with pytest.raises(CommandError, match=r"failed with a connection error or a 5xx answer") as caught:
         call_command(

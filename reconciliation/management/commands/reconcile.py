@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 
 from devices.models import Device
 from devices.selectors import device_get
-from reconciliation.services import ReconcileResult, device_reconcile_now
+from reconciliation.services.projection import ReconcileResult, device_reconcile_now
 from sensorsync_project.commands import (
     CHUNK_SIZE,
     PROGRESS_EVERY_MIN,

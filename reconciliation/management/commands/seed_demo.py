@@ -16,12 +16,12 @@ from django.utils import timezone
 
 from devices.selectors import device_get, device_list
 from devices.services import DeviceWithKey, device_create
+from devices.target_config import config_sensors
 from reconciliation.agent_protocol import json_parse, reports_parse
 from reconciliation.selectors import drift_explain
-from reconciliation.services import ReportOutcome, state_report_apply, target_state_fetched
+from reconciliation.services.reports import ReportOutcome, state_report_apply, target_state_fetched
+from reconciliation.services.sensors import sensor_create, sensor_delete, sensor_update
 from sensors.selectors import sensor_list
-from sensors.services import sensor_create, sensor_delete, sensor_update
-from sensors.validation import config_sensors
 from sensorsync_project.commands import OperatorCommand, user_or_none
 
 MAX_DEVICES = 1000

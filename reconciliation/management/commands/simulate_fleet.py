@@ -16,27 +16,22 @@ from django.db import connection
 from django.db.models import Count
 
 from devices.models import Device
-from devices.services import device_create, device_key_rotate, target_state_update
-from reconciliation.simulator import (
-    AGENTS,
-    DEFAULT_AGENT,
-    Agent,
-    AgentSettings,
-    FleetStats,
-    HttpTransport,
-    Request,
-    ServerAddress,
-    TransportError,
-    device_names,
-    run_fleet,
-    sensor_specs,
-    server_address_parse,
-    traffic_summary,
-)
+from devices.services import device_create, device_key_rotate
+from reconciliation.services.targets import target_state_update
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
 from sensors.validation import NAME_RE
 from sensorsync_project.commands import OperatorCommand, command_audit_context
+from simulator.agent import AGENTS, DEFAULT_AGENT, Agent, AgentSettings, Request, device_names, sensor_specs
+from simulator.fleet import (
+    FleetStats,
+    HttpTransport,
+    ServerAddress,
+    TransportError,
+    run_fleet,
+    server_address_parse,
+    traffic_summary,
+)
 
 MAX_DEVICES = 10_000
 MAX_SENSORS = 500  # a report of 500 sensors stays well under the server's 1 MiB cap

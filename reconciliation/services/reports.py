@@ -1,330 +1,34 @@
-"""Applying the reconciliation decision to the read model.
+"""The agent's reports: each one stored as the device's current state and handed to reconciliation.
 
-Every writer of ``DeviceSensor`` rows (staff edits, agent reports, manual reconcile, rebuild) goes through
-``device_reconcile``: one SELECT of the device's rows, the pure decision, then at most one upsert (changed rows
-only), one DELETE and one UPDATE of the target state, whatever the number of sensors.
+``state_report_apply`` decides what a report is (applied, unchanged, stale or queued), refreshes liveness and
+facts, stores a changed report, and sends ``reconciliation.signals.state_report_stored``: its receiver re-projects
+the device's sensor rows and answers with the ``ReconcileResult`` that the verdict carries back to the agent.
 """
 
 import logging
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import orjson
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, connection, models, transaction
+from django.db import DatabaseError, InterfaceError, models, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from devices.locking import device_events, device_row_lock, device_write
-from devices.models import Device, DeviceAccessRevoked, DeviceCurrentState, DeviceTargetState
+from devices.models import Device, DeviceAccessRevoked, DeviceCurrentState
 from devices.selectors import REPORT_DEFERRED_TARGET
+from devices.target_config import config_sensors
 from events.choices import EventTypeChoices
-from events.context import actor_label
 from events.services import event_recording
-from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
-from sensors.models import DeviceSensor
-from sensors.validation import config_sensors
-from sensorsync_project.precompiled import CompiledLookup
 
-from .agent_protocol import HEALTH_SOURCES, RepeatedReport, Report, health_merge, identity_digest, part_digest
-from .choices import DriftEpisodeCauseChoices
-from .decision import Decision, SensorRow, decide
-from .metrics import RECONCILE_SECONDS
-from .models import DriftEpisode
+from ..agent_protocol import HEALTH_SOURCES, RepeatedReport, Report, identity_digest, part_digest
+from ..signals import state_report_stored
+from .projection import ReconcileResult
 
 logger = logging.getLogger("sensorsync.reconciliation")
 
-ROW_FIELDS = tuple(SensorRow.__dataclass_fields__)
 UNRECONCILED_DIGEST = ""  # a stored report whose reconciliation failed: no report's digest equals it
-UPSERT_UPDATE_FIELDS = [f for f in ROW_FIELDS if f != "name"] + ["updated_by", "updated_at"]
-
-
-@dataclass
-class ReconcileResult:
-    device_uuid: str
-    target_version: int
-    reported_version: int | None
-    in_sync: bool
-    rows: dict[str, SensorRow]
-    drifting: list[str]
-    inserted: int = 0
-    updated: int = 0
-    removed: int = 0
-    events: list[tuple[str, dict]] = field(default_factory=list)
-
-    @property
-    def failed(self) -> int:
-        return sum(1 for row in self.rows.values() if row.deployment_status == Status.FAILED)
-
-
-# What reconciliation reads of a device's rows: the decision's fields. A values_list() query compiled once per
-# process: no model instances on the hot path.
-_SENSOR_ID = ROW_FIELDS.index("sensor_id")
-_DEVICE_ROWS = CompiledLookup(
-    lambda device_id: DeviceSensor.objects.filter(device_id=Value(device_id)).order_by().values_list(*ROW_FIELDS)
-)
-
-
-def sensor_rows_read(*, device_id: int) -> dict[str, SensorRow]:
-    """A device's sensor rows by name, in one query."""
-    found = {}
-    for values in _DEVICE_ROWS.rows(device_id):
-        fields = list(values)
-        fields[_SENSOR_ID] = str(fields[_SENSOR_ID])
-        row = SensorRow(*fields)
-        found[row.name] = row
-    return found
-
-
-_UPSERT_SQL: dict[str, str] = {}
-
-
-def _upsert_sql(connection) -> str:
-    """INSERT ... SELECT FROM jsonb_to_recordset(%s) ON CONFLICT DO UPDATE, from the model's own fields."""
-    sql = _UPSERT_SQL.get(connection.vendor)
-    if sql is None:
-        fields = [f for f in DeviceSensor._meta.concrete_fields if not f.primary_key]
-        qn = connection.ops.quote_name
-        columns = ", ".join(qn(f.column) for f in fields)
-        types = ", ".join(f"{qn(f.column)} {f.db_type(connection)}" for f in fields)
-        updates = ", ".join(
-            f"{qn(f.column)} = EXCLUDED.{qn(f.column)}" for f in fields if f.name in UPSERT_UPDATE_FIELDS
-        )
-        conflict = ", ".join(qn(DeviceSensor._meta.get_field(name).column) for name in ("device", "name"))
-        sql = _UPSERT_SQL[connection.vendor] = (
-            f"INSERT INTO {qn(DeviceSensor._meta.db_table)} ({columns}) SELECT {columns} "
-            f"FROM jsonb_to_recordset(%s::jsonb) AS r({types}) ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
-        )
-    return sql
-
-
-def sensor_rows_upsert(rows: list[dict]) -> None:
-    """Insert or update a device's sensor rows in one statement; each row is a dict of the model's attnames.
-
-    On PostgreSQL all rows travel as one JSON parameter: measured on a 200-sensor report, Django's bulk_create
-    (its insert compiler, and psycopg escaping every JSON value into UNNEST arrays) was half the request's CPU.
-    """
-    if connection.vendor != "postgresql":
-        DeviceSensor.objects.bulk_create(
-            [DeviceSensor(**row) for row in rows],
-            update_conflicts=True,
-            unique_fields=["device", "name"],
-            update_fields=UPSERT_UPDATE_FIELDS,
-        )
-        return
-    fields = [(f.attname, f.column) for f in DeviceSensor._meta.concrete_fields if not f.primary_key]
-    payload = orjson.dumps([{column: row[attname] for attname, column in fields} for row in rows]).decode()
-    with connection.cursor() as cursor:
-        cursor.execute(_upsert_sql(connection), [payload])
-
-
-def sensor_statuses(rows: dict[str, SensorRow]) -> dict[str, dict]:
-    """What an agent's verdict says of each sensor (cached on the target state for unchanged reports)."""
-    return {
-        name: {
-            "status": str(row.deployment_status),
-            "running": row.running,
-            "error": row.deployment_error,
-            "health": row.health_status or None,
-        }
-        for name, row in rows.items()
-    }
-
-
-def row_from_model(sensor: DeviceSensor) -> SensorRow:
-    values = {name: getattr(sensor, name) for name in ROW_FIELDS}
-    values["sensor_id"] = str(values["sensor_id"])
-    return SensorRow(**values)
-
-
-def decide_for_device(
-    *, target: DeviceTargetState, current: DeviceCurrentState | None, existing: dict[str, SensorRow]
-) -> Decision:
-    return decide(
-        target_version=target.version,
-        desired=config_sensors(target.config),
-        reported_version=current.version if current else None,
-        running=config_sensors(current.config) if current else [],
-        sensor_health=health_merge(current.sensor_health) if current else {},
-        existing=existing,
-        was_in_sync=not target.needs_deployment,
-        now=timezone.now(),
-    )
-
-
-def _drift_sensor(row: SensorRow) -> dict:
-    return {"protocol": str(row.protocol), "first_status": str(row.deployment_status)}
-
-
-def _drifting_list(rows: dict[str, SensorRow], names) -> list[dict]:
-    return [
-        {
-            "name": n,
-            "protocol": str(rows[n].protocol),
-            "status": str(rows[n].deployment_status),
-            "error": rows[n].deployment_error,
-        }
-        for n in names
-    ]
-
-
-def _drift_episode_track(
-    *, device: Device, target: DeviceTargetState, decision: Decision, existing: dict[str, SensorRow], cause: str, now
-) -> dict:
-    """The target's new ``drift`` value, writing the episode row only when drift starts (INSERT) or ends
-    (UPDATE); called only when the drift state changed."""
-    drift = target.drift or {}
-    sensors = dict(drift.get("sensors", {}))
-    if decision.in_sync:
-        if "episode" in drift:
-            gathered = [{"name": name, **entry} for name, entry in sorted(sensors.items())]
-            protocols: dict[str, int] = {}
-            for entry in gathered:
-                protocols[entry["protocol"]] = protocols.get(entry["protocol"], 0) + 1
-            last = sorted(name for name, row in existing.items() if row.deployment_status != "deployed")
-            DriftEpisode.objects.filter(pk=drift["episode"]).update(
-                ended_at=now,
-                end_target_version=decision.target_version,
-                sensors=gathered,
-                protocols=protocols,
-                drifting_sensors=_drifting_list(existing, last),
-            )
-        return {}
-    for name in decision.drifting:
-        sensors.setdefault(name, _drift_sensor(decision.rows[name]))
-    if "episode" not in drift:
-        initial = [{"name": name, **entry} for name, entry in sorted(sensors.items())]
-        protocols = {}
-        for entry in initial:
-            protocols[entry["protocol"]] = protocols.get(entry["protocol"], 0) + 1
-        episode = DriftEpisode.objects.create(
-            device=device,
-            started_at=now,
-            cause=cause,
-            start_target_version=decision.target_version,
-            start_reported_version=decision.reported_version,
-            drifting_sensors=_drifting_list(decision.rows, decision.drifting),
-            sensors=initial,
-            protocols=protocols,
-        )
-        return {"episode": episode.pk, "sensors": sensors}
-    return {"episode": drift["episode"], "sensors": sensors}
-
-
-def device_reconcile(
-    *,
-    device: Device,
-    target: DeviceTargetState,
-    current: DeviceCurrentState | None,
-    actor: str,
-    cause: str = DriftEpisodeCauseChoices.MANUAL,
-) -> ReconcileResult:
-    """Re-project one device's rows from its target and current state.
-
-    The caller holds the device row lock and the transaction; events go to the open ``event_recording`` scope
-    (one is opened here if the caller has none).
-    """
-    started = time.perf_counter()
-    existing = sensor_rows_read(device_id=device.pk)
-    decision = decide_for_device(target=target, current=current, existing=existing)
-
-    now = timezone.now()
-    changed: list[dict] = []
-    inserted = 0
-    for name, row in decision.rows.items():
-        previous = existing.get(name)
-        if previous == row:
-            continue
-        inserted += previous is None
-        changed.append(
-            {
-                "device_id": device.pk,
-                **{f: getattr(row, f) for f in ROW_FIELDS},
-                # Written by an insert only: the upsert's update keeps a row's creation (UPSERT_UPDATE_FIELDS).
-                "created_by": actor,
-                "created_at": now,
-                "updated_by": actor,
-                "updated_at": now,
-            }
-        )
-    if changed:
-        sensor_rows_upsert(changed)
-    if decision.removed:
-        DeviceSensor.objects.filter(device=device, name__in=decision.removed).delete()
-
-    needs_deployment = not decision.in_sync
-    target_changes: dict = {}
-    if target.needs_deployment != needs_deployment:
-        target_changes["needs_deployment"] = needs_deployment
-        if decision.in_sync:
-            target_changes["last_deployed_at"] = now
-    statuses = sensor_statuses(decision.rows)
-    if statuses != target.sensor_statuses:
-        target_changes["sensor_statuses"] = statuses
-    if decision.drift_changed:
-        drift = _drift_episode_track(
-            device=device, target=target, decision=decision, existing=existing, cause=cause, now=now
-        )
-        if drift != target.drift:
-            target_changes["drift"] = drift
-    if target_changes:
-        DeviceTargetState.objects.filter(pk=target.pk).update(**target_changes)
-        for name, value in target_changes.items():
-            setattr(target, name, value)
-
-    with event_recording(str(device.uuid)) as recorder:
-        for event_type, data in decision.events:
-            recorder.record(event_type, data, actor=actor)
-
-    result = ReconcileResult(
-        device_uuid=str(device.uuid),
-        target_version=target.version,
-        reported_version=current.version if current else None,
-        in_sync=decision.in_sync,
-        rows=decision.rows,
-        drifting=decision.drifting,
-        inserted=inserted,
-        updated=len(changed) - inserted,
-        removed=len(decision.removed),
-        events=decision.events,
-    )
-    elapsed = time.perf_counter() - started
-    RECONCILE_SECONDS.observe(elapsed)
-    logger.info(
-        "reconciled device=%s target_version=%s reported_version=%s in_sync=%s sensors=%d inserted=%d "
-        "updated=%d removed=%d failed=%d duration_ms=%.2f",
-        result.device_uuid,
-        result.target_version,
-        result.reported_version,
-        result.in_sync,
-        len(result.rows),
-        result.inserted,
-        result.updated,
-        result.removed,
-        result.failed,
-        elapsed * 1000,
-    )
-    return result
-
-
-def current_state_reconcile(*, current: DeviceCurrentState, actor: str) -> ReconcileResult:
-    """Reconcile after a report is stored (the post_save handler); the caller holds the device lock.
-
-    Exceptions propagate: ``state_report_apply`` then stores the report without reconciling (see there).
-    """
-    device = current.device
-    return device_reconcile(
-        device=device,
-        target=device.target_state,
-        current=current,
-        actor=actor,
-        cause=DriftEpisodeCauseChoices.AGENT_REPORT,
-    )
-
-
-# The agent's side of the loop ---------------------------------------------------------------------------------
 
 
 class ReportOutcome(models.TextChoices):
@@ -517,10 +221,11 @@ def _report_effective(report: Report, previous: DeviceCurrentState | None) -> di
 
 
 def _current_state_store(
-    device: Device, report: Report, effective: dict, now, *, reconcile: bool
+    device: Device, report: Report, effective: dict, now, *, reconciled: bool
 ) -> DeviceCurrentState:
-    """Store the report as the device's current state; saving fires reconciliation unless ``reconcile`` is
-    False (the fallback after a failed reconciliation writes through the queryset, which sends no signal)."""
+    """Store the report as the device's current state, in one INSERT or UPDATE. Its digest is the report's when
+    it is to be reconciled, else one no report matches (the fallback after a failed reconciliation), so that the
+    agent's next report is applied and repairs the rows."""
     current = device.current_state_or_none()
     created = current is None
     if created:
@@ -532,17 +237,29 @@ def _current_state_store(
         "seq": report.clocks.get("seq"),
         "reported_at": now,
     }
-    fields["digest"] = effective.get("digest", report.digest) if reconcile else UNRECONCILED_DIGEST
+    fields["digest"] = effective.get("digest", report.digest) if reconciled else UNRECONCILED_DIGEST
     for name, value in fields.items():
         setattr(current, name, value)
     device.current_state = current
-    if reconcile:
-        current.save(force_insert=created, update_fields=None if created else list(fields))
-    elif created:
+    if created:
         DeviceCurrentState.objects.bulk_create([current])
     else:
         DeviceCurrentState.objects.filter(pk=current.pk).update(**fields)
     return current
+
+
+def _stored_report_reconcile(current: DeviceCurrentState) -> ReconcileResult:
+    """Hand the stored report to reconciliation: the receiver of ``state_report_stored``
+    (``reconciliation.handlers``) re-projects the device's rows and answers with their ``ReconcileResult``.
+    Exactly one receiver must answer so: a report stored and never reconciled would leave the rows behind."""
+    results = [
+        answer
+        for _receiver, answer in state_report_stored.send(sender=DeviceCurrentState, current=current)
+        if isinstance(answer, ReconcileResult)
+    ]
+    if len(results) != 1:
+        raise RuntimeError(f"state_report_stored: {len(results)} receivers reconciled the report, expected one")
+    return results[0]
 
 
 def _report_event(recorder, device: Device, report: Report, effective: dict, previous) -> None:
@@ -589,7 +306,7 @@ def _queued_report_record(device: Device, report: Report, now) -> ReportVerdict:
 
 
 def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> ReportVerdict:
-    """Store an agent's report and reconcile the read model from it.
+    """Store an agent's report and have the read model reconciled from it (``state_report_stored``).
 
     ``device`` comes from authentication (``devices.selectors.device_for_report``), read without a lock. A report
     older than the newest one seen, and one whose identity (sensors, apps, version, health) equals the stored
@@ -626,8 +343,9 @@ def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> Re
             effective = _report_effective(report, previous)
             with event_recording(str(locked.uuid)) as recorder:
                 _report_event(recorder, locked, report, effective, previous)
-                current = _current_state_store(locked, report, effective, now, reconcile=True)
-            return ReportVerdict(ReportOutcome.APPLIED, locked, report.version, result=current.reconciliation)
+                current = _current_state_store(locked, report, effective, now, reconciled=True)
+                result = _stored_report_reconcile(current)
+            return ReportVerdict(ReportOutcome.APPLIED, locked, report.version, result=result)
     except (DatabaseError, InterfaceError, Device.DoesNotExist, DeviceAccessRevoked):
         raise  # the database failed, or the device or its key went away: nothing was written
     except Exception as exc:
@@ -639,7 +357,7 @@ def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> Re
             previous = locked.current_state_or_none()
             effective = _report_effective(report, previous)
             _report_event(recorder, locked, report, effective, previous)
-            _current_state_store(locked, report, effective, now, reconcile=False)
+            _current_state_store(locked, report, effective, now, reconciled=False)
             values = {**_facts_changes(locked, report, now), "last_seen_at": now}
             values.update(_marks_raised(report, _device_marks(locked)))  # the row is locked: no race to guard
             Device.objects.filter(pk=locked.pk).update(**values)
@@ -649,11 +367,3 @@ def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> Re
                 actor=f"agent:{locked.uuid}",
             )
         return ReportVerdict(ReportOutcome.APPLIED, locked, report.version, reconciliation_failed=True)
-
-
-def device_reconcile_now(*, uuid, user) -> ReconcileResult:
-    """Re-run reconciliation from the stored target and current state (manual repair; the same projection)."""
-    with device_write(uuid=uuid) as device:
-        return device_reconcile(
-            device=device, target=device.target_state, current=device.current_state_or_none(), actor=actor_label(user)
-        )

@@ -1,5 +1,6 @@
-"""Staff writes to sensors. The target configuration is written first (a new version), then the read model is
-re-projected from it by reconciliation, in one transaction holding the device row lock."""
+"""Staff writes to one sensor of a device's desired state. The target configuration is written first (a new
+version), then the read model is re-projected from it (``targets.target_state_write``), in one transaction holding
+the device row lock."""
 
 import uuid as uuid_lib
 from typing import Any
@@ -7,21 +8,14 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from devices.locking import device_events, device_write
-from devices.services import target_state_write
+from devices.target_config import SENSORS_KEY, config_sensors, config_upcast
 from events.choices import EventTypeChoices
 from events.context import actor_label
+from sensors.models import DeviceSensor
+from sensors.validation import COMPARED_FIELDS, sensor_validate, sensors_limit, sensors_limit_message
 from sensorsync_project.exceptions import SensorNotFound, if_match_check
 
-from .models import DeviceSensor
-from .validation import (
-    COMPARED_FIELDS,
-    SENSORS_KEY,
-    config_sensors,
-    config_upcast,
-    sensor_validate,
-    sensors_limit,
-    sensors_limit_message,
-)
+from .targets import target_state_write
 
 
 def _sensors(config: dict) -> list[dict]:

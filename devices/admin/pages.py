@@ -1,16 +1,14 @@
-"""Devices in the admin. Every write is a call to ``devices.services`` (or ``reconciliation.services``); the page
-never saves a model itself."""
+"""The device and provisioning-key pages of the admin. Every write is a call to a service (``devices.services``,
+``devices.provisioning``, ``reconciliation.services``); the pages never save a model themselves. The device page's
+read-only panels are in ``panels``."""
 
 import contextlib
-import json
-from datetime import datetime
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.utils import display_for_value, unquote
+from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Count, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
@@ -19,38 +17,23 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
-from django.utils.safestring import mark_safe
 
-from reconciliation.models import DriftEpisode
-from reconciliation.selectors import device_state_q, drift_explain, offline_cutoff
-from reconciliation.services import ReconcileResult, device_reconcile_now
+from reconciliation.selectors import device_state_q, offline_cutoff
+from reconciliation.services.projection import ReconcileResult, device_reconcile_now
+from reconciliation.services.targets import config_change_summary, target_state_rollback
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
-from sensors.choices import DeviceSensorHealthStatusChoices as Health
 from sensors.models import DeviceSensor
-from sensorsync_project.exceptions import PreconditionFailed, SensorNotFound
+from sensorsync_project.exceptions import PreconditionFailed
+from sensorsync_project.ui.admin import SERVICE_REJECTIONS, ServiceAdminMixin, ServiceRejected
+from sensorsync_project.ui.html import EMPTY_VALUE_DISPLAY, ago, json_text, pretty_json, shown_value, version_chip
 
-from .forms import DeviceAdminForm, ProvisioningKeyAdminForm
-from .models import Device, DeviceTargetState, DeviceTargetStateVersion, ProvisioningKey
-from .provisioning import provisioning_key_create, provisioning_key_revoke
-from .selectors import provisioning_key_devices
-from .services import (
-    DeviceWithKey,
-    config_change_summary,
-    device_create,
-    device_delete,
-    device_key_rotate,
-    device_update,
-    target_state_rollback,
-)
+from ..forms import DeviceAdminForm, ProvisioningKeyAdminForm
+from ..models import Device, DeviceTargetState, DeviceTargetStateVersion, ProvisioningKey
+from ..provisioning import provisioning_key_create, provisioning_key_revoke
+from ..selectors import provisioning_key_devices
+from ..services import DeviceWithKey, device_create, device_delete, device_key_rotate, device_update
+from . import panels
 
-# The admin's titles; there is no public site, so no "View site" link (the fleet page is linked instead).
-admin.site.site_header = "SensorSync"
-admin.site.site_title = "SensorSync admin"
-admin.site.index_title = "Devices, sensors and their events"
-admin.site.site_url = None
-
-TARGET_HISTORY_SHOWN = 20
-EMPTY_VALUE_DISPLAY = "-"
 EDITABLE_FIELDS = ("name", "description", "is_active")
 READ_ONLY_FIELDSETS = (
     (
@@ -122,236 +105,12 @@ DEVICE_STATE_LABELS = {
     "never_reported": "Never reported",
     "offline": "Offline",
 }
-# drift_explain's stages, as the panel's headline says them, and the colour that goes with each.
-STAGE_LABELS = {
-    "in_sync": ("In sync", "in_sync"),
-    "sensors_failed": ("Sensors failing", "failed"),
-    "never_fetched": ("Never fetched", "drifting"),
-    "not_fetched": ("Waiting for the agent's poll", "drifting"),
-    "never_reported": ("Never reported", "drifting"),
-    "not_applied": ("Fetched, not applied yet", "drifting"),
-}
-
-
-class ServiceRejected(Exception):
-    """Raised from ``save_model`` when the service refused the write, carrying the service's error."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-# What a service may refuse with, as opposed to a bug (which must stay a 500 with a traceback).
-SERVICE_REJECTIONS = (ValidationError, PreconditionFailed, SensorNotFound)
-
-
-class ServiceAdminMixin:
-    """For admins whose ``save_model`` calls a service: a refusal is shown on the form, not as a server error.
-
-    The service validates at write time, after the form did, so its ``ValidationError`` cannot simply be added
-    to the form from ``save_model``. Instead the refusal aborts the request's transaction (nothing is written),
-    and the same POST is validated once more with the refusal bound to the form class, whose ``clean`` puts each
-    message on the field it names (``devices.forms.ServiceModelForm``). The admin then renders it like any
-    invalid form.
-    """
-
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
-        except ServiceRejected as rejected:
-            request.service_rejection = rejected.error
-            return super().changeform_view(request, object_id, form_url, extra_context)
-
-    def get_form(self, request, obj=None, change=False, **kwargs):
-        form = super().get_form(request, obj, change, **kwargs)
-        rejection = getattr(request, "service_rejection", None)
-        if rejection is None:
-            return form
-        return type(form.__name__, (form,), {"service_rejection": rejection})
-
-    @staticmethod
-    def adopt(obj, saved) -> None:
-        """Make the admin's in-memory object the row the service wrote (for the log entry and the redirect)."""
-        obj.pk = saved.pk
-        obj.refresh_from_db()
-        obj._state.adding = False
-
-
-# --- small pieces of HTML shared by the admin pages (sensors and events use them too) ---
-
-
-def shown_value(value) -> str:
-    """A value as the admin's lists show it (read-only methods get no formatting of their own)."""
-    return display_for_value(value, EMPTY_VALUE_DISPLAY)
-
-
-# What a page shows of one JSON value. Anything the API accepts may end up on a page (nesting up to 254 levels, a
-# megabyte of report), and indenting by level multiplies it: a 200-level report once made a 67 MB device page.
-JSON_SHOWN_BYTES = 64 * 1024
-JSON_INDENTED_LEVELS = 16  # deeper values are written on one line: indentation stops costing more with depth
-_compact_json = DjangoJSONEncoder(ensure_ascii=False, separators=(", ", ": "))
-
-
-def _json_chunks(value, level: int = 0):
-    """``value`` as JSON indented by two spaces per level, lazily, piece by piece."""
-    if level >= JSON_INDENTED_LEVELS or not isinstance(value, (dict, list)) or not value:
-        yield from _compact_json.iterencode(value)  # pure-Python and lazy: a huge value is never encoded whole
-        return
-    inner = "\n" + "  " * (level + 1)
-    if isinstance(value, dict):
-        yield "{"
-        for index, (key, item) in enumerate(value.items()):
-            yield f"{',' if index else ''}{inner}{_compact_json.encode(str(key))}: "
-            yield from _json_chunks(item, level + 1)
-        yield "\n" + "  " * level + "}"
-    else:
-        yield "["
-        for index, item in enumerate(value):
-            yield f"{',' if index else ''}{inner}"
-            yield from _json_chunks(item, level + 1)
-        yield "\n" + "  " * level + "]"
-
-
-def json_text(value, *, limit: int = JSON_SHOWN_BYTES) -> str:
-    """``value`` as indented JSON, cut after ``limit`` bytes with a note giving its whole size (as compact JSON,
-    measured by the C encoder, which is fast): the API serves the whole value."""
-    shown, size = [], 0
-    for chunk in _json_chunks(value):
-        shown.append(chunk)
-        size += len(chunk.encode())
-        if size > limit:
-            break
-    else:
-        return "".join(shown)
-    text = "".join(shown).encode()[:limit].decode(errors="ignore")
-    whole = len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), cls=DjangoJSONEncoder).encode())
-    return f"{text}\n… truncated: {whole:,} bytes in all; see the API for the whole value."
-
-
-def pretty_json(value) -> str:
-    if value is None:
-        return EMPTY_VALUE_DISPLAY
-    return format_html("<pre>{}</pre>", json_text(value))
-
-
-DEPLOYED_OFFLINE_TITLE = "Deployed as desired, but its adapter reports it offline (it cannot reach its device)"
-UNREPORTED_TITLE = "The agent did not report these fields of the running sensor: the row shows the desired values"
-
-
-def status_badge(status: str, *, health: str = "") -> str:
-    """A sensor's deployment status as a coloured badge (pending, reconciling, deployed, failed). A deployed
-    sensor whose adapter reports it offline is a state of its own, "deployed · offline": it runs as desired and
-    still does not work."""
-    label = Status(status).label.lower() if status in Status.values else status
-    if status == Status.DEPLOYED and health == Health.OFFLINE:
-        return format_html(
-            '<span class="ss-badge ss-badge--deployed_offline" title="{}">{} · offline</span>',
-            DEPLOYED_OFFLINE_TITLE,
-            label,
-        )
-    return format_html('<span class="ss-badge ss-badge--{}">{}</span>', status, label)
-
-
-def health_badge(health: str) -> str:
-    """The adapter's health of a sensor (online, offline, disabled); nothing when the agent reported none."""
-    if not health:
-        return ""
-    label = Health(health).label.lower() if health in Health.values else health
-    return format_html(
-        '<span class="ss-health ss-health--{}" title="Adapter health, as the agent reported it">{}</span>',
-        health,
-        label,
-    )
-
-
-def error_parts(*, deployment_error: str, health_status: str, health_error: str) -> tuple[str, str]:
-    """(deployment error, adapter error) as a row shows them. The adapter's own error stands apart where it says
-    something of its own: not when the adapter is online (its last error is then history), nor when it is the
-    deployment error itself (a failed sensor that does not run). Where the deployment error quotes it at its end
-    (a failed sensor that runs another configuration), the quote is left to the adapter's part."""
-    if not health_error or health_status == Health.ONLINE or health_error == deployment_error:
-        return deployment_error, ""
-    if deployment_error.endswith(f" {health_error}"):
-        deployment_error = deployment_error[: -len(health_error) - 1]
-    return deployment_error, health_error
-
-
-def unreported_note(fields: list[str]) -> str:
-    """A muted note naming the fields of the running sensor the agent did not report."""
-    if not fields:
-        return ""
-    return format_html(
-        '<span class="ss-quiet ss-unreported" title="{}">not reported by the agent: {}</span>',
-        UNREPORTED_TITLE,
-        ", ".join(fields),
-    )
-
-
-def duration_words(seconds: float | None) -> str:
-    """ "45 s", "12 min", "5 h 3 min", "3 d 4 h": an uptime as a person reads it."""
-    if seconds is None:
-        return EMPTY_VALUE_DISPLAY
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    if minutes:
-        return f"{minutes} min"
-    return f"{secs} s"
-
-
-def megabytes(value) -> str:
-    if value is None:
-        return EMPTY_VALUE_DISPLAY
-    return f"{value / 1024:.1f} GB" if value >= 1024 else f"{value:g} MB"
-
-
-def used_of(used, total) -> str:
-    """ "2.7 GB of 23.5 GB (11 %)": a usage in MB next to its total."""
-    if used is None and total is None:
-        return EMPTY_VALUE_DISPLAY
-    if total is None:
-        return megabytes(used)
-    share = f" ({100 * used / total:.0f} %)" if used is not None and total else ""
-    return f"{megabytes(used)} of {megabytes(total)}{share}"
-
-
-def number(value, unit: str) -> str:
-    return EMPTY_VALUE_DISPLAY if value is None else f"{round(value, 1):g} {unit}"
 
 
 def state_badge(state: str, label: str | None = None) -> str:
     """A device's fleet state (in_sync, drifting, never_reported, offline) as a coloured badge."""
     return format_html(
         '<span class="ss-badge ss-badge--{}">{}</span>', state, label or DEVICE_STATE_LABELS[state].lower()
-    )
-
-
-def ago(moment: datetime | None, *, never: str = "never") -> str:
-    """ "12 s ago", "3 min ago", "5 h ago", "2 d ago": how long ago, as precisely as a glance needs."""
-    if moment is None:
-        return never
-    seconds = max(0, int((timezone.now() - moment).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit} ago"
-    return f"{seconds} s ago"
-
-
-def version_chip(version: int | None, target: int | None) -> str:
-    """A version next to the target it should reach: amber when behind it, quiet when there is none."""
-    if version is None:
-        return format_html('<span class="ss-ver ss-ver--never" title="{}">{}</span>', "never", EMPTY_VALUE_DISPLAY)
-    behind = target is not None and version < target
-    return format_html(
-        '<span class="ss-ver{}" title="{}">v{}</span>',
-        " ss-ver--behind" if behind else "",
-        f"behind target version {target}" if behind else "at the target version",
-        version,
     )
 
 
@@ -457,8 +216,8 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None and obj.pk is not None:
             context.update(
-                convergence=self.convergence(obj),
-                sensors=self.sensor_rows(obj),
+                convergence=panels.convergence(obj),
+                sensors=panels.sensor_rows(obj),
                 add_sensor_url=reverse("admin:sensors_devicesensor_add") + "?" + urlencode({"device": obj.pk}),
                 sensors_url=reverse("admin:sensors_devicesensor_changelist") + "?" + urlencode({"q": obj.uuid}),
                 events_url=reverse("admin:events_event_changelist") + "?" + urlencode({"q": obj.uuid}),
@@ -474,89 +233,6 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         # cannot be deleted on its own page, which would otherwise block deleting its device.)
         perms_needed.discard(DeviceSensor._meta.verbose_name)
         return deleted, model_count, perms_needed, protected
-
-    # --- "why not converged" ---
-
-    @staticmethod
-    def sensor_rows(device: Device) -> list[DeviceSensor]:
-        rows = list(DeviceSensor.objects.filter(device=device).order_by("name"))
-        for row in rows:
-            row.since = ago(row.status_changed_at)
-            row.status_html = status_badge(row.deployment_status, health=row.health_status)
-            row.health_html = health_badge(row.health_status)
-            row.health_since = ago(row.health_changed_at) if row.health_status and row.health_changed_at else ""
-            row.shown_error, row.adapter_error = error_parts(
-                deployment_error=row.deployment_error, health_status=row.health_status, health_error=row.health_error
-            )
-            row.unreported_html = unreported_note(row.unreported_fields)
-        return rows
-
-    def convergence(self, device: Device) -> dict:
-        """drift_explain, laid out for the device page: a headline, the version steps, the failing sensors, and
-        the deployed sensors whose adapter is offline."""
-        explained = drift_explain(device=device)
-        target = explained["targetVersion"]
-        fetched, reported = explained["lastFetchedVersion"], explained["reportedVersion"]
-        label, tone = STAGE_LABELS.get(explained["stage"], (explained["stage"], "drifting"))
-        episode = None
-        if not explained["inSync"]:
-            episode = DriftEpisode.objects.filter(device=device, ended_at__isnull=True).only("started_at").first()
-        total = getattr(device, "sensor_count", None)
-        drifting = len(explained["sensors"])
-        for sensor in explained["sensors"]:
-            sensor["since"] = ago(sensor["statusChangedAt"])
-            sensor["healthHtml"] = health_badge(sensor["healthStatus"])
-            sensor["shownError"], sensor["adapterError"] = error_parts(
-                deployment_error=sensor["deploymentError"],
-                health_status=sensor["healthStatus"],
-                health_error=sensor["healthError"],
-            )
-        for sensor in explained["deployedOfflineSensors"]:
-            sensor["offlineSince"] = ago(sensor["healthChangedAt"], never="-")
-            sensor["lastSeen"] = ago(sensor["healthLastSeen"], never="never")
-
-        def step_state(version):
-            if version is None:
-                return "bad"
-            return "ok" if version >= target else "behind"
-
-        offline = device.last_seen_at is None or device.last_seen_at < offline_cutoff()
-        offline_count = len(explained["deployedOfflineSensors"])
-        return {
-            **explained,
-            "label": label,
-            "tone": tone,
-            "offline": offline,
-            "last_seen": ago(device.last_seen_at),
-            "drifting_since": ago(episode.started_at) if episode else None,
-            "steps": [
-                {
-                    "label": "Target",
-                    "value": f"v{target}",
-                    "state": "target",
-                    "detail": f"set {ago(explained['targetUpdatedAt'])}",
-                },
-                {
-                    "label": "Fetched by the agent",
-                    "value": f"v{fetched}" if fetched is not None else "never",
-                    "state": step_state(fetched),
-                    "detail": ago(explained["lastFetchedAt"], never="the agent has not polled yet"),
-                },
-                {
-                    "label": "Applied (reported)",
-                    "value": f"v{reported}" if reported is not None else "never",
-                    "state": step_state(reported),
-                    "detail": ago(explained["lastReportedAt"], never="no report yet"),
-                },
-                {
-                    "label": "Sensors deployed",
-                    "value": "-" if total is None else f"{total - drifting} of {total}",
-                    "state": "ok" if drifting == 0 else ("bad" if explained["stage"] == "sensors_failed" else "behind"),
-                    "detail": ("all as desired" if drifting == 0 else f"{drifting} not deployed")
-                    + (f"; {offline_count} offline" if offline_count else ""),
-                },
-            ],
-        }
 
     # --- writes, all through the services ---
 
@@ -858,7 +534,7 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
     def uptime_shown(self, obj: Device):
         if obj.uptime is None:
             return EMPTY_VALUE_DISPLAY
-        return format_html('<span title="{} s">{}</span>', f"{obj.uptime:g}", duration_words(obj.uptime))
+        return format_html('<span title="{} s">{}</span>', f"{obj.uptime:g}", panels.duration_words(obj.uptime))
 
     @admin.display(description="Online (as the agent says)", boolean=True)
     def is_online(self, obj: Device):
@@ -866,138 +542,31 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="CPU")
     def cpu(self, obj: Device):
-        return number(obj.facts.get("cpu_usage"), "%")
+        return panels.number(obj.facts.get("cpu_usage"), "%")
 
     @admin.display(description="Memory")
     def memory(self, obj: Device):
-        return used_of(obj.facts.get("memory_usage"), obj.facts.get("memory_total"))
+        return panels.used_of(obj.facts.get("memory_usage"), obj.facts.get("memory_total"))
 
     @admin.display(description="Storage")
     def storage(self, obj: Device):
-        return used_of(obj.facts.get("storage_usage"), obj.facts.get("storage_total"))
+        return panels.used_of(obj.facts.get("storage_usage"), obj.facts.get("storage_total"))
 
     @admin.display(description="Temperature")
     def temperature(self, obj: Device):
-        return number(obj.facts.get("temperature"), "°C")
+        return panels.number(obj.facts.get("temperature"), "°C")
 
     @admin.display(description="Network interfaces")
     def network_interfaces(self, obj: Device):
-        interfaces = obj.facts.get("network_interfaces") or []
-        if not interfaces:
-            return EMPTY_VALUE_DISPLAY
-
-        def flags(interface: dict) -> str:
-            return ", ".join(flag for flag in ("default", "virtual") if interface.get(flag)) or "-"
-
-        rows = format_html_join(
-            "",
-            "<tr><td><strong>{}</strong></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            (
-                (
-                    interface.get("name", "-"),
-                    interface.get("type", "-"),
-                    interface.get("operstate", "-"),
-                    interface.get("ip4") or "-",
-                    interface.get("ip6") or "-",
-                    interface.get("mac") or "-",
-                    flags(interface),
-                )
-                for interface in interfaces
-            ),
-        )
-        return format_html(
-            '<table class="ss-table ss-facts-table" id="network-interfaces"><thead><tr><th>Name</th><th>Type</th>'
-            "<th>State</th><th>IPv4</th><th>IPv6</th><th>MAC</th><th>Flags</th></tr></thead><tbody>{}</tbody></table>",
-            rows,
-        )
+        return panels.network_interfaces(obj.facts.get("network_interfaces") or [])
 
     @admin.display(description="Top processes")
     def top_processes(self, obj: Device):
-        processes = obj.facts.get("top_processes") or []
-        if not processes:
-            return EMPTY_VALUE_DISPLAY
-        rows = format_html_join(
-            "",
-            '<tr><td class="ss-num">{}</td><td>{}</td><td class="ss-num">{}</td><td class="ss-num">{}</td></tr>',
-            (
-                (
-                    process.get("pid", "-"),
-                    process.get("name", "-"),
-                    number(process.get("cpu"), "%"),
-                    number(process.get("mem"), "%"),
-                )
-                for process in processes
-            ),
-        )
-        return format_html(
-            '<table class="ss-table ss-facts-table" id="top-processes"><thead><tr><th class="ss-num">PID</th>'
-            '<th>Name</th><th class="ss-num">CPU</th><th class="ss-num">Memory</th></tr></thead><tbody>{}</tbody>'
-            "</table>",
-            rows,
-        )
+        return panels.top_processes(obj.facts.get("top_processes") or [])
 
-    @admin.display(description=f"Last {TARGET_HISTORY_SHOWN} versions")
+    @admin.display(description=f"Last {panels.TARGET_HISTORY_SHOWN} versions")
     def target_history(self, obj: Device):
-        target = obj.target_state
-        versions = DeviceTargetStateVersion.objects.filter(device=obj).select_related("created_by")[
-            :TARGET_HISTORY_SHOWN
-        ]
-
-        def action(version: DeviceTargetStateVersion) -> str:
-            if version.version == target.version:
-                return mark_safe('<span class="ss-badge ss-badge--quiet">current</span>')
-            if version.config == target.config and version.apps == target.apps:
-                return mark_safe('<span class="ss-quiet">same as current</span>')
-            if not getattr(obj, "can_roll_back", False):
-                return ""
-            url = reverse("admin:devices_device_rollback", args=[obj.pk, version.version])
-            return format_html(
-                '<a class="ss-button" href="{}" title="Asks for confirmation first">Roll back to v{}</a>',
-                url,
-                version.version,
-            )
-
-        rows = format_html_join(
-            "",
-            '<tr class="{}"><td>v{}</td><td>{}</td><td>{}</td><td>{}</td><td class="ss-history__change">{}</td>'
-            "<td>{}</td></tr>",
-            (
-                (
-                    "ss-history__current" if version.version == target.version else "",
-                    version.version,
-                    shown_value(version.created_at),
-                    version.created_by or "-",
-                    version.source,
-                    change_text(version.change),
-                    action(version),
-                )
-                for version in versions
-            ),
-        )
-        return format_html(
-            '<table class="ss-history"><thead><tr><th>Version</th><th>Created at</th><th>By</th><th>Source</th>'
-            "<th>Change</th><th></th></tr></thead><tbody>{}</tbody></table>",
-            rows,
-        )
-
-
-def change_text(change: dict) -> str:
-    """A history row's change summary as a person reads it: "added a, b; removed c; rollback to v3"."""
-    if not change:
-        return "-"
-    parts = []
-    if change.get("created"):
-        parts.append("device created")
-    for key in ("added", "updated", "removed"):
-        if change.get(key):
-            parts.append(f"{key} {', '.join(change[key])}")
-    if change.get("apps"):
-        parts.append("apps changed")
-    if change.get("rollback_to"):
-        parts.append(f"rollback to v{change['rollback_to']}")
-    known = {"created", "added", "updated", "removed", "apps", "rollback_to"}
-    parts += [f"{key}: {json.dumps(value, ensure_ascii=False)}" for key, value in change.items() if key not in known]
-    return "; ".join(parts)
+        return panels.target_history(obj)
 
 
 @admin.register(ProvisioningKey)

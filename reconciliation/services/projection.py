@@ -1,0 +1,224 @@
+"""Re-projecting a device's sensor rows (the read model) from its target and last report.
+
+Every writer of ``DeviceSensor`` rows (staff edits, agent reports, manual reconcile, rebuild) goes through
+``device_reconcile``: one SELECT of the device's rows, the pure decision, then at most one upsert (changed rows
+only), one DELETE and one UPDATE of the target state, whatever the number of sensors.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import orjson
+from django.db import connection
+from django.utils import timezone
+
+from devices.locking import device_write
+from devices.models import Device, DeviceCurrentState, DeviceTargetState
+from events.context import actor_label
+from events.services import event_recording
+from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
+from sensors.models import DeviceSensor
+
+from ..choices import DriftEpisodeCauseChoices
+from ..decision import SensorRow
+from ..metrics import RECONCILE_SECONDS
+from ..selectors import ROW_FIELDS, decide_for_device, sensor_rows_read
+from .drift import drift_episode_track
+
+logger = logging.getLogger("sensorsync.reconciliation")
+
+UPSERT_UPDATE_FIELDS = [f for f in ROW_FIELDS if f != "name"] + ["updated_by", "updated_at"]
+
+
+@dataclass
+class ReconcileResult:
+    device_uuid: str
+    target_version: int
+    reported_version: int | None
+    in_sync: bool
+    rows: dict[str, SensorRow]
+    drifting: list[str]
+    inserted: int = 0
+    updated: int = 0
+    removed: int = 0
+    events: list[tuple[str, dict]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for row in self.rows.values() if row.deployment_status == Status.FAILED)
+
+
+_UPSERT_SQL: dict[str, str] = {}
+
+
+def _upsert_sql(connection) -> str:
+    """INSERT ... SELECT FROM jsonb_to_recordset(%s) ON CONFLICT DO UPDATE, from the model's own fields."""
+    sql = _UPSERT_SQL.get(connection.vendor)
+    if sql is None:
+        fields = [f for f in DeviceSensor._meta.concrete_fields if not f.primary_key]
+        qn = connection.ops.quote_name
+        columns = ", ".join(qn(f.column) for f in fields)
+        types = ", ".join(f"{qn(f.column)} {f.db_type(connection)}" for f in fields)
+        updates = ", ".join(
+            f"{qn(f.column)} = EXCLUDED.{qn(f.column)}" for f in fields if f.name in UPSERT_UPDATE_FIELDS
+        )
+        conflict = ", ".join(qn(DeviceSensor._meta.get_field(name).column) for name in ("device", "name"))
+        sql = _UPSERT_SQL[connection.vendor] = (
+            f"INSERT INTO {qn(DeviceSensor._meta.db_table)} ({columns}) SELECT {columns} "
+            f"FROM jsonb_to_recordset(%s::jsonb) AS r({types}) ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+        )
+    return sql
+
+
+def sensor_rows_upsert(rows: list[dict]) -> None:
+    """Insert or update a device's sensor rows in one statement; each row is a dict of the model's attnames.
+
+    On PostgreSQL all rows travel as one JSON parameter: measured on a 200-sensor report, Django's bulk_create
+    (its insert compiler, and psycopg escaping every JSON value into UNNEST arrays) was half the request's CPU.
+    """
+    if connection.vendor != "postgresql":
+        DeviceSensor.objects.bulk_create(
+            [DeviceSensor(**row) for row in rows],
+            update_conflicts=True,
+            unique_fields=["device", "name"],
+            update_fields=UPSERT_UPDATE_FIELDS,
+        )
+        return
+    fields = [(f.attname, f.column) for f in DeviceSensor._meta.concrete_fields if not f.primary_key]
+    payload = orjson.dumps([{column: row[attname] for attname, column in fields} for row in rows]).decode()
+    with connection.cursor() as cursor:
+        cursor.execute(_upsert_sql(connection), [payload])
+
+
+def sensor_statuses(rows: dict[str, SensorRow]) -> dict[str, dict]:
+    """What an agent's verdict says of each sensor (cached on the target state for unchanged reports)."""
+    return {
+        name: {
+            "status": str(row.deployment_status),
+            "running": row.running,
+            "error": row.deployment_error,
+            "health": row.health_status or None,
+        }
+        for name, row in rows.items()
+    }
+
+
+def device_reconcile(
+    *,
+    device: Device,
+    target: DeviceTargetState,
+    current: DeviceCurrentState | None,
+    actor: str,
+    cause: str = DriftEpisodeCauseChoices.MANUAL,
+) -> ReconcileResult:
+    """Re-project one device's rows from its target and current state.
+
+    The caller holds the device row lock and the transaction; events go to the open ``event_recording`` scope
+    (one is opened here if the caller has none).
+    """
+    started = time.perf_counter()
+    existing = sensor_rows_read(device_id=device.pk)
+    decision = decide_for_device(target=target, current=current, existing=existing)
+
+    now = timezone.now()
+    changed: list[dict] = []
+    inserted = 0
+    for name, row in decision.rows.items():
+        previous = existing.get(name)
+        if previous == row:
+            continue
+        inserted += previous is None
+        changed.append(
+            {
+                "device_id": device.pk,
+                **{f: getattr(row, f) for f in ROW_FIELDS},
+                # Written by an insert only: the upsert's update keeps a row's creation (UPSERT_UPDATE_FIELDS).
+                "created_by": actor,
+                "created_at": now,
+                "updated_by": actor,
+                "updated_at": now,
+            }
+        )
+    if changed:
+        sensor_rows_upsert(changed)
+    if decision.removed:
+        DeviceSensor.objects.filter(device=device, name__in=decision.removed).delete()
+
+    needs_deployment = not decision.in_sync
+    target_changes: dict = {}
+    if target.needs_deployment != needs_deployment:
+        target_changes["needs_deployment"] = needs_deployment
+        if decision.in_sync:
+            target_changes["last_deployed_at"] = now
+    statuses = sensor_statuses(decision.rows)
+    if statuses != target.sensor_statuses:
+        target_changes["sensor_statuses"] = statuses
+    if decision.drift_changed:
+        drift = drift_episode_track(
+            device=device, target=target, decision=decision, existing=existing, cause=cause, now=now
+        )
+        if drift != target.drift:
+            target_changes["drift"] = drift
+    if target_changes:
+        DeviceTargetState.objects.filter(pk=target.pk).update(**target_changes)
+        for name, value in target_changes.items():
+            setattr(target, name, value)
+
+    with event_recording(str(device.uuid)) as recorder:
+        for event_type, data in decision.events:
+            recorder.record(event_type, data, actor=actor)
+
+    result = ReconcileResult(
+        device_uuid=str(device.uuid),
+        target_version=target.version,
+        reported_version=current.version if current else None,
+        in_sync=decision.in_sync,
+        rows=decision.rows,
+        drifting=decision.drifting,
+        inserted=inserted,
+        updated=len(changed) - inserted,
+        removed=len(decision.removed),
+        events=decision.events,
+    )
+    elapsed = time.perf_counter() - started
+    RECONCILE_SECONDS.observe(elapsed)
+    logger.info(
+        "reconciled device=%s target_version=%s reported_version=%s in_sync=%s sensors=%d inserted=%d "
+        "updated=%d removed=%d failed=%d duration_ms=%.2f",
+        result.device_uuid,
+        result.target_version,
+        result.reported_version,
+        result.in_sync,
+        len(result.rows),
+        result.inserted,
+        result.updated,
+        result.removed,
+        result.failed,
+        elapsed * 1000,
+    )
+    return result
+
+
+def current_state_reconcile(*, current: DeviceCurrentState, actor: str) -> ReconcileResult:
+    """Reconcile after a report is stored (the receiver of ``reconciliation.signals.state_report_stored``); the
+    caller holds the device lock.
+
+    Exceptions propagate: ``state_report_apply`` then stores the report without reconciling (see there).
+    """
+    device = current.device
+    return device_reconcile(
+        device=device,
+        target=device.target_state,
+        current=current,
+        actor=actor,
+        cause=DriftEpisodeCauseChoices.AGENT_REPORT,
+    )
+
+
+def device_reconcile_now(*, uuid, user) -> ReconcileResult:
+    """Re-run reconciliation from the stored target and current state (manual repair; the same projection)."""
+    with device_write(uuid=uuid) as device:
+        return device_reconcile(
+            device=device, target=device.target_state, current=device.current_state_or_none(), actor=actor_label(user)
+        )

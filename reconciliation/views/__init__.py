@@ -1,0 +1,1 @@
+"""The fleet page (``fleet``, routed by ``reconciliation.urls``) and its SVG charts (``charts``)."""

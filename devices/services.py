@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from events.choices import EventTypeChoices
 from events.context import actor_label, current_context
+from ingest.services import device_mqtt_access_changed
 from reconciliation.choices import DriftEpisodeCauseChoices
 from reconciliation.services import device_reconcile
 from sensors.validation import config_sensors, has_control_characters, is_int, target_config_validate
@@ -122,6 +123,8 @@ def device_update(*, uuid, user, name: str = UNSET, description: str = UNSET, is
                 setattr(device, field_name, value)
             device.save(update_fields=[*changes, "updated_at"])
             recorder.record(EventTypeChoices.DEVICE_UPDATED, {"changes": changes}, actor=actor_label(user))
+            if "is_active" in changes:  # MQTT: disable (or enable) its broker client once this commits
+                device_mqtt_access_changed(uuid=device.uuid, reason="deactivated" if not is_active else "activated")
     return device
 
 
@@ -135,6 +138,7 @@ def device_key_rotate(*, uuid, user) -> DeviceWithKey:
             setattr(device, field, None)
         device.save(update_fields=["api_key_digest", *Device.REPORT_MARKS.values(), "updated_at"])
         recorder.record(EventTypeChoices.DEVICE_KEY_ROTATED, {}, actor=actor_label(user))
+        device_mqtt_access_changed(uuid=device.uuid, reason="key_rotated")  # MQTT: its credentials go with the key
     return DeviceWithKey(device=device, api_key=api_key)
 
 
@@ -143,6 +147,7 @@ def device_delete(*, uuid, user) -> None:
     with device_write(uuid=uuid) as device, device_events(device) as recorder:
         recorder.record(EventTypeChoices.DEVICE_DELETED, {"name": device.name}, actor=actor_label(user))
         device.delete()
+        device_mqtt_access_changed(uuid=device.uuid, reason="deleted")  # MQTT: its broker client goes too
 
 
 def target_state_write(*, device: Device, config: dict, apps: dict, user, change: dict) -> DeviceTargetState:

@@ -291,6 +291,16 @@ or not sharing this database; 2 usage error (from the shell)"""
         parser.add_argument("--seed", type=int, help="random seed: the same seed repeats jitter and failures")
         parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for one answer (default 10)")
         parser.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+        # MQTT ingestion (ingest/fleet_mqtt.py)
+        parser.add_argument(
+            "--transport",
+            choices=("http", "mqtt"),
+            default="http",
+            help="how agents report: http (default), or mqtt as the 2025-11-22 agent does, falling back to HTTP",
+        )
+        parser.add_argument(
+            "--mqtt-devices", type=int, metavar="N", help="with --transport mqtt: only the first N agents use MQTT"
+        )
 
     def handle(self, *args, **options):
         address = _validate(options)
@@ -316,6 +326,17 @@ or not sharing this database; 2 usage error (from the shell)"""
             agent=options["agent"],
             base_path=address.base_path,
         )
+        mqtt = None
+        if options["transport"] == "mqtt":  # MQTT ingestion: credentials issued here, reports published
+            from ingest.fleet_mqtt import fleet_transport_factory
+
+            try:
+                mqtt = fleet_transport_factory(
+                    active, address=address, timeout=options["timeout"], mqtt_devices=options["mqtt_devices"]
+                )
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+            self.stdout.write(mqtt[2])
         if not connection.in_atomic_block:
             # Not held idle for the whole run (the server may need it); reopened for the final picture.
             connection.close()
@@ -345,6 +366,7 @@ or not sharing this database; 2 usage error (from the shell)"""
             timeout=options["timeout"],
             on_tick=None if quiet else self._progress(options["duration"]),
             start=start,
+            transport_factory=mqtt[0] if mqtt else None,
         )
         if not quiet and self.stderr.isatty():
             self.stderr.write("")
@@ -357,6 +379,10 @@ or not sharing this database; 2 usage error (from the shell)"""
         if left:
             self.stdout.write(f"  still in the agents' offline queues at the end: {left} reports")
         self.stdout.write(f"HTTP connections opened: {run.connections} ({run.threads} threads, keep-alive)")
+        if mqtt:
+            from ingest.fleet_mqtt import mqtt_summary
+
+            self.stdout.write(mqtt_summary(mqtt[1]))
         self.stdout.write("")
         for line in picture_summary(fleet_picture([device.pk for device in setup.devices])):
             self.stdout.write(line)

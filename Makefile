@@ -25,10 +25,27 @@ install: $(INSTALLED)
 # leaves out the fleet's successful polls and reports (refused ones still show); its staff requests all show.
 FLEET ?= on
 FLEET_ARGS ?= --devices 6 --sensors 4 --failure-rate 0.15 --poll-interval 10 --report-interval 10 --metrics-interval 30
+# MQTT (README "MQTT"): when Mosquitto is installed (Debian: apt-get install mosquitto) and MQTT is not off, `make run`
+# also starts the project's broker on 127.0.0.1:$(MQTT_PORT) (state in var/mosquitto, its admin password kept in
+# var/mqtt-admin.secret) and one ingestion worker, and the first $(MQTT_DEVICES) agents of the fleet report over MQTT.
+MQTT ?= on
+MQTT_PORT ?= 1884
+MQTT_DEVICES ?= 3
 run: $(INSTALLED)
 	DJANGO_DEBUG=true $(BIN)/python manage.py migrate --noinput
 	DJANGO_DEBUG=true $(BIN)/python manage.py quickstart --url http://$(HOST):$(PORT)
-	@export DJANGO_DEBUG=true PYTHONUNBUFFERED=1; fleet=; \
+	@export DJANGO_DEBUG=true PYTHONUNBUFFERED=1; fleet=; broker=; ingest=; fleet_args=; \
+	if [ "$(MQTT)" != off ] && { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; }; then \
+	  mkdir -p var; [ -s var/mqtt-admin.secret ] || $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))' > var/mqtt-admin.secret; \
+	  export SENSORSYNC_MQTT_BROKER_URL=mqtt://127.0.0.1:$(MQTT_PORT) SENSORSYNC_MQTT_ADMIN_USERNAME=sensorsync-admin \
+	    SENSORSYNC_MQTT_ADMIN_PASSWORD="$$(cat var/mqtt-admin.secret)"; \
+	  $(BIN)/python manage.py mqtt_broker --port $(MQTT_PORT) --data-dir var/mosquitto & broker=$$!; sleep 1; \
+	  DJANGO_LOG_LEVEL=WARNING $(BIN)/python manage.py mqtt_ingest & ingest=$$!; \
+	  fleet_args="--transport mqtt --mqtt-devices $(MQTT_DEVICES)"; \
+	  echo "== MQTT: broker on mqtt://127.0.0.1:$(MQTT_PORT) (var/mosquitto), one mqtt_ingest worker; $(MQTT_DEVICES) agents report over MQTT (MQTT=off: HTTP only)"; \
+	else \
+	  echo "== MQTT: off (MQTT=off, or Mosquitto is not installed: apt-get install mosquitto); every agent reports over HTTP"; \
+	fi; \
 	if [ "$(FLEET)" != off ]; then \
 	  ( tries=0; \
 	    until $(BIN)/python -c 'import socket; socket.create_connection(("$(HOST)", $(PORT)), 1).close()' 2>/dev/null; do \
@@ -36,10 +53,10 @@ run: $(INSTALLED)
 	    done; \
 	    echo "== A simulated fleet starts beside the server (FLEET=off: none); watch it on http://$(HOST):$(PORT)/fleet/"; \
 	    echo "   (it first checks the server: the 401 and 400 answers to its two probe requests are expected)"; \
-	    exec $(BIN)/python manage.py simulate_fleet --url http://$(HOST):$(PORT) $(FLEET_ARGS) --duration 604800 --quiet \
+	    exec $(BIN)/python manage.py simulate_fleet --url http://$(HOST):$(PORT) $(FLEET_ARGS) $$fleet_args --duration 604800 --quiet \
 	  ) & fleet=$$!; \
 	fi; \
-	trap 'if [ -n "$$fleet" ]; then kill $$fleet 2>/dev/null; fi' EXIT INT TERM; \
+	trap 'for p in $$fleet $$ingest $$broker; do kill $$p 2>/dev/null; done' EXIT INT TERM; \
 	$(BIN)/python manage.py runserver $(HOST):$(PORT) 2>&1 \
 	  | grep --line-buffered -v -E '"(GET|PATCH) /api/v1/device/[^"]*" (200|304) '
 

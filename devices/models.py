@@ -101,6 +101,10 @@ class Device(models.Model):
     # ``seq``, and its ``reported_at`` in microseconds since the epoch. Keyed by clock in REPORT_MARKS.
     last_report_seq = models.BigIntegerField(null=True, blank=True, editable=False)
     last_report_clock_us = models.BigIntegerField(null=True, blank=True, editable=False)
+    # MQTT ingestion (ingest/): when the server received the newest report that came over MQTT, in microseconds
+    # since the epoch. Set only by the ingestion workers, which stamp each message on receipt: a message received
+    # earlier never overwrites one received later by another worker.
+    last_report_received_us = models.BigIntegerField(null=True, blank=True, editable=False)
     # Bumped by every unit of work that writes the device, its states or its sensors (devices.locking): a report
     # that finds it one higher after taking the lock knows the states it read before are still current.
     revision = models.PositiveBigIntegerField(default=0, editable=False)
@@ -108,7 +112,11 @@ class Device(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     # A report's clock (``seq``, ``reported_at``) -> the field holding the newest one seen.
-    REPORT_MARKS = {"seq": "last_report_seq", "reported_at": "last_report_clock_us"}
+    REPORT_MARKS = {
+        "seq": "last_report_seq",
+        "reported_at": "last_report_clock_us",
+        "received_at": "last_report_received_us",  # MQTT only: see last_report_received_us
+    }
 
     class Meta:
         ordering = ["name", "id"]

@@ -18,6 +18,7 @@ from sensorsync_project.validation import has_control_characters
 from .keys import key_digest, key_generate
 from .locking import device_events, device_write
 from .models import Device, DeviceTargetState, DeviceTargetStateVersion, empty_config
+from .signals import device_access_changed
 
 DEVICE_NAME_MAX = 255
 
@@ -122,6 +123,10 @@ def device_update(*, uuid, user, name: str = UNSET, description: str = UNSET, is
                 setattr(device, field_name, value)
             device.save(update_fields=[*changes, "updated_at"])
             recorder.record(EventTypeChoices.DEVICE_UPDATED, {"changes": changes}, actor=actor_label(user))
+            if "is_active" in changes:  # MQTT: disable (or enable) its broker client once this commits
+                device_access_changed.send(
+                    Device, uuid=device.uuid, reason="deactivated" if not is_active else "activated"
+                )
     return device
 
 
@@ -135,6 +140,7 @@ def device_key_rotate(*, uuid, user) -> DeviceWithKey:
             setattr(device, field, None)
         device.save(update_fields=["api_key_digest", *Device.REPORT_MARKS.values(), "updated_at"])
         recorder.record(EventTypeChoices.DEVICE_KEY_ROTATED, {}, actor=actor_label(user))
+        device_access_changed.send(Device, uuid=device.uuid, reason="key_rotated")  # MQTT credentials go with it
     return DeviceWithKey(device=device, api_key=api_key)
 
 
@@ -143,6 +149,7 @@ def device_delete(*, uuid, user) -> None:
     with device_write(uuid=uuid) as device, device_events(device) as recorder:
         recorder.record(EventTypeChoices.DEVICE_DELETED, {"name": device.name}, actor=actor_label(user))
         device.delete()
+        device_access_changed.send(Device, uuid=device.uuid, reason="deleted")
 
 
 def target_state_store(*, device: Device, config: dict, apps: dict, user, change: dict) -> DeviceTargetState:

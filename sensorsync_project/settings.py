@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "devices",
     "sensors",
     "reconciliation",
+    "ingest",  # MQTT ingestion
     "sensorsync_project.apps.SensorSyncProjectConfig",
 ]
 
@@ -183,6 +184,16 @@ SENSORSYNC_REGISTER_RATE_LIMIT = env.str("SENSORSYNC_REGISTER_RATE_LIMIT", defau
 # The MQTT broker URL handed to devices at registration (mqtt://host:1883). Empty: MQTT ingestion is off, and the
 # registration answer's empty broker keeps the agent reporting over HTTP.
 SENSORSYNC_MQTT_BROKER_URL = env.str("SENSORSYNC_MQTT_BROKER_URL", default="")
+# --- MQTT ingestion (ingest/; README "MQTT") ---
+# Where the server and its ingestion workers reach the broker, when not at the devices' URL (say, on loopback).
+SENSORSYNC_MQTT_URL = env.str("SENSORSYNC_MQTT_URL", default="") or SENSORSYNC_MQTT_BROKER_URL
+# The broker's dynamic-security admin account, with which the server issues and revokes device credentials and the
+# workers subscribe. Never in code: from the environment (or .env) only. Unset: MQTT ingestion is off.
+SENSORSYNC_MQTT_ADMIN_USERNAME = env.str("SENSORSYNC_MQTT_ADMIN_USERNAME", default="")
+SENSORSYNC_MQTT_ADMIN_PASSWORD = env.str("SENSORSYNC_MQTT_ADMIN_PASSWORD", default="")
+# How long a request waits for the broker when it issues or revokes credentials.
+SENSORSYNC_MQTT_TIMEOUT_SECONDS = env.float("SENSORSYNC_MQTT_TIMEOUT_SECONDS", default=3.0)
+# --- end MQTT ingestion ---
 # Proxies whose X-Forwarded-For names the client (comma-separated addresses): nginx in front of gunicorn, which
 # listens on loopback (deploy/nginx/sensorsync.conf). Per-address limits and the audit log then see the client.
 SENSORSYNC_TRUSTED_PROXIES = frozenset(env.list("SENSORSYNC_TRUSTED_PROXIES", default=["127.0.0.1", "::1"]))

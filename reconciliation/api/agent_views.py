@@ -20,6 +20,7 @@ from devices.provisioning import (
     registration_parse,
 )
 from devices.selectors import device_for_key, device_for_poll, device_for_report
+from ingest.services import device_mqtt_credentials_issue, device_mqtt_has_credentials, mqtt_answer, mqtt_enabled
 from reconciliation.agent_protocol import (
     ProtocolError,
     StoredReport,
@@ -204,15 +205,10 @@ def _json_body(request) -> dict:
 
 
 def _mqtt(device: Device) -> dict:
-    """What the agent reads of its MQTT setup; always present, because the agent dereferences it. An empty broker
-    (MQTT ingestion off) keeps it on HTTP."""
-    topic = f"iot/device/{device.uuid}"
-    return {
-        "username": str(device.uuid),
-        "password": "",
-        "broker": settings.SENSORSYNC_MQTT_BROKER_URL,
-        "topics": {"publish": f"{topic}/state", "subscribe": f"{topic}/#"},
-    }
+    """What the agent reads of its MQTT setup; always present, because the agent dereferences it. With MQTT
+    ingestion configured, a new random password (any earlier one stops working: a repeated registration is an agent
+    that lost the first answer); an empty broker (MQTT off, or the broker unreachable) keeps it on HTTP."""
+    return mqtt_answer(device, password=device_mqtt_credentials_issue(device=device))
 
 
 @agent_endpoint("POST")
@@ -259,4 +255,8 @@ def device_key_exchange_view(request, uuid):
             {"deviceApiKey": ["Not the key this request authenticates with."]},
         )
     device_key_exchange(device=device)
-    return _json({"status": "ok", "uuid": str(device.uuid), "deviceName": device.name})
+    body = {"status": "ok", "uuid": str(device.uuid), "deviceName": device.name}
+    if mqtt_enabled() and not device_mqtt_has_credentials(device=device):
+        # A device with no MQTT credentials under its current key (created by staff, or re-keyed) gets them here.
+        body["mqtt"] = _mqtt(device)
+    return _json(body)

@@ -238,8 +238,8 @@ def test_a_report_older_on_one_clock_raises_neither_mark(device):
     older = device_row_lock(where="id", value=device.pk, marks={"last_report_seq": 4, "last_report_clock_us": 2000})
     newer = device_row_lock(where="id", value=device.pk, marks={"last_report_seq": 6, "last_report_clock_us": 3000})
 
-    assert older.marks == {"last_report_seq": 5, "last_report_clock_us": 1000}
-    assert newer.marks == {"last_report_seq": 6, "last_report_clock_us": 3000}
+    assert (older.marks["last_report_seq"], older.marks["last_report_clock_us"]) == (5, 1000)
+    assert (newer.marks["last_report_seq"], newer.marks["last_report_clock_us"]) == (6, 3000)
 
 
 # 14: 1e400 ------------------------------------------------------------------------------------------------------

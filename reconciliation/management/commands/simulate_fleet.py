@@ -11,12 +11,15 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 
+from django.conf import settings as django_settings
 from django.core.management.base import CommandError
 from django.db import connection
 from django.db.models import Count
 
 from devices.models import Device
 from devices.services import device_create, device_key_rotate
+from ingest.dynsec import BrokerAddress
+from ingest.services import device_mqtt_credentials_issue, mqtt_enabled
 from reconciliation.services.targets import target_state_update
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
@@ -32,6 +35,7 @@ from simulator.fleet import (
     server_address_parse,
     traffic_summary,
 )
+from simulator.mqtt import Broker, MqttCredentials, MqttFallbackTransport, MqttStats, mqtt_summary
 
 MAX_DEVICES = 10_000
 MAX_SENSORS = 500  # a report of 500 sensors stays well under the server's 1 MiB cap
@@ -286,6 +290,16 @@ or not sharing this database; 2 usage error (from the shell)"""
         parser.add_argument("--seed", type=int, help="random seed: the same seed repeats jitter and failures")
         parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for one answer (default 10)")
         parser.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+        # MQTT ingestion (simulator/mqtt.py)
+        parser.add_argument(
+            "--transport",
+            choices=("http", "mqtt"),
+            default="http",
+            help="how agents report: http (default), or mqtt as the 2025-11-22 agent does, falling back to HTTP",
+        )
+        parser.add_argument(
+            "--mqtt-devices", type=int, metavar="N", help="with --transport mqtt: only the first N agents use MQTT"
+        )
 
     def handle(self, *args, **options):
         address = _validate(options)
@@ -311,6 +325,15 @@ or not sharing this database; 2 usage error (from the shell)"""
             agent=options["agent"],
             base_path=address.base_path,
         )
+        mqtt = None
+        if options["transport"] == "mqtt":  # MQTT ingestion: credentials issued here, reports published
+            try:
+                mqtt = _mqtt_transport_factory(
+                    active, address=address, timeout=options["timeout"], mqtt_devices=options["mqtt_devices"]
+                )
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+            self.stdout.write(mqtt[2])
         if not connection.in_atomic_block:
             # Not held idle for the whole run (the server may need it); reopened for the final picture.
             connection.close()
@@ -340,6 +363,7 @@ or not sharing this database; 2 usage error (from the shell)"""
             timeout=options["timeout"],
             on_tick=None if quiet else self._progress(options["duration"]),
             start=start,
+            transport_factory=mqtt[0] if mqtt else None,
         )
         if not quiet and self.stderr.isatty():
             self.stderr.write("")
@@ -352,6 +376,8 @@ or not sharing this database; 2 usage error (from the shell)"""
         if left:
             self.stdout.write(f"  still in the agents' offline queues at the end: {left} reports")
         self.stdout.write(f"HTTP connections opened: {run.connections} ({run.threads} threads, keep-alive)")
+        if mqtt:
+            self.stdout.write(mqtt_summary(mqtt[1]))
         self.stdout.write("")
         for line in picture_summary(fleet_picture([device.pk for device in setup.devices])):
             self.stdout.write(line)
@@ -414,3 +440,39 @@ or not sharing this database; 2 usage error (from the shell)"""
             self.stderr.flush()
 
         return show
+
+
+def _mqtt_transport_factory(devices, *, address, timeout: float, mqtt_devices: int | None):
+    """(transport factory, stats, one line saying what it does) for ``--transport mqtt``: the first
+    ``mqtt_devices`` of ``devices`` (all when None) get MQTT credentials, as registration issues them, and report
+    over MQTT. ValueError when MQTT ingestion is not configured."""
+    if not mqtt_enabled():
+        raise ValueError(
+            "--transport mqtt needs MQTT ingestion configured: SENSORSYNC_MQTT_BROKER_URL, "
+            "SENSORSYNC_MQTT_ADMIN_USERNAME and SENSORSYNC_MQTT_ADMIN_PASSWORD (README, MQTT)."
+        )
+    if mqtt_devices is not None and mqtt_devices < 0:
+        raise ValueError(f"--mqtt-devices must be 0 or more (got {mqtt_devices}).")
+    chosen = list(devices)[: mqtt_devices if mqtt_devices is not None else None]
+    credentials = {}
+    for device in chosen:  # a device the broker could not take is left out: it reports over HTTP
+        password = device_mqtt_credentials_issue(device=Device.objects.get(pk=device.pk))
+        if password:
+            credentials[device.api_key] = MqttCredentials(device.uuid, password)
+    url = django_settings.SENSORSYNC_MQTT_BROKER_URL
+    parsed = BrokerAddress.parse(url)
+    broker = Broker(parsed.host, parsed.port, parsed.tls)
+    stats = MqttStats()
+
+    def factory():
+        return MqttFallbackTransport(
+            HttpTransport(address, timeout=timeout), broker=broker, credentials=credentials, stats=stats
+        )
+
+    line = (
+        f"MQTT: {len(credentials)} of {len(devices)} agents publish their reports to {url} (QoS 1), falling back "
+        "to HTTP when the broker does not take them"
+    )
+    if len(credentials) < len(chosen):
+        line += f"; {len(chosen) - len(credentials)} got no MQTT credentials (broker unreachable) and use HTTP"
+    return factory, stats, line

@@ -1,0 +1,328 @@
+"""The MQTT ingestion worker (``manage.py mqtt_ingest``): one process, one connection to the broker, one member of
+the shared subscription ``$share/sensorsync/iot/device/+/state``.
+
+Each message goes through the PATCH's own parsing (``reports_parse``, the topic's uuid as the authenticated device)
+and ``state_report_apply``, and is acknowledged (PUBACK, paho's ``manual_ack``) only after its transaction
+committed. So:
+
+- A worker killed mid-message loses nothing: the broker keeps the unacknowledged message in the worker's
+  persistent session (clean start off, a session expiry) and redelivers it when the worker (the same client id)
+  connects again; a message applied but not yet acknowledged is applied again, and the digest makes that a no-op.
+- A message that can never be applied (bad topic, malformed or foreign body, unknown or inactive device, a
+  validation error) is dropped: logged with the reason, counted, acknowledged; never redelivered for ever.
+- The database unavailable: the message is not acknowledged, the worker backs off (0.5 s doubling to 30 s) and
+  retries it; the broker sends at most ``receive_maximum`` unacknowledged messages, so nothing piles up in here.
+- Order per device across workers: each message is stamped with its time of receipt (``received_at``, a report
+  clock of its own, ``Device.last_report_received_us``), so a message received earlier never overwrites one
+  received later by another worker. A redelivered message (DUP) is stamped with the time this connection started,
+  an upper bound of its first receipt. This costs one UPDATE per MQTT report, the unchanged ones included.
+"""
+
+import contextlib
+import dataclasses
+import logging
+import queue
+import re
+import signal
+import socket
+import threading
+import time
+import uuid as uuid_lib
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from django.conf import settings
+from django.db import DatabaseError, DataError, InterfaceError, close_old_connections, connection
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from devices.models import Device, DeviceAccessRevoked
+from reconciliation.agent_protocol import ProtocolError, StoredReport, json_parse, reports_parse
+from reconciliation.services import reports
+from sensorsync_project.database import database_unavailable
+
+from .broker import SHARED_SUBSCRIPTION
+from .dynsec import BrokerAddress, BrokerUnreachable, DynsecError
+from .metrics import (
+    DATABASE_RETRIES,
+    DROPPED,
+    IN_FLIGHT,
+    LAG_SECONDS,
+    MESSAGES,
+    PROCESSING_SECONDS,
+    REDELIVERIES,
+)
+from .selectors import device_for_mqtt_report
+
+logger = logging.getLogger("sensorsync.mqtt")
+
+TOPIC = re.compile(r"^iot/device/([^/]+)/state$")
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
+
+
+class Dropped(Exception):
+    """A message that can never be applied: acknowledged and counted, with a reason."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason, self.detail = reason, detail or reason
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def message_apply(*, topic: str, payload: bytes, received_us: int) -> str:
+    """Apply one MQTT report as the PATCH would; its outcome (applied, unchanged, stale, queued), or ``Dropped``.
+    Database errors propagate (the caller retries those that say the database is unavailable)."""
+    match = TOPIC.match(topic)
+    try:
+        device_uuid = uuid_lib.UUID(match[1]) if match else None
+    except ValueError:
+        device_uuid = None
+    if device_uuid is None or str(device_uuid) != match[1].lower():
+        raise Dropped("bad_topic", f"topic {topic[:200]!r} is not iot/device/<uuid>/state")
+    if len(payload) > settings.SENSORSYNC_MAX_REPORT_BYTES:
+        raise Dropped("too_large", f"{len(payload)} bytes, over SENSORSYNC_MAX_REPORT_BYTES")
+    device = device_for_mqtt_report(uuid=device_uuid)
+    if device is None:
+        raise Dropped("unknown_device", f"no device {device_uuid}")
+    if not device.is_active:
+        raise Dropped("device_inactive", f"device {device_uuid} is deactivated")
+    if device.mqtt_key_digest != device.api_key_digest:
+        # Published before a key rotation revoked the device's MQTT credentials: as a PATCH with a rotated key.
+        raise Dropped("credentials_revoked", f"device {device_uuid} holds no MQTT credentials under its current key")
+    current = device.current_state_or_none()
+    stored = StoredReport(current.digest, current.parts) if current else None
+    try:
+        report = reports_parse(json_parse(payload), device_uuid=device.uuid, stored=stored)
+    except ProtocolError as exc:
+        reason = "foreign" if exc.status == 403 else exc.reason
+        raise Dropped(reason, f"device {device_uuid}: {exc.message}") from exc
+    report = dataclasses.replace(report, clocks={**report.clocks, "received_at": received_us})
+    try:
+        verdict = reports.state_report_apply(device=device, report=report)
+    except Device.DoesNotExist as exc:
+        raise Dropped("unknown_device", f"device {device_uuid} was deleted") from exc
+    except DeviceAccessRevoked as exc:
+        raise Dropped(exc.code, f"device {device_uuid}: {exc.message}") from exc
+    except DataError as exc:
+        raise Dropped("invalid_value", f"device {device_uuid}: a value cannot be stored ({exc})") from exc
+    return str(verdict.outcome)
+
+
+@dataclass
+class Delivery:
+    generation: int
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    dup: bool
+    received_us: int
+    received_at: float  # monotonic, for the lag
+
+
+class Ingestor:
+    """Connects, subscribes, applies and acknowledges until ``stop`` is set (SIGTERM, SIGINT)."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        username: str,
+        password: str,
+        client_id: str,
+        receive_maximum: int = 32,
+        session_expiry: int = 86_400,
+        converge_interval: float = 60.0,
+    ) -> None:
+        self.address = BrokerAddress.parse(url)
+        self.client_id = client_id
+        self.receive_maximum = receive_maximum
+        self.converge_interval = converge_interval
+        self.stop_event = threading.Event()
+        # Never full: the broker sends at most receive_maximum unacknowledged messages per connection, and the
+        # deliveries of an older connection are dropped here (the broker redelivers them).
+        self.deliveries: queue.Queue[Delivery] = queue.Queue(maxsize=receive_maximum * 4)
+        self.generation = 0
+        self.connected_us = 0
+        self.processed = 0
+        self._lock = threading.Lock()
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        client.username_pw_set(username, password)
+        if self.address.tls:
+            client.tls_set()
+        # Back quickly after a broker restart: Mosquitto 2.0 does not restore shared subscriptions from its
+        # persistence file, so until a worker subscribes again the broker accepts reports that nobody receives.
+        client.reconnect_delay_set(min_delay=1, max_delay=2)
+        client.enable_logger(logging.getLogger("sensorsync.mqtt.client"))  # paho's own lines, at DEBUG
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        self.client = client
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = session_expiry
+        properties.ReceiveMaximum = receive_maximum
+        self.connect_properties = properties
+
+    # Network thread -------------------------------------------------------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            logger.error("mqtt broker %s refused worker %s: %s", self.address.host, self.client_id, reason_code)
+            return
+        with self._lock:
+            self.generation += 1
+            self.connected_us = now_us()
+        logger.info(
+            "mqtt worker %s connected to %s:%s (session present: %s)",
+            self.client_id,
+            self.address.host,
+            self.address.port,
+            flags.session_present,
+        )
+        client.subscribe(SHARED_SUBSCRIPTION, qos=1)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        failed = [code for code in reason_codes if code.is_failure]
+        if failed:
+            logger.error("mqtt worker %s may not subscribe to %s: %s", self.client_id, SHARED_SUBSCRIPTION, failed)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not self.stop_event.is_set():
+            logger.warning("mqtt worker %s disconnected (%s); reconnecting", self.client_id, reason_code)
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self._lock:
+            generation, connected_us = self.generation, self.connected_us
+        if message.dup:
+            REDELIVERIES.inc()
+        delivery = Delivery(
+            generation=generation,
+            topic=message.topic,
+            payload=message.payload,
+            mid=message.mid,
+            qos=message.qos,
+            dup=bool(message.dup),
+            # A redelivery was first received before this connection started: no later than that.
+            received_us=connected_us if message.dup else now_us(),
+            received_at=time.monotonic(),
+        )
+        IN_FLIGHT.inc()
+        self.deliveries.put(delivery)
+
+    # Main thread ----------------------------------------------------------------------------------------------
+
+    def _current(self, delivery: Delivery) -> bool:
+        with self._lock:
+            return delivery.generation == self.generation
+
+    def _ack(self, delivery: Delivery) -> None:
+        IN_FLIGHT.dec()
+        if delivery.qos > 0 and self._current(delivery):
+            self.client.ack(delivery.mid, delivery.qos)
+
+    def _process(self, delivery: Delivery) -> None:
+        """Apply one delivery; retry it while the database is unavailable; acknowledge it once done."""
+        backoff = BACKOFF_FIRST
+        while True:
+            if not self._current(delivery):
+                # Its connection is gone: the broker redelivers it on the new one; acknowledging it here could
+                # acknowledge another message with the same packet id.
+                IN_FLIGHT.dec()
+                return
+            started = time.perf_counter()
+            try:
+                close_old_connections()
+                outcome = message_apply(
+                    topic=delivery.topic, payload=delivery.payload, received_us=delivery.received_us
+                )
+            except Dropped as exc:
+                MESSAGES.labels("dropped").inc()
+                DROPPED.labels(exc.reason).inc()
+                logger.warning("mqtt message dropped reason=%s topic=%s: %s", exc.reason, delivery.topic, exc.detail)
+                break
+            except (DatabaseError, InterfaceError) as exc:
+                if not database_unavailable(exc):
+                    logger.exception("mqtt message dropped reason=database_refused topic=%s", delivery.topic)
+                    MESSAGES.labels("dropped").inc()
+                    DROPPED.labels("database_refused").inc()
+                    break
+                DATABASE_RETRIES.inc()
+                logger.warning("database unavailable (%s); message not acknowledged, retry in %.1f s", exc, backoff)
+                with contextlib.suppress(DatabaseError):
+                    connection.close()
+                if self.stop_event.wait(backoff):
+                    IN_FLIGHT.dec()
+                    return  # stopping: not acknowledged, so the broker redelivers it
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            except Exception:  # a bug must not stop ingestion, nor make the broker redeliver the message for ever
+                logger.exception("mqtt message dropped reason=error topic=%s", delivery.topic)
+                MESSAGES.labels("dropped").inc()
+                DROPPED.labels("error").inc()
+                break
+            else:
+                MESSAGES.labels(outcome).inc()
+                PROCESSING_SECONDS.observe(time.perf_counter() - started)
+                logger.debug("mqtt message %s topic=%s", outcome, delivery.topic)
+                break
+        self._ack(delivery)
+        self.processed += 1
+        LAG_SECONDS.observe(time.monotonic() - delivery.received_at)
+
+    def _converge(self) -> None:
+        from .services import mqtt_access_converge, mqtt_enabled
+
+        if not mqtt_enabled():
+            return
+        try:
+            close_old_connections()
+            mqtt_access_converge()
+        except (BrokerUnreachable, DynsecError, DatabaseError, InterfaceError) as exc:
+            logger.warning("mqtt access convergence skipped: %s", exc)
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop_event.set())
+
+    def run(self, *, max_messages: int | None = None) -> None:
+        self.client.connect_async(
+            self.address.host,
+            self.address.port,
+            keepalive=30,
+            clean_start=False,
+            properties=self.connect_properties,
+        )
+        self.client.loop_start()
+        next_converge = time.monotonic() + min(self.converge_interval, 5.0) if self.converge_interval else None
+        try:
+            while not self.stop_event.is_set():
+                if max_messages is not None and self.processed >= max_messages:
+                    break
+                if next_converge is not None and time.monotonic() >= next_converge:
+                    self._converge()
+                    next_converge = time.monotonic() + self.converge_interval
+                try:
+                    delivery = self.deliveries.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                self._process(delivery)
+        finally:
+            # The session (and every message not acknowledged) stays on the broker for this client id.
+            self.client.disconnect()
+            self.client.loop_stop()
+            connection.close()
+            logger.info("mqtt worker %s stopped after %d messages", self.client_id, self.processed)
+
+
+def default_client_id(index: int) -> str:
+    return f"sensorsync-ingest-{socket.gethostname()}-{index}"

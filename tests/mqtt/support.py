@@ -1,0 +1,224 @@
+"""A private Mosquitto for the MQTT tests, configured by the project's own files (``ingest.broker``), on a free
+port; device credentials issued through the services; ingestion workers in this process (a thread) or as real
+``manage.py mqtt_ingest`` processes against the test database."""
+
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from devices.models import Device
+from devices.services import device_create
+from ingest.broker import BrokerUnavailable, PrivateBroker, missing_reason
+from ingest.dynsec import BrokerAddress, client_connect
+from ingest.services import device_mqtt_credentials_issue
+from ingest.worker import Ingestor
+
+
+@pytest.fixture(scope="session")
+def mosquitto_available():
+    reason = missing_reason()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}: CI must run the MQTT tests (.ci/run installs Mosquitto)")
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def broker(mosquitto_available, tmp_path, settings):
+    """A fresh private broker, and the settings that point the server at it."""
+    admin_password = secrets.token_urlsafe(24)
+    private = PrivateBroker(tmp_path / "mosquitto", admin_username="sensorsync-admin", admin_password=admin_password)
+    try:
+        private.start()
+    except BrokerUnavailable as exc:
+        pytest.fail(str(exc))
+    settings.SENSORSYNC_MQTT_BROKER_URL = private.url
+    settings.SENSORSYNC_MQTT_URL = private.url
+    settings.SENSORSYNC_MQTT_ADMIN_USERNAME = private.admin_username
+    settings.SENSORSYNC_MQTT_ADMIN_PASSWORD = admin_password
+    yield private
+    private.stop()
+
+
+@dataclass
+class MqttDevice:
+    device: Device
+    api_key: str
+    password: str
+
+    @property
+    def uuid(self) -> str:
+        return str(self.device.uuid)
+
+    @property
+    def topic(self) -> str:
+        return f"iot/device/{self.uuid}/state"
+
+
+def mqtt_device(name: str | None = None) -> MqttDevice:
+    created = device_create(name=name or f"mqtt-{uuid.uuid4().hex[:8]}")
+    password = device_mqtt_credentials_issue(device=created.device)
+    assert password, "the broker did not take the device's credentials"
+    return MqttDevice(created.device, created.api_key, password)
+
+
+def device_connect(broker: PrivateBroker, device: MqttDevice, *, password: str | None = None, client_id=None):
+    """Connect as the agent does (client id device_<uuid>, MQTT 3.1.1, clean session); BrokerUnreachable if
+    refused."""
+    return client_connect(
+        BrokerAddress.parse(broker.url),
+        client_id=client_id or f"device_{device.uuid}",
+        username=device.uuid,
+        password=device.password if password is None else password,
+        timeout=5,
+    )
+
+
+def publish(client: mqtt.Client, topic: str, payload, *, timeout: float = 5.0) -> mqtt.ReasonCode:
+    """Publish at QoS 1 and wait for the PUBACK: its reason code (success, or "Not authorized")."""
+    done = threading.Event()
+    codes: dict = {}
+
+    def on_publish(client, userdata, mid, reason_code, properties):
+        codes[mid] = reason_code
+        done.set()
+
+    client.on_publish = on_publish
+    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    info = client.publish(topic, body, qos=1)
+    deadline = time.monotonic() + timeout
+    while info.mid not in codes:
+        assert time.monotonic() < deadline, "no PUBACK"
+        done.wait(0.05)
+        done.clear()
+    return codes[info.mid]
+
+
+def report(device: MqttDevice, *, version: int = 1, marker: int = 0, **fields) -> dict:
+    """A 2025-11-22 agent's report body; ``marker`` lands in the stored apps, to tell reports apart."""
+    return {device.uuid: {"version": version, "config": {"sensors": []}, "apps": {"marker": marker}, **fields}}
+
+
+def wait_until(predicate, *, timeout: float = 20.0, message: str = "condition not met") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
+class InProcessWorker:
+    """The ingestion worker on a thread of the test process (the in-memory SQLite test database is shared)."""
+
+    def __init__(self, broker: PrivateBroker, *, client_id: str = "ingest-test-1", **options) -> None:
+        self.ingestor = Ingestor(
+            url=broker.url,
+            username=broker.admin_username,
+            password=broker.admin_password,
+            client_id=client_id,
+            converge_interval=0,
+            **options,
+        )
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.ingestor.run()
+        finally:
+            connection.close()
+
+    def __enter__(self) -> "InProcessWorker":
+        self.thread.start()
+        wait_until(lambda: self.ingestor.generation > 0, message="the worker did not connect")
+        time.sleep(0.2)  # its SUBSCRIBE
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.ingestor.stop_event.set()
+        self.thread.join(timeout=10)
+
+
+class WorkerProcess:
+    """``manage.py mqtt_ingest`` as a real process against the test database (PostgreSQL)."""
+
+    def __init__(self, broker: PrivateBroker, log_dir: Path, *, worker: int, extra_env: dict | None = None):
+        from tests.servers import database_url
+
+        self.broker, self.worker = broker, worker
+        self.log_path = log_dir / f"mqtt-ingest-{worker}.log"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "SENSORSYNC_", "PYTEST"))},
+            "DATABASE_URL": database_url(),
+            "DJANGO_SETTINGS_MODULE": "sensorsync_project.settings",
+            "DJANGO_SECRET_KEY": "mqtt-test-secret-key-not-for-production-0123456789abcdef",
+            "DJANGO_LOG_LEVEL": os.environ.get("MQTT_TEST_WORKER_LOG_LEVEL", "INFO"),
+            "DJANGO_DB_STATEMENT_TIMEOUT_MS": "5000",
+            "PYTHONUNBUFFERED": "1",
+            "SENSORSYNC_MQTT_BROKER_URL": broker.url,
+            "SENSORSYNC_MQTT_ADMIN_USERNAME": broker.admin_username,
+            "SENSORSYNC_MQTT_ADMIN_PASSWORD": broker.admin_password,
+            **(extra_env or {}),
+        }
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "WorkerProcess":
+        log = open(self.log_path, "ab")  # noqa: SIM115 (closed with the process)
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "mqtt_ingest", "--worker", str(self.worker), "--converge-interval", "0"],
+            cwd=settings.BASE_DIR,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.process.log = log
+        wait_until(lambda: "connected to" in self.log() or self.process.poll() is not None, timeout=30)
+        assert self.process.poll() is None, f"mqtt_ingest exited:\n{self.log()}"
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.process.log.close()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process.log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def worker_processes(broker, tmp_path):
+    started: list[WorkerProcess] = []
+
+    def start(worker: int, **options) -> WorkerProcess:
+        process = WorkerProcess(broker, tmp_path, worker=worker, **options).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.process.poll() is None:
+            process.stop()

@@ -8,6 +8,8 @@ INSTALLED := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+# make test fails when the suite's coverage is under this many percent (.ci/run sets it; empty: only printed).
+COVERAGE_FLOOR ?=
 
 .PHONY: run test install lint format bench
 
@@ -67,7 +69,10 @@ test: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --cov --cov-report= $(PYTEST_ARGS)
+	@printf 'coverage (lines and branches of the product, this process): %s%%\n' "$$($(BIN)/coverage report --format=total)"
+	@if [ -n "$(COVERAGE_FLOOR)" ]; then $(BIN)/coverage report --format=total --fail-under=$(COVERAGE_FLOOR) >/dev/null \
+	  || { echo "coverage is under the floor of $(COVERAGE_FLOOR)%"; exit 1; }; fi
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

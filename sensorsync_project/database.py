@@ -32,6 +32,9 @@ def database_unavailable(exc: DatabaseError | InterfaceError) -> bool:
         return True
     if connection.vendor == "sqlite" and "locked" in str(exc):  # another writer holds SQLite's one write lock
         return True
+    raw = connection.connection
+    if raw is None or getattr(raw, "closed", False) or getattr(raw, "broken", False):
+        return True  # psycopg saw the connection lost (a cut socket carries no SQLSTATE)
     try:
         return not connection.is_usable()
     except DatabaseError:

@@ -7,7 +7,7 @@ the device's sensor rows and answers with the ``ReconcileResult`` that the verdi
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, models, transaction
@@ -329,8 +329,8 @@ def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> Re
         if _liveness_touch(device, now=now, report=report):
             return ReportVerdict(ReportOutcome.UNCHANGED, device, report.version)
         # Its newer clock met another writer: the stored report may have changed since; decide under the lock.
-        if isinstance(report, RepeatedReport):
-            report = report.whole()
+        if isinstance(report, RepeatedReport):  # validated whole now, with the clocks it was given (MQTT's receipt)
+            report = replace(report.whole(), clocks=report.clocks)
 
     try:
         with transaction.atomic():

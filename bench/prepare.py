@@ -192,7 +192,7 @@ class _Agent:
         self.prefixes = prefixes
         self.etag = etag
         self.variant = variant
-        self.seq = 1000
+        self.uptime = 7200
         self.poll_path = reverse("agent-state", kwargs={"uuid": uuid})
         self.report_path = reverse("agent-report")
 
@@ -201,8 +201,8 @@ class _Agent:
 
         if change:
             self.variant = 1 - self.variant
-        self.seq += 1
-        body = reports.report_body(self.prefixes[self.variant], uptime=7200 + self.seq, seq=self.seq)
+        self.uptime += 1
+        body = reports.report_body(self.prefixes[self.variant], uptime=self.uptime)
         response = self.client.generic(
             "PATCH",
             self.report_path,

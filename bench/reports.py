@@ -1,11 +1,13 @@
-"""What the load generator sends as reports: the agent's body, gzip-compressed, with a fresh ``uptime`` and ``seq``.
+"""What the load generator sends as reports: the agent's body, gzip-compressed, with a fresh ``uptime``.
 
-A real agent's consecutive reports differ only in ``uptime`` and ``seq``, which the server's digest leaves out, so
-an unchanged report is a byte-different body with the stored digest. wrk's Lua cannot deflate, so every body is
-split in two gzip members (RFC 1952 allows several back to back; the server inflates them all under one size cap):
+A real agent's consecutive reports differ only in facts such as ``uptime``, which the server's digest leaves out,
+so an unchanged report is a byte-different body with the stored digest. Like the real agent's, they carry no
+``seq`` or ``reported_at`` (a report with a newer clock costs a write even when it changes nothing). wrk's Lua
+cannot deflate, so every body is split in two gzip members (RFC 1952 allows several back to back; the server
+inflates them all under one size cap):
 
 - the prefix, ``{"<uuid>":{...,"sensor_health":{...},"uptime":``, compressed here once per device and variant;
-- the tail, ``<uptime>,"seq":<seq>}}``, about 30 bytes that wrk wraps per request in a *stored* (uncompressed)
+- the tail, ``<uptime>}}``, a few bytes that wrk wraps per request in a *stored* (uncompressed)
   deflate block with its CRC-32 (``bench/lua/agent.lua``, mirrored by ``gzip_stored_member`` below).
 
 Variant 0 is the target's sensors exactly; variant 1 adds ``{"benchVariant": 1}`` to every sensor's metadata.
@@ -32,7 +34,7 @@ _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, 
 
 def report_entry(*, sensors: list[dict], version: int, variant: int, local_ip: str = "10.0.0.10") -> dict:
     """One device's report of running ``sensors`` (the target's sensor objects, ids included) at ``version``,
-    without ``uptime`` and ``seq`` (they go in the tail)."""
+    without ``uptime`` (it goes in the tail)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}")
     running = [{**s, "metadata": {**s.get("metadata", {}), "benchVariant": 1}} if variant else s for s in sensors]
@@ -48,21 +50,21 @@ def report_entry(*, sensors: list[dict], version: int, variant: int, local_ip: s
 
 
 def entry_digest(entry: dict) -> str:
-    """The digest the server stores for this report (``uptime`` and ``seq`` never count)."""
+    """The digest the server stores for this report (``uptime`` never counts)."""
     return report_digest(entry)
 
 
 def body_prefix(device_uuid: str, entry: dict) -> bytes:
     """The report's JSON up to the value of ``uptime``: ``{"<uuid>":{...,"uptime":``."""
-    if "uptime" in entry or "seq" in entry:
-        raise ValueError("uptime and seq belong to the tail")
+    if "uptime" in entry:
+        raise ValueError("uptime belongs to the tail")
     whole = orjson.dumps({str(device_uuid): entry})
     assert whole.endswith(b"}}")
     return whole[:-2] + _TAIL_OPEN
 
 
-def body_tail(uptime: int, seq: int) -> bytes:
-    return b'%d,"seq":%d}}' % (uptime, seq)
+def body_tail(uptime: int) -> bytes:
+    return b"%d}}" % uptime
 
 
 def gzip_member(data: bytes) -> bytes:
@@ -78,9 +80,9 @@ def gzip_stored_member(data: bytes) -> bytes:
     return _GZIP_HEADER + block + struct.pack("<II", zlib.crc32(data), size)
 
 
-def report_body(prefix_gz: bytes, *, uptime: int, seq: int) -> bytes:
-    """The body as sent on the wire: the compressed prefix and a stored member with ``uptime`` and ``seq``."""
-    return prefix_gz + gzip_stored_member(body_tail(uptime, seq))
+def report_body(prefix_gz: bytes, *, uptime: int) -> bytes:
+    """The body as sent on the wire: the compressed prefix and a stored member with ``uptime``."""
+    return prefix_gz + gzip_stored_member(body_tail(uptime))
 
 
 def inflate_all(body: bytes) -> bytes:

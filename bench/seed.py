@@ -45,7 +45,6 @@ from simulator.agent import sensor_specs
 from . import reports
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-FIRST_SEQ = 1  # the templates' report; the load generator's seq values are far above it
 
 _CONST, _FK, _UUID, _TEXT, _JSON = range(5)
 
@@ -295,9 +294,7 @@ def template_create(*, name: str, layout_index: int, sensors: int, user) -> tupl
     device = device_for_key(api_key=created.api_key)
     target = device.target_state
     entry = reports.report_entry(sensors=target.config["sensors"], version=target.version, variant=0)
-    body = reports.report_body(
-        reports.gzip_member(reports.body_prefix(str(device.uuid), entry)), uptime=3600, seq=FIRST_SEQ
-    )
+    body = reports.report_body(reports.gzip_member(reports.body_prefix(str(device.uuid), entry)), uptime=3600)
     raw = body_inflate(body, "gzip", limit=settings.SENSORSYNC_MAX_REPORT_BYTES)
     with audit_context(source=EventSourceChoices.AGENT):
         verdict = state_report_apply(device=device, report=reports_parse(json_parse(raw), device_uuid=device.uuid))

@@ -5,7 +5,7 @@
 -- modes:
 --   poll304    GET <poll path> with the device key and If-None-Match: <its current ETag>
 --   poll200    the same without If-None-Match
---   unchanged  PATCH <report path>: the device's stored report again (gzip), with a new uptime and seq
+--   unchanged  PATCH <report path>: the device's stored report again (gzip), with a new uptime
 --   changed    PATCH <report path>: the other report variant (every sensor row changes), then back, ...
 --   mix        the fleet at the agent's defaults: 6 reports per poll (report every 10 s, poll every 60 s),
 --              5% of reports changed, 5% of polls without If-None-Match; paced to rate=<requests/s>
@@ -15,9 +15,9 @@
 --                  rate=<requests/s, mix only> paths=<file> header=<"Name: value">
 --
 -- Devices (bench/wrkdata.py) are split between wrk threads (device i goes to thread i % T), so each device's
--- seq only grows and its variant is known to one thread. A report body is two gzip members: the prefix,
--- compressed by Python ahead of time, and the tail '<uptime>,"seq":<seq>}}' in a stored (uncompressed) deflate
--- block built here with its CRC-32 (bench/reports.py builds the same bytes for the tests).
+-- variant is known to one thread. Reports carry no seq or reported_at, as the real agent's do not. A report body
+-- is two gzip members: the prefix, compressed by Python ahead of time, and the tail '<uptime>}}' in a stored
+-- (uncompressed) deflate block built here with its CRC-32 (bench/reports.py builds the same bytes for the tests).
 --
 -- done() prints one line, "BENCH_RESULT {json}", that bench/run.py reads: wrk's latency percentiles and error
 -- counts, plus status codes, report outcomes and what was sent, counted in every thread.
@@ -88,8 +88,7 @@ local opts = {}
 local devices = {}
 local paths = {}
 local cursor = 0
-local counter = 0
-local seq_base, started_s
+local started_s
 local report_path, poll_template
 local extra_header_name, extra_header_value
 
@@ -203,10 +202,7 @@ function init(args)
     assert(#devices > 0, "no devices for this thread")
   end
   math.randomseed(1000 + thread_index)
-  -- seq grows with time across runs (a device never sees an older one: that report would be stale) and with
-  -- each request within a run; uptime grows with time.
-  started_s = os.time()
-  seq_base = started_s * 1000000
+  started_s = os.time() -- uptime grows with time
   rate_per_thread = tonumber(opts.rate or "0") / thread_count
   if mode == "mix" then
     assert(rate_per_thread > 0, "mode=mix needs rate=<requests/s>")
@@ -225,8 +221,7 @@ local function report(dev, change)
   if change then
     dev.variant = 1 - dev.variant
   end
-  counter = counter + 1
-  local tail = string.format('%d,"seq":%d}}', dev.uptime + (os.time() - started_s), seq_base + counter)
+  local tail = string.format("%d}}", dev.uptime + (os.time() - started_s))
   return wrk.format("PATCH", report_path, dev.report_headers, dev.bodies[dev.variant + 1] .. gzip_stored(tail))
 end
 

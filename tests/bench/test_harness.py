@@ -32,20 +32,16 @@ def _parsed(body: bytes):
 # What the load generator sends ---------------------------------------------------------------------------------
 
 
-def test_a_report_body_is_a_valid_gzip_report_whose_digest_ignores_uptime_and_seq():
+def test_a_report_body_is_a_valid_gzip_report_whose_digest_ignores_uptime():
     entry = reports.report_entry(sensors=_sensors(), version=2, variant=0)
     prefix = reports.gzip_member(reports.body_prefix(DEVICE, entry))
 
-    first = _parsed(reports.report_body(prefix, uptime=100, seq=7))
-    later = _parsed(reports.report_body(prefix, uptime=160, seq=8))
+    first = _parsed(reports.report_body(prefix, uptime=100))
+    later = _parsed(reports.report_body(prefix, uptime=160))
 
     assert first.digest == later.digest == reports.entry_digest(entry)
-    assert (first.clocks, first.facts["uptime"], later.clocks, later.facts["uptime"]) == (
-        {"seq": 7},
-        100,
-        {"seq": 8},
-        160,
-    )
+    # As the real agent's: no seq or reported_at, so an unchanged report writes nothing it need not.
+    assert (first.clocks, first.facts["uptime"], later.clocks, later.facts["uptime"]) == ({}, 100, {}, 160)
     assert [s["name"] for s in first.sensors] == [s["name"] for s in entry["config"]["sensors"]]
 
 
@@ -60,7 +56,7 @@ def test_the_two_variants_differ_for_the_digest_but_not_for_same():
 
 
 def test_the_stored_gzip_member_is_what_zlib_reads():
-    for data in (b"", b'12,"seq":34}}', bytes(range(256)) * 3):
+    for data in (b"", b"12}}", bytes(range(256)) * 3):
         member = reports.gzip_stored_member(data)
         assert gzip.decompress(member) == data
         assert gzip.decompress(reports.gzip_member(b"abc") + member) == b"abc" + data
@@ -72,7 +68,7 @@ def test_the_lua_script_knows_every_mode_the_runner_uses():
     assert used == {"poll304", "poll200", "unchanged", "changed", "get", "mix"}
     for mode in used:
         assert f'mode == "{mode}"' in lua
-    assert "string.format('%d,\"seq\":%d}}'" in lua  # the tail bench.reports.body_tail builds
+    assert 'string.format("%d}}"' in lua  # the tail bench.reports.body_tail builds
     assert "\\31\\139\\8\\0\\0\\0\\0\\0\\0\\255" in lua  # the header of bench.reports.gzip_stored_member
 
 

@@ -1,5 +1,6 @@
 # The two commands of the README: `make run` (the product, with demo data) and `make test` (the whole suite).
-# Both start from nothing: they create .venv and install what pyproject.toml declares.
+# Both start from nothing: they create .venv and install what pyproject.toml declares, at the versions
+# constraints.txt pins (every package, the tools included; `make lock` writes it anew from pyproject.toml's ranges).
 
 PYTHON ?= python3
 VENV := .venv
@@ -11,13 +12,22 @@ PYTEST_ARGS ?=
 # make test fails when the suite's coverage is under this many percent (.ci/run sets it; empty: only printed).
 COVERAGE_FLOOR ?=
 
-.PHONY: run test install lint format bench
+.PHONY: run test install lint format bench lock
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(INSTALLED)
+
+# Resolve pyproject.toml's ranges afresh in a scratch environment and pin the result (then commit constraints.txt).
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet -e '.[dev]'
+	{ echo "# Written by make lock: every package make install installs, pinned."; \
+	  .venv-lock/bin/python -m pip freeze --exclude-editable; } > constraints.txt
+	rm -rf .venv-lock
 
 install: $(INSTALLED)
 

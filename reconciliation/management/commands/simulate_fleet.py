@@ -66,6 +66,19 @@ def _chunks(values: list, size: int = CHUNK):
 
 
 def _validate(options: dict) -> ServerAddress:
+    problems = [*_fleet_problems(options), *_client_problems(options)]
+    try:
+        address = server_address_parse(options["url"])
+    except ValueError as exc:
+        problems.append(f"--url: {exc}")
+        address = None
+    if problems or address is None:
+        raise CommandError(" ".join(problems))
+    return address
+
+
+def _fleet_problems(options: dict) -> list[str]:
+    """What is wrong with the fleet asked for: its size, failure rate, duration and intervals."""
     problems = []
     if not 1 <= options["devices"] <= MAX_DEVICES:
         problems.append(f"--devices must be from 1 to {MAX_DEVICES} (got {options['devices']}).")
@@ -78,6 +91,12 @@ def _validate(options: dict) -> ServerAddress:
     for option in ("poll_interval", "report_interval", "metrics_interval"):
         if not options[option] >= MIN_INTERVAL:
             problems.append(f"--{option.replace('_', '-')} must be at least {MIN_INTERVAL} seconds.")
+    return problems
+
+
+def _client_problems(options: dict) -> list[str]:
+    """What is wrong with how its agents run: their generation, concurrency, timeout and names."""
+    problems = []
     if options["agent"] not in AGENTS:
         problems.append(f"--agent must be one of {', '.join(AGENTS)} (got {options['agent']}).")
     if options["concurrency"] is not None and not 1 <= options["concurrency"] <= MAX_CONCURRENCY:
@@ -87,14 +106,7 @@ def _validate(options: dict) -> ServerAddress:
     prefix = options["prefix"]
     if not NAME_RE.fullmatch(prefix) or len(prefix) > 200:
         problems.append("--prefix must be 1 to 200 characters of letters, digits, '.', '_' or '-'.")
-    try:
-        address = server_address_parse(options["url"])
-    except ValueError as exc:
-        problems.append(f"--url: {exc}")
-        address = None
-    if problems:
-        raise CommandError(" ".join(problems))
-    return address
+    return problems
 
 
 def _probe(address: ServerAddress) -> None:
@@ -181,9 +193,9 @@ def fleet_setup(*, prefix: str, devices: int, sensors: int, progress=None) -> Fl
 
 def fleet_picture(pks: list[int]) -> dict:
     """The simulated devices' final state, read from the database (a handful of queries per 500 devices)."""
-    devices = Counter()
-    statuses = Counter()
-    errors = Counter()
+    devices: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
     running = 0
     for chunk in _chunks(pks):
         for needs_deployment, reported in Device.objects.filter(pk__in=chunk).values_list(

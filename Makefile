@@ -73,12 +73,14 @@ run: $(INSTALLED)
 	  | grep --line-buffered -v -E '"(GET|PATCH) /api/v1/device/[^"]*" (200|304) '
 
 # The whole suite: migrations in step with the models, lint, the architecture's import contracts (pyproject.toml,
-# docs/architecture.md), then pytest (SQLite, or PostgreSQL via DATABASE_URL).
+# docs/architecture.md), the type checker (mypy, ``[tool.mypy]``), then pytest (SQLite, or PostgreSQL via
+# DATABASE_URL).
 test: $(INSTALLED)
 	DJANGO_SETTINGS_MODULE=sensorsync_project.settings_test $(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/pytest --cov --cov-report= $(PYTEST_ARGS)
 	@printf 'coverage (lines and branches of the product, this process): %s%%\n' "$$($(BIN)/coverage report --format=total)"
 	@if [ -n "$(COVERAGE_FLOOR)" ]; then $(BIN)/coverage report --format=total --fail-under=$(COVERAGE_FLOOR) >/dev/null \
@@ -88,6 +90,7 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: $(INSTALLED)
 	$(BIN)/ruff check --fix .

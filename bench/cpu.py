@@ -91,7 +91,7 @@ def snapshot(app_pid: int | None) -> dict[str, float]:
     }
 
 
-def per_request_ms(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float] | None:
+def per_request_ms(before: dict[str, float], after: dict[str, float], requests: float) -> dict[str, float] | None:
     if not requests:
         return None
     return {key: (after[key] - before[key]) * 1000 / requests for key in before}

@@ -16,9 +16,16 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import django
+
+if TYPE_CHECKING:
+    from django.test import Client
+
+    from . import seed
 
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
 STAFF_USERNAME = "bench-staff"
@@ -52,7 +59,7 @@ def step_seed(args) -> int:
     from sensors.models import DeviceSensor
     from sensorsync_project.api.pagination import FleetCursorPagination
 
-    from . import reports, seed, wrkdata
+    from . import seed, wrkdata
 
     out = _out(args)
     rng = random.Random(args.random_seed)
@@ -99,8 +106,9 @@ def step_seed(args) -> int:
     etag = blueprints[0].template.target_state.etag
 
     def record(clone) -> "wrkdata.DeviceRecord":
-        prefixes = tuple(reports.gzip_member(reports.body_prefix(clone.uuid, entry)) for entry in clone.entries)
-        return wrkdata.DeviceRecord(clone.uuid, clone.api_key, etag, rng.randint(3600, 30 * 86400), prefixes)
+        return wrkdata.DeviceRecord(
+            clone.uuid, clone.api_key, etag, rng.randint(3600, 30 * 86400), _report_prefixes(clone)
+        )
 
     wrkdata.write_devices(out / "devices.bin", (record(c) for c in fleet))
     wrkdata.write_devices(out / "db_devices.bin", (record(c) for c in extra))
@@ -126,7 +134,9 @@ def step_seed(args) -> int:
         base = reverse("sensor-list") + "?" + "&".join(f"{k}={v}" for k, v in FLEET_FILTER.items()) + extra_query
         paginator = FleetCursorPagination()
         paginator.base_url = base
-        pages = [base] + [paginator.encode_cursor(Cursor(offset=0, reverse=False, position=str(p))) for p in positions]
+        # A position is the ordering field's value as text, as DRF makes it; its stubs type it as an int.
+        cursors = [Cursor(offset=0, reverse=False, position=str(p)) for p in positions]  # type: ignore[arg-type]
+        pages = [base, *(paginator.encode_cursor(cursor) for cursor in cursors)]
         wrkdata.write_paths(out / name, pages)
 
     with connection.cursor() as cursor:
@@ -235,7 +245,7 @@ def _captured_statements(call) -> list[dict]:
     from django.test.utils import CaptureQueriesContext
     from psycopg import sql as psycopg_sql
 
-    executed: list[tuple[str, object]] = []
+    executed: list[tuple[str, Sequence[Any] | None]] = []
 
     def record(execute, sql, params, many, context):
         executed.append((sql, params))
@@ -248,7 +258,7 @@ def _captured_statements(call) -> list[dict]:
     if len(logged) != len(executed):
         raise RuntimeError(f"captured {len(executed)} statements but Django logged {len(logged)}")
     pending = iter(executed)
-    statements = []
+    statements: list[dict[str, Any]] = []
     for query in ctx.captured_queries:
         if query["sql"] in ("BEGIN", "COMMIT", "ROLLBACK"):
             statements.append({"sql": query["sql"], "params": None})
@@ -270,6 +280,14 @@ def _captured_statements(call) -> list[dict]:
             }
         )
     return statements
+
+
+def _report_prefixes(clone: "seed.Clone") -> tuple[bytes, bytes]:
+    """The gzip members that start a clone's two report variants (``bench.reports``), as the load generator sends."""
+    from . import reports
+
+    first, second = (reports.gzip_member(reports.body_prefix(clone.uuid, entry)) for entry in clone.entries)
+    return first, second
 
 
 def _captured(call) -> list[str]:
@@ -295,8 +313,6 @@ def step_probe(args) -> int:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from . import reports, seed, wrkdata
-
     out = _out(args)
     seed_info = _read_json(out / "seed.json")
     token = (out / "staff_token.txt").read_text(encoding="ascii").strip()
@@ -305,27 +321,54 @@ def step_probe(args) -> int:
     sizes = sorted({1, 20, 200, 1000, args.sensors})
     result: dict = {"statements": {}, "sql": {}, "timing": {}, "sizes": sizes}
 
+    agents = _probe_agents(client, user, sizes, etag=seed_info["etag"])
+    _report_statements(agents, args.sensors, result)
+    agent = agents[args.sensors]
+    etag = _poll_statements(agent, result)
+    staff = {"Authorization": f"Token {token}"}
+    paths_by_key = _staff_statements(client, out, staff, result)
+    result["in_process"] = _in_process_times(client, agent, etag, staff, paths_by_key)
+    result["timing"] = _time_per_sensor(agents, args.timing_rounds)
+    capture = _database_ceiling_capture(client, out)
+    _write_json(out / "db_capture.json", {"devices": capture})
+    _write_json(out / "probe.json", result)
+    _say(f"  probed reports of {', '.join(map(str, sizes))} sensors; captured {len(capture) * 2} changed reports' SQL")
+    return 0
+
+
+def _probe_agents(client: "Client", user, sizes: list[int], *, etag: str) -> dict[int, _Agent]:
+    """One template device of each size, made through the services, and its agent."""
+    from . import seed
+
     agents: dict[int, _Agent] = {}
     for n in sizes:
-        blueprint = seed.templates_create(count=1, sensors=n, name=lambda _t, n=n: f"bench-probe-{n}", user=user)[0]
+        blueprint = seed.templates_create(count=1, sensors=n, name=_named(f"bench-probe-{n}"), user=user)[0]
         clone = seed.templates_as_clones([blueprint])[0]
-        prefixes = tuple(reports.gzip_member(reports.body_prefix(clone.uuid, e)) for e in clone.entries)
-        agents[n] = _Agent(client, uuid=clone.uuid, key=clone.api_key, prefixes=prefixes, etag=seed_info["etag"])
+        agents[n] = _Agent(client, uuid=clone.uuid, key=clone.api_key, prefixes=_report_prefixes(clone), etag=etag)
+    return agents
 
-    # Statements per report, by size: unchanged (the common case) and changed (every sensor row rewritten).
+
+def _named(name: str) -> Callable[[int], str]:
+    return lambda _index: name
+
+
+def _report_statements(agents: dict[int, _Agent], sensors: int, result: dict) -> None:
+    """Statements per report, by size: unchanged (the common case) and changed (every sensor row rewritten)."""
     unchanged, changed = {}, {}
     for n, agent in agents.items():
         sql_u = [_captured(lambda a=agent: a.report(change=False, expect="unchanged")) for _ in range(3)]
         sql_c = [_captured(lambda a=agent: a.report(change=True, expect="applied")) for _ in range(3)]
         unchanged[n] = [_count(s) for s in sql_u]
         changed[n] = [_count(s) for s in sql_c]
-        if n == args.sensors:
+        if n == sensors:
             result["sql"]["report_unchanged"] = _summary(sql_u[-1])
             result["sql"]["report_changed"] = _summary(sql_c[-1])
     result["statements"]["report_unchanged"] = unchanged
     result["statements"]["report_changed"] = changed
 
-    agent = agents[args.sensors]
+
+def _poll_statements(agent: _Agent, result: dict) -> str:
+    """Statements per poll, 304 and 200; the target's ETag."""
     etag = agent.poll(etag=None, expect=200)["ETag"]
     sql_304 = _captured(lambda: agent.poll(etag=etag, expect=304))
     sql_200 = _captured(lambda: agent.poll(etag=None, expect=200))
@@ -333,8 +376,12 @@ def step_probe(args) -> int:
     result["statements"]["poll_200"] = _count(sql_200)
     result["sql"]["poll_304"] = _summary(sql_304)
     result["sql"]["poll_200"] = _summary(sql_200)
+    return etag
 
-    staff = {"Authorization": f"Token {token}"}
+
+def _staff_statements(client: "Client", out: Path, staff: dict[str, str], result: dict) -> dict[str, list[str]]:
+    """Statements per request of the ceiling and the staff lists, on a first page and one further in; the paths
+    of each, as the load generator requests them."""
     paths_by_key = {}
     for key, paths_file in (
         ("ceiling", "paths_ceiling.txt"),
@@ -356,8 +403,14 @@ def step_probe(args) -> int:
             counts = result["statements"].setdefault(key, [])
             counts.append(_count(sql))
             result["sql"].setdefault(key, _summary(sql))
+    return paths_by_key
 
-    # In-process time per request of each path (no HTTP server, no TCP): what the app itself costs.
+
+def _in_process_times(
+    client: "Client", agent: _Agent, etag: str, staff: dict[str, str], paths_by_key: dict[str, list[str]]
+) -> dict:
+    """In-process time per request of each path (no HTTP server, no TCP): what the app itself costs."""
+
     def timed(call, count: int) -> dict:
         call()
         samples = []
@@ -371,27 +424,30 @@ def step_probe(args) -> int:
         paths = iter(paths_by_key[key] * 10)
         return lambda: client.get(next(paths), headers=staff)
 
-    in_process = result["in_process"] = {}
+    in_process = {}
     in_process["poll304"] = timed(lambda: agent.poll(etag=etag, expect=304), 300)
     in_process["poll200"] = timed(lambda: agent.poll(etag=None, expect=200), 300)
     in_process["unchanged"] = timed(lambda: agent.report(change=False, expect="unchanged"), 300)
     in_process["changed"] = timed(lambda: agent.report(change=True, expect="applied"), 100)
     for key in ("ceiling", "device_sensors", "fleet_sensors_20", "fleet_sensors"):
         in_process[key] = timed(cycling(key), 100)
+    return in_process
 
-    # Time per sensor: changed and unchanged reports through the whole request path, by size, in rounds that visit
-    # every size, so that a busy moment of the machine weighs on all sizes alike.
+
+def _time_per_sensor(agents: dict[int, _Agent], rounds: int) -> dict:
+    """Changed and unchanged reports through the whole request path, by size, in rounds that visit every size, so
+    that a busy moment of the machine weighs on all sizes alike."""
     samples: dict[int, dict[str, list[float]]] = {n: {"changed": [], "unchanged": []} for n in agents}
     for agent in agents.values():
         agent.report(change=True, expect="applied")  # warm
-    for _ in range(args.timing_rounds):
+    for _ in range(rounds):
         for n, agent in agents.items():
             for _ in range(max(1, round(320 / max(n, 20)))):
                 for kind, change, expect in (("changed", True, "applied"), ("unchanged", False, "unchanged")):
                     t0 = time.perf_counter()
                     agent.report(change=change, expect=expect)
                     samples[n][kind].append(time.perf_counter() - t0)
-    result["timing"] = {
+    return {
         n: {
             kind: {"median_s": statistics.median(values), "mean_s": statistics.fmean(values), "n": len(values)}
             for kind, values in kinds.items()
@@ -399,17 +455,18 @@ def step_probe(args) -> int:
         for n, kinds in samples.items()
     }
 
-    # The database ceiling's SQL: each device of the ceiling pool reports variant 1, then variant 0 again.
+
+def _database_ceiling_capture(client: "Client", out: Path) -> list[list[list[dict]]]:
+    """The database ceiling's SQL: each device of the ceiling pool reports variant 1, then variant 0 again."""
+    from . import wrkdata
+
     capture = []
     for record in wrkdata.read_devices(out / "db_devices.bin"):
         pool_agent = _Agent(client, uuid=record.uuid, key=record.api_key, prefixes=record.prefixes, etag=record.etag)
         there = _captured_statements(lambda a=pool_agent: a.report(change=True, expect="applied"))
         back = _captured_statements(lambda a=pool_agent: a.report(change=True, expect="applied"))
         capture.append([there, back])
-    _write_json(out / "db_capture.json", {"devices": capture})
-    _write_json(out / "probe.json", result)
-    _say(f"  probed reports of {', '.join(map(str, sizes))} sensors; captured {len(capture) * 2} changed reports' SQL")
-    return 0
+    return capture
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from . import cpu, pgbench, table
 
@@ -159,7 +160,7 @@ class Server:
         self.port = port
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
-        self._log = None
+        self._log: BinaryIO | None = None
 
     def start(self, timeout: float = 60) -> None:
         gunicorn = Path(sys.executable).with_name("gunicorn")
@@ -475,20 +476,18 @@ def _header(args, results: dict, log: Log, dsn: dict, port: int) -> None:
     _tool("wrk", "wrk")
     _tool("pgbench", "postgresql-contrib")
     psql = _tool("psql", "postgresql-client")
-    version = _run(
-        [psql, "-h", dsn["host"], "-p", dsn["port"], "-U", dsn["user"], "-d", "postgres"]
-        + ["-Atc", "SHOW server_version"],
-        timeout=30,
-    ).strip()
+    connect = ["-h", dsn["host"], "-p", dsn["port"], "-U", dsn["user"], "-d", "postgres"]
+    version = _run([psql, *connect, "-Atc", "SHOW server_version"], timeout=30).strip()
     wrk_version = _run([_tool("wrk", "wrk"), "--version"], timeout=10, check=False).split(" [")[0]
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    cores, busy = os.cpu_count(), _loadavg()
     environment = {
-        "cores": os.cpu_count(),
+        "cores": cores,
         "memory_gb": round(memory_gb, 1),
         "python": platform.python_version(),
         "postgresql": version,
         "wrk": wrk_version,
-        "loadavg_at_start": _loadavg(),
+        "loadavg_at_start": busy,
     }
     results["environment"] = environment
     cfg = results["config"]
@@ -512,10 +511,9 @@ def _header(args, results: dict, log: Log, dsn: dict, port: int) -> None:
         f"{cfg['mix_connections']} for the mix), agent protocol: device keys, gzip bodies, If-None-Match"
     )
     log("NOTE: SENSORSYNC_AGENT_RATE_LIMIT=off for the load test (wrk sends one device far more than 7 a minute).")
-    busy = environment["loadavg_at_start"]
-    if busy is not None and busy >= (environment["cores"] or 1) / 2:
+    if busy is not None and busy >= (cores or 1) / 2:
         log(
-            f"NOTE: the machine is busy (load average {busy} on {environment['cores']} cores): absolute figures are "
+            f"NOTE: the machine is busy (load average {busy} on {cores} cores): absolute figures are "
             "low and noisy; each ratio compares a path with ceiling runs just before and after it."
         )
     log("")
@@ -668,9 +666,11 @@ def _load(args, dsn: dict, env: dict, server: Server, port: int, work: Path, log
     for key, (before, after) in (("poll304", (1, 2)), ("poll200", (2, 3)), ("unchanged", (3, 4))):
         ceilings[key] = _mean([runs[before - 1], runs[after - 1]])
     results["framework_ceiling_rps"] = _mean(runs)
-    spread = max(runs) / min(runs) if min(runs) else None
+    measured = [r for r in runs if r is not None]  # a run that served nothing has no rate
+    slowest = min(measured, default=0.0)
+    spread = max(measured) / slowest if slowest else None
     log(
-        f"    framework ceiling runs: {', '.join(f'{r:,.0f}' for r in runs)} req/s"
+        f"    framework ceiling runs: {', '.join('-' if r is None else f'{r:,.0f}' for r in runs)} req/s"
         + (f" (spread {spread:.2f}x)" if spread else "")
     )
 

@@ -22,10 +22,12 @@ import re
 import uuid as uuid_lib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import orjson
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test import Client
 from django.urls import reverse
 
@@ -49,19 +51,27 @@ UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 _CONST, _FK, _UUID, _TEXT, _JSON = range(5)
 
 
-def device_models() -> list[tuple[type[models.Model], models.ForeignKey]]:
+class Link(NamedTuple):
+    """A model hanging off ``Device``: its rows are those whose foreign key ``attname`` points at ``parent``'s."""
+
+    model: type[models.Model]
+    parent: type[models.Model]
+    attname: str
+
+
+def device_models() -> list[Link]:
     """Every model hanging off ``Device`` through foreign keys, each after the model it points to."""
-    found: list[tuple[type[models.Model], models.ForeignKey]] = []
+    found: list[Link] = []
     seen: set[type[models.Model]] = {Device}
     queue: list[type[models.Model]] = [Device]
     while queue:
         parent = queue.pop(0)
         for rel in parent._meta.related_objects:
-            child = rel.related_model
+            child = rel.field.model  # the model whose foreign key points at ``parent``
             if rel.many_to_many or child in seen or child._meta.proxy or not child._meta.managed:
                 continue
             seen.add(child)
-            found.append((child, rel.field))
+            found.append(Link(child, parent, rel.field.attname))
             queue.append(child)
     return found
 
@@ -76,7 +86,8 @@ class Table:
 
     model: type[models.Model]
     rows: list[dict]  # attname -> value, as read
-    plans: list[list[tuple[str, int, object]]] = field(default_factory=list)  # per row: (attname, kind, payload)
+    # Per row: (attname, kind, payload), the payload being what the kind needs (``_row_plan``).
+    plans: list[list[tuple[str, int, Any]]] = field(default_factory=list)
 
 
 @dataclass
@@ -85,7 +96,7 @@ class Blueprint:
     api_key: str
     tables: list[Table]
     uuids: list[str]  # every UUID in the template's rows
-    entries: tuple[str, str]  # the template's report entries (variants 0 and 1) as JSON text
+    entries: list[str]  # the template's report entries (variants 0 and 1) as JSON text
 
 
 def _uuids_in(value, found: set[str]) -> bool:
@@ -101,54 +112,74 @@ def _uuids_in(value, found: set[str]) -> bool:
     return False
 
 
-def blueprint_load(template: Device, api_key: str, *, overridden: set[tuple[type, str]]) -> Blueprint:
+def blueprint_load(template: Device, api_key: str, *, overridden: set[tuple[type[models.Model], str]]) -> Blueprint:
     """Read every row of ``template`` and decide, field by field, what a clone rewrites."""
+    tables = _template_tables(template)
+    cloned = {table.model for table in tables}
+    uuids: set[str] = set()
+    for table in tables:
+        _unique_fields_check(table.model, overridden)
+        table.plans += [_row_plan(table.model, row, cloned, uuids) for row in table.rows]
+
+    target = template.target_state
+    sensors = target.config["sensors"]
+    entries = [
+        orjson.dumps(reports.report_entry(sensors=sensors, version=target.version, variant=v)).decode()
+        for v in reports.VARIANTS
+    ]
+    return Blueprint(template, api_key, tables, sorted(uuids), entries)
+
+
+def _template_tables(template: Device) -> list[Table]:
+    """Every row of ``template``: the device's, each model's hanging off it (parents first), and its events."""
     tables: list[Table] = [Table(Device, list(Device.objects.filter(pk=template.pk).values(*_attnames(Device))))]
     pks: dict[type[models.Model], list] = {Device: [template.pk]}
-    for model, fk in device_models():
-        parents = pks.get(fk.related_model, [])
-        rows = list(model.objects.filter(**{f"{fk.attname}__in": parents}).order_by("pk").values(*_attnames(model)))
+    for model, parent, attname in device_models():
+        parents = pks.get(parent, [])
+        rows = list(
+            model._default_manager.filter(**{f"{attname}__in": parents}).order_by("pk").values(*_attnames(model))
+        )
         pks[model] = [row[model._meta.pk.attname] for row in rows]
         tables.append(Table(model, rows))
     events = Event.objects.filter(aggregate_type=DEVICE_AGGREGATE, aggregate_id=str(template.uuid))
     tables.append(Table(Event, list(events.order_by("sequence").values(*_attnames(Event)))))
+    return tables
 
-    cloned = {table.model for table in tables}
-    uuids: set[str] = set()
-    for table in tables:
-        meta = table.model._meta
-        for f in meta.concrete_fields:
-            plain_unique = f.unique and not f.primary_key and not f.is_relation
-            if plain_unique and not isinstance(f, models.UUIDField) and (table.model, f.name) not in overridden:
-                raise ValueError(
-                    f"{meta.label}.{f.name} is unique but neither a UUID nor a foreign key: the benchmark's cloner "
-                    "does not know how to give each clone its own value (see bench/seed.py)."
-                )
-        for row in table.rows:
-            plan = []
-            for f in meta.concrete_fields:
-                value = row[f.attname]
-                if f.primary_key and isinstance(f, models.AutoField):
-                    continue  # the database numbers the clone
-                if f.is_relation and f.related_model in cloned:
-                    plan.append((f.attname, _FK, f.related_model))
-                elif isinstance(value, uuid_lib.UUID) and _uuids_in(value, uuids):
-                    plan.append((f.attname, _UUID, value))
-                elif isinstance(value, str) and _uuids_in(value, uuids):
-                    plan.append((f.attname, _TEXT, value))
-                elif isinstance(value, dict | list) and _uuids_in(value, uuids):
-                    plan.append((f.attname, _JSON, orjson.dumps(value).decode()))
-                else:
-                    plan.append((f.attname, _CONST, value))
-            table.plans.append(plan)
 
-    target = template.target_state
-    sensors = target.config["sensors"]
-    entries = tuple(
-        orjson.dumps(reports.report_entry(sensors=sensors, version=target.version, variant=v)).decode()
-        for v in reports.VARIANTS
-    )
-    return Blueprint(template, api_key, tables, sorted(uuids), entries)
+def _unique_fields_check(model: type[models.Model], overridden: set[tuple[type[models.Model], str]]) -> None:
+    """Refuse a unique column the cloner cannot give each clone its own value of (neither a UUID nor a foreign key,
+    nor set by name)."""
+    for f in model._meta.concrete_fields:
+        plain_unique = f.unique and not f.primary_key and not f.is_relation
+        if plain_unique and not isinstance(f, models.UUIDField) and (model, f.name) not in overridden:
+            raise ValueError(
+                f"{model._meta.label}.{f.name} is unique but neither a UUID nor a foreign key: the benchmark's "
+                "cloner does not know how to give each clone its own value (see bench/seed.py)."
+            )
+
+
+def _row_plan(
+    model: type[models.Model], row: dict, cloned: set[type[models.Model]], uuids: set[str]
+) -> list[tuple[str, int, Any]]:
+    """What a clone does with each field of ``row``: keep it, remap a foreign key (payload: the model it points
+    to), or replace the UUIDs in a UUID, a text or a JSON value (payload: the value, JSON as text). Every UUID
+    found is added to ``uuids``."""
+    plan: list[tuple[str, int, Any]] = []
+    for f in model._meta.concrete_fields:
+        value = row[f.attname]
+        if f.primary_key and isinstance(f, models.AutoField):
+            continue  # the database numbers the clone
+        if f.is_relation and f.related_model in cloned:
+            plan.append((f.attname, _FK, f.related_model))
+        elif isinstance(value, uuid_lib.UUID) and _uuids_in(value, uuids):
+            plan.append((f.attname, _UUID, value))
+        elif isinstance(value, str) and _uuids_in(value, uuids):
+            plan.append((f.attname, _TEXT, value))
+        elif isinstance(value, dict | list) and _uuids_in(value, uuids):
+            plan.append((f.attname, _JSON, orjson.dumps(value).decode()))
+        else:
+            plan.append((f.attname, _CONST, value))
+    return plan
 
 
 @dataclass
@@ -159,9 +190,9 @@ class Clone:
     name: str
     api_key: str
     mapping: dict[str, str]  # template uuid -> this clone's uuid
-    uuid: str = ""
-    entries: tuple[dict, dict] = ()
-    digests: tuple[str, str] = ()
+    uuid: str
+    entries: list[dict]  # its report entries, variants 0 and 1
+    digests: list[str]  # their identity digests
     pks: dict[type[models.Model], dict] = field(default_factory=dict)  # model -> template pk -> clone pk
 
 
@@ -172,12 +203,16 @@ def _sub(text: str, mapping: dict[str, str]) -> str:
 def clone_prepare(blueprint: Blueprint, *, index: int, name: str, identity: bool = False) -> Clone:
     """A clone's uuids, key and report entries (``identity``: the template itself, nothing renamed)."""
     mapping = {u: u if identity else str(uuid_lib.uuid4()) for u in blueprint.uuids}
-    api_key = blueprint.api_key if identity else key_generate()
-    clone = Clone(index=index, name=name, api_key=api_key, mapping=mapping)
-    clone.uuid = mapping[str(blueprint.template.uuid)]
-    clone.entries = tuple(orjson.loads(_sub(text, mapping)) for text in blueprint.entries)
-    clone.digests = tuple(reports.entry_digest(entry) for entry in clone.entries)
-    return clone
+    entries = [orjson.loads(_sub(text, mapping)) for text in blueprint.entries]
+    return Clone(
+        index=index,
+        name=name,
+        api_key=blueprint.api_key if identity else key_generate(),
+        mapping=mapping,
+        uuid=mapping[str(blueprint.template.uuid)],
+        entries=entries,
+        digests=[reports.entry_digest(entry) for entry in entries],
+    )
 
 
 def _clone_rows(blueprint: Blueprint, clones: list[Clone]) -> None:
@@ -188,25 +223,28 @@ def _clone_rows(blueprint: Blueprint, clones: list[Clone]) -> None:
         objects, owners = [], []
         for clone in clones:
             for row, plan in zip(table.rows, table.plans, strict=True):
-                values = {}
-                for attname, kind, payload in plan:
-                    if kind == _CONST:
-                        values[attname] = payload
-                    elif kind == _FK:
-                        old = row[attname]
-                        values[attname] = None if old is None else clone.pks[payload][old]
-                    elif kind == _UUID:
-                        values[attname] = uuid_lib.UUID(clone.mapping[str(payload)])
-                    elif kind == _TEXT:
-                        values[attname] = _sub(payload, clone.mapping)
-                    else:
-                        values[attname] = _JsonText(_sub(payload, clone.mapping))
-                for attname, value in _overrides(model, clone).items():
-                    values[attname] = value
-                objects.append(values)
+                objects.append({**_cloned_values(row, plan, clone), **_overrides(model, clone)})
                 owners.append((clone, row[pk_name]))
         for new_pk, (clone, old_pk) in zip(_insert(model, objects), owners, strict=True):
             clone.pks.setdefault(model, {})[old_pk] = new_pk
+
+
+def _cloned_values(row: dict, plan: list[tuple[str, int, Any]], clone: Clone) -> dict[str, Any]:
+    """The clone's values of a template row, by its plan (``_row_plan``)."""
+    values: dict[str, Any] = {}
+    for attname, kind, payload in plan:
+        if kind == _CONST:
+            values[attname] = payload
+        elif kind == _FK:
+            old = row[attname]
+            values[attname] = None if old is None else clone.pks[payload][old]
+        elif kind == _UUID:
+            values[attname] = uuid_lib.UUID(clone.mapping[str(payload)])
+        elif kind == _TEXT:
+            values[attname] = _sub(payload, clone.mapping)
+        else:
+            values[attname] = _JsonText(_sub(payload, clone.mapping))
+    return values
 
 
 class _JsonText(str):
@@ -226,45 +264,57 @@ def _insert(model: type[models.Model], rows: list[dict]) -> list:
     """
     db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: the ``connection`` proxy costs a lookup per use
     if db.vendor != "postgresql":
-        for values in rows:
-            for attname, value in values.items():
-                if isinstance(value, _JsonText):
-                    values[attname] = orjson.loads(str(value))  # orjson takes no str subclass
-        objects = [model(**values) for values in rows]
-        model.objects.bulk_create(objects, batch_size=1000)
-        return [obj.pk for obj in objects]
+        return _insert_bulk(model, rows)
     meta = model._meta
     pk = meta.pk
     if isinstance(pk, models.AutoField):
-        with db.cursor() as cursor:  # one block of keys (seeding is the only writer)
-            cursor.execute("SELECT pg_get_serial_sequence(%s, %s)", [meta.db_table, pk.column])
-            (sequence,) = cursor.fetchone()
-            cursor.execute("SELECT nextval(%s)", [sequence])
-            (first,) = cursor.fetchone()
-            cursor.execute("SELECT setval(%s, %s)", [sequence, first + len(rows) - 1])
+        first = _serial_keys(db, meta.db_table, pk.column, len(rows))
         for new_pk, values in enumerate(rows, start=first):
             values[pk.attname] = new_pk
     fields = meta.concrete_fields
-
-    def prepared(field, value):
-        if isinstance(value, _JsonText):
-            return str(value)
-        key = (id(field), id(value))
-        cached = _prepared.get(key)
-        if cached is None or cached[0] is not value:  # values shared by every clone are prepared once
-            if isinstance(field, models.JSONField) and value is not None:
-                database_value = json.dumps(field.get_prep_value(value), cls=field.encoder)
-            else:
-                database_value = field.get_db_prep_save(value, db)
-            cached = _prepared[key] = (value, database_value)
-        return cached[1]
-
     quote = db.ops.quote_name
     statement = f"COPY {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) FROM STDIN"
     with db.cursor() as cursor, cursor.cursor.copy(statement) as copy:
         for values in rows:
-            copy.write_row([prepared(f, values[f.attname]) for f in fields])
+            copy.write_row([_copy_value(db, f, values[f.attname]) for f in fields])
     return [values[pk.attname] for values in rows]
+
+
+def _insert_bulk(model: type[models.Model], rows: list[dict]) -> list:
+    """``_insert`` on a database without COPY: ``bulk_create``."""
+    for values in rows:
+        for attname, value in values.items():
+            if isinstance(value, _JsonText):
+                values[attname] = orjson.loads(str(value))  # orjson takes no str subclass
+    objects = [model(**values) for values in rows]
+    model._default_manager.bulk_create(objects, batch_size=1000)
+    return [obj.pk for obj in objects]
+
+
+def _serial_keys(db: BaseDatabaseWrapper, table: str, column: str, count: int) -> int:
+    """Take ``count`` keys of the table's sequence in one block (seeding is the only writer); the first of them."""
+    with db.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence(%s, %s)", [table, column])
+        (sequence,) = cursor.fetchone()
+        cursor.execute("SELECT nextval(%s)", [sequence])
+        (first,) = cursor.fetchone()
+        cursor.execute("SELECT setval(%s, %s)", [sequence, first + count - 1])
+    return first
+
+
+def _copy_value(db: BaseDatabaseWrapper, field: models.Field, value: Any) -> Any:
+    """A value as COPY takes it, prepared by its field; a value shared by every clone is prepared once."""
+    if isinstance(value, _JsonText):
+        return str(value)
+    key = (id(field), id(value))
+    cached = _prepared.get(key)
+    if cached is None or cached[0] is not value:
+        if isinstance(field, models.JSONField) and value is not None:
+            database_value = json.dumps(field.get_prep_value(value), cls=field.encoder)
+        else:
+            database_value = field.get_db_prep_save(value, db)
+        cached = _prepared[key] = (value, database_value)
+    return cached[1]
 
 
 def _overrides(model, clone: Clone) -> dict:
@@ -292,6 +342,8 @@ def template_create(*, name: str, layout_index: int, sensors: int, user) -> tupl
     if poll.status_code != 200:
         raise RuntimeError(f"template {name}: its agent's poll was answered {poll.status_code}")
     device = device_for_key(api_key=created.api_key)
+    if device is None:
+        raise RuntimeError(f"template {name}: its key does not authenticate it")
     target = device.target_state
     entry = reports.report_entry(sensors=target.config["sensors"], version=target.version, variant=0)
     body = reports.report_body(reports.gzip_member(reports.body_prefix(str(device.uuid), entry)), uptime=3600)

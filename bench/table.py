@@ -5,6 +5,7 @@ Ratios compare figures from the same run on the same machine, so they hold when 
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # The issue's targets.
@@ -106,9 +107,9 @@ def mix_statements(probe: dict, sensors: int) -> float | None:
         _statements(probe, "report_unchanged", sensors),
         _statements(probe, "report_changed", sensors),
     ]
-    if any(p is None for p in parts):
-        return None
     p304, p200, unchanged, changed = parts
+    if p304 is None or p200 is None or unchanged is None or changed is None:
+        return None
     polls = (1 - MIX_POLL_200_SHARE) * p304 + MIX_POLL_200_SHARE * p200
     reports = (1 - MIX_CHANGED_SHARE) * unchanged + MIX_CHANGED_SHARE * changed
     return MIX_POLL_SHARE * polls + (1 - MIX_POLL_SHARE) * reports
@@ -128,69 +129,98 @@ def _outcomes_ok(phase: dict | None, expected: str) -> bool | None:
     return answered > 0 and phase.get("outcome", {}).get(expected, 0) == answered
 
 
+# A row of one load phase: its name, the phase's key in ``results["phases"]``, and its SQL statements per request.
+_Timed = Callable[[str, str, int | float | None], Row]
+
+
 def rows(results: dict) -> list[Row]:
     phases = results.get("phases", {})
     probe = results.get("probe", {})
-    sensors = results["config"]["sensors"]
-    framework = results.get("framework_ceiling_rps")
-    database = results.get("database_ceiling_reports_per_s")
-    table: list[Row] = []
-
     in_process = probe.get("in_process", {})
 
     def timed(name: str, key: str, sql: int | float | None) -> Row:
-        phase = phases.get(key)
-        lat = (phase or {}).get("latency_us", {})
-        app = in_process.get("ceiling" if key.startswith("ceiling") else key, {}).get("median_s")
-        db = (phase or {}).get("db_per_request") or {}
-        return Row(
-            name,
-            rps(phase),
-            _ms(lat.get("p50")),
-            _ms(lat.get("p99")),
-            None if app is None else app * 1000,
-            "-" if sql is None else (f"{sql:.1f}" if isinstance(sql, float) else str(sql)),
-            db.get("transactions"),
-            db.get("rows_written"),
-        )
+        return _timed_row(name, key, phases.get(key), in_process, sql)
 
+    table = [
+        timed(f"framework ceiling, run {n}", f"ceiling_{n}", _statements(probe, "ceiling"))
+        for n in range(1, 10)
+        if f"ceiling_{n}" in phases
+    ]
+    table += _framework_rows(results, timed)
+    table += _database_rows(results, timed)
+    table += _list_rows(results, timed)
+    table += _mix_rows(results, timed)
+    return table
+
+
+def _timed_row(name: str, key: str, phase: dict | None, in_process: dict, sql: int | float | None) -> Row:
+    lat = (phase or {}).get("latency_us", {})
+    app = in_process.get("ceiling" if key.startswith("ceiling") else key, {}).get("median_s")
+    db = (phase or {}).get("db_per_request") or {}
+    return Row(
+        name,
+        rps(phase),
+        _ms(lat.get("p50")),
+        _ms(lat.get("p99")),
+        None if app is None else app * 1000,
+        "-" if sql is None else (f"{sql:.1f}" if isinstance(sql, float) else str(sql)),
+        db.get("transactions"),
+        db.get("rows_written"),
+    )
+
+
+def _versus_framework(row: Row, ceiling: float | None, minimum: float | None, extra_ok: bool | None = True) -> Row:
+    row.versus, row.ceiling = "framework", _f(ceiling)
+    if row.rps is not None and ceiling:
+        ratio = row.rps / ceiling
+        row.ratio = _down(ratio) if minimum is not None else f"{ratio:.2f}"
+        if minimum is not None:
+            row.target = f">= {minimum:.2f}"
+            row.result = pass_fail(ratio >= minimum and extra_ok is not False)
+    return row
+
+
+def _framework_rows(results: dict, timed: _Timed) -> list[Row]:
+    """(a) to (c), polls and unchanged reports, against the framework ceiling measured around each."""
+    probe = results.get("probe", {})
+    sensors = results["config"]["sensors"]
     ceilings = results.get("ceilings", {})
-    for n in range(1, 10):
-        key = f"ceiling_{n}"
-        if key in phases:
-            table.append(timed(f"framework ceiling, run {n}", key, _statements(probe, "ceiling")))
-
-    def versus_framework(row: Row, key: str, minimum: float | None, extra_ok: bool | None = True) -> Row:
-        ceiling = ceilings.get(key) or framework
-        row.versus, row.ceiling = "framework", _f(ceiling)
-        if row.rps is not None and ceiling:
-            ratio = row.rps / ceiling
-            row.ratio = _down(ratio) if minimum is not None else f"{ratio:.2f}"
-            if minimum is not None:
-                row.target = f">= {minimum:.2f}"
-                row.result = pass_fail(ratio >= minimum and extra_ok is not False)
-        return row
-
+    framework = results.get("framework_ceiling_rps")
     poll304 = timed("(a) poll, 304", "poll304", _statements(probe, "poll_304"))
-    table.append(versus_framework(poll304, "poll304", POLL_304_MIN))
-    table.append(versus_framework(timed("(b) poll, 200", "poll200", _statements(probe, "poll_200")), "poll200", None))
+    poll200 = timed("(b) poll, 200", "poll200", _statements(probe, "poll_200"))
     unchanged = timed(f"(c) report unchanged ({sensors})", "unchanged", _statements(probe, "report_unchanged", sensors))
-    ok = _outcomes_ok(phases.get("unchanged"), "unchanged")
-    table.append(versus_framework(unchanged, "unchanged", UNCHANGED_MIN, ok))
+    ok = _outcomes_ok(results.get("phases", {}).get("unchanged"), "unchanged")
+    return [
+        _versus_framework(poll304, ceilings.get("poll304") or framework, POLL_304_MIN),
+        _versus_framework(poll200, ceilings.get("poll200") or framework, None),
+        _versus_framework(unchanged, ceilings.get("unchanged") or framework, UNCHANGED_MIN, ok),
+    ]
 
-    for n, run in enumerate(results.get("pgbench") or [], start=1):
-        table.append(Row(f"database ceiling, run {n}", run.get("reports_per_s"), sql="replay"))
+
+def _database_rows(results: dict, timed: _Timed) -> list[Row]:
+    """The database ceiling's runs, and (d), changed reports, against it."""
+    probe = results.get("probe", {})
+    sensors = results["config"]["sensors"]
+    table = [
+        Row(f"database ceiling, run {n}", run.get("reports_per_s"), sql="replay")
+        for n, run in enumerate(results.get("pgbench") or [], start=1)
+    ]
     changed = timed(f"(d) report changed ({sensors})", "changed", _statements(probe, "report_changed", sensors))
-    database = ceilings.get("changed") or database
+    database = results.get("ceilings", {}).get("changed") or results.get("database_ceiling_reports_per_s")
     changed.versus, changed.ceiling = "database", _f(database)
     if changed.rps is not None and database:
         ratio = changed.rps / database
         changed.ratio, changed.target = _down(ratio), f">= {CHANGED_MIN:.2f}"
-        changed.result = pass_fail(ratio >= CHANGED_MIN and _outcomes_ok(phases.get("changed"), "applied") is True)
+        applied = _outcomes_ok(results.get("phases", {}).get("changed"), "applied") is True
+        changed.result = pass_fail(ratio >= CHANGED_MIN and applied)
     table.append(changed)
+    return table
 
+
+def _list_rows(results: dict, timed: _Timed) -> list[Row]:
+    """(e), the fleet-wide sensor list, against one device's list."""
+    probe = results.get("probe", {})
     device_list = timed("(e) one device's sensors", "device_sensors", _statements(probe, "device_sensors"))
-    table.append(device_list)
     fleet = timed("(e) fleet sensors, 20/page", "fleet_sensors_20", _statements(probe, "fleet_sensors_20"))
     fleet.versus = "1 device p50"
     if fleet.p50_ms is not None and device_list.p50_ms:
@@ -198,13 +228,20 @@ def rows(results: dict) -> list[Row]:
         fleet.ceiling = f"{device_list.p50_ms:.1f} ms"
         fleet.ratio, fleet.target = _up(ratio), f"<= {FLEET_LIST_MAX:.1f}"
         fleet.result = pass_fail(ratio <= FLEET_LIST_MAX)
-    table.append(fleet)
-    if "fleet_sensors" in phases:
+    table = [device_list, fleet]
+    if "fleet_sensors" in results.get("phases", {}):
         table.append(timed("(e) fleet sensors, 100/page", "fleet_sensors", _statements(probe, "fleet_sensors")))
+    return table
 
+
+def _mix_rows(results: dict, timed: _Timed) -> list[Row]:
+    """(f), the fleet mix, against the rate the fleet offers; and the framework ceiling measured after it."""
+    phases = results.get("phases", {})
+    probe = results.get("probe", {})
+    table = []
     mix = phases.get("mix")
     if mix:
-        row = timed("(f) fleet mix", "mix", mix_statements(probe, sensors))
+        row = timed("(f) fleet mix", "mix", mix_statements(probe, results["config"]["sensors"]))
         offered = results.get("mix_rate")
         row.versus, row.ceiling = "offered", _f(offered)
         if row.rps is not None and offered:
@@ -371,9 +408,10 @@ def report_lines(results: dict) -> list[str]:
                 f"lateness {lag['sum'] / lag['n']:.0f} ms, max {lag.get('max', 0):.0f} ms."
             )
         after = rps(results.get("phases", {}).get("ceiling_after_mix"))
-        if after and rps(mix):
+        served = rps(mix)
+        if after and served:
             lines.append(
-                f"  The mix served {rps(mix) / after:.2f} x the framework ceiling measured right after it "
+                f"  The mix served {served / after:.2f} x the framework ceiling measured right after it "
                 f"({after:,.0f} req/s)."
             )
 

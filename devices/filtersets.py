@@ -15,4 +15,4 @@ class DeviceFilterSet(django_filters.FilterSet):
 
     class Meta:
         model = Device
-        fields = ["name", "isActive", "needsDeployment", "registeredBy"]
+        fields = ("name", "isActive", "needsDeployment", "registeredBy")

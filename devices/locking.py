@@ -5,12 +5,15 @@ which write a device's states and rows, hold the same lock.
 """
 
 import contextlib
+import uuid as uuid_lib
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from django.db import connection, transaction
+from django.db.models import Field
 
 from events.services import EventRecorder, event_recording
+from sensorsync_project.fields import concrete_field
 
 from .models import Device, DeviceTargetState
 
@@ -19,18 +22,18 @@ class LockedRow(NamedTuple):
     pk: int
     revision: int
     marks: dict[str, int | None]  # the newest report clocks seen, by field (``Device.REPORT_MARKS``)
-    target: dict[str, Any] = {}  # the ``target_fields`` asked for, by name
+    target: dict[str, Any]  # the ``target_fields`` asked for, by name
 
 
 def device_row_lock(
     *,
     where: str,
-    value,
+    value: Any,
     values: dict[str, Any] | None = None,
     marks: dict[str, int] | None = None,
     target_fields: tuple[str, ...] = (),
     key_digest: str | None = None,
-):
+) -> LockedRow | None:
     """Lock a device row by writing it, in one statement: ``revision + 1`` and ``values``; None if no such device.
 
     ``UPDATE ... RETURNING`` takes the row lock and, if it had to wait for another writer, sees that writer's
@@ -49,11 +52,11 @@ def device_row_lock(
     """
     qn = connection.ops.quote_name
     revision = qn(Device._meta.get_field("revision").column)
-    mark_columns = {name: qn(Device._meta.get_field(name).column) for name in Device.REPORT_MARKS.values()}
+    mark_columns = {name: qn(concrete_field(Device, name).column) for name in Device.REPORT_MARKS.values()}
     assignments = [f"{revision} = {revision} + 1"]
     params: list[Any] = []
     for name, new in (values or {}).items():
-        field = Device._meta.get_field(name)
+        field = concrete_field(Device, name)
         assignments.append(f"{qn(field.column)} = %s")
         params.append(field.get_db_prep_save(new, connection))
     # A report older than the newest seen on any clock it carries is stale, and raises none of them. (SET reads
@@ -64,17 +67,17 @@ def device_row_lock(
         mark = mark_columns[name]
         assignments.append(f"{mark} = CASE WHEN {fresh} AND ({mark} IS NULL OR {mark} < %s) THEN %s ELSE {mark} END")
         params += [*marks.values(), clock, clock]
-    where_field = Device._meta.get_field(where)
+    where_field = concrete_field(Device, where)
     params.append(where_field.get_db_prep_value(where_field.to_python(value), connection))
     condition = f"{qn(where_field.column)} = %s"
     if key_digest is not None:
-        digest, active = (qn(Device._meta.get_field(name).column) for name in ("api_key_digest", "is_active"))
+        digest, active = (qn(concrete_field(Device, name).column) for name in ("api_key_digest", "is_active"))
         condition += f" AND {digest} = %s AND {active} = %s"
         params += [key_digest, True]
     table = qn(Device._meta.db_table)
     returning = [qn("id"), revision, *mark_columns.values()]
     target_meta = DeviceTargetState._meta
-    fields = [target_meta.get_field(name) for name in target_fields]
+    fields = [concrete_field(DeviceTargetState, name) for name in target_fields]
     device_column = qn(target_meta.get_field("device").column)
     returning += [
         f"(SELECT {qn(f.column)} FROM {qn(target_meta.db_table)} WHERE {device_column} = {table}.{qn('id')})"
@@ -91,11 +94,11 @@ def device_row_lock(
     return LockedRow(row[0], row[1], stored_marks, target=target)
 
 
-def _from_db(field, value):
+def _from_db(field: Field, value: Any) -> Any:
     return field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
 
 
-def device_lock(*, uuid) -> Device:
+def device_lock(*, uuid: uuid_lib.UUID | str) -> Device:
     """The device with its target and current state, its row locked until the transaction ends.
 
     The lock and the read are two statements on purpose: under READ COMMITTED, a statement that waited for
@@ -114,7 +117,7 @@ def device_events(device: Device) -> contextlib.AbstractContextManager[EventReco
 
 
 @contextlib.contextmanager
-def device_write(*, uuid) -> Iterator[Device]:
+def device_write(*, uuid: uuid_lib.UUID | str) -> Iterator[Device]:
     """One unit of work on a device: a transaction, the device row locked (and its revision bumped), and one event
     scope that is flushed (gapless sequences, one INSERT) when the block ends without an exception."""
     with transaction.atomic():

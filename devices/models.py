@@ -1,4 +1,6 @@
 import uuid
+from datetime import datetime
+from typing import ClassVar
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -57,7 +59,7 @@ class ProvisioningKey(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.key_prefix}…)"
 
-    def refusal(self, now) -> tuple[str, str] | None:
+    def refusal(self, now: datetime) -> tuple[str, str] | None:
         """(code, sentence) if this key may not register a device now, else None."""
         if self.revoked_at is not None:
             return "provisioning_key_revoked", "This provisioning key was revoked."
@@ -112,7 +114,7 @@ class Device(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     # A report's clock (``seq``, ``reported_at``) -> the field holding the newest one seen.
-    REPORT_MARKS = {
+    REPORT_MARKS: ClassVar[dict[str, str]] = {
         "seq": "last_report_seq",
         "reported_at": "last_report_clock_us",
         "received_at": "last_report_received_us",  # MQTT only: see last_report_received_us

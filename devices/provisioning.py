@@ -8,6 +8,7 @@ Every registration holds the provisioning key's row lock, so two registrations u
 limit, and two registrations of one uuid end with exactly one device.
 """
 
+import contextlib
 import uuid as uuid_lib
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,8 +19,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from events.choices import EventTypeChoices
-from events.context import actor_label
-from events.services import event_recording
+from events.context import RequestUser, actor_label, signed_in_user
+from events.services import EventRecorder, event_recording
 from sensorsync_project.validation import has_control_characters
 
 from .keys import key_digest, key_generate, key_weakness
@@ -51,7 +52,7 @@ class Registration:
     created: bool  # False: a repeat of the same registration (same uuid, same key), answered as the first
 
 
-def _key_events(key: ProvisioningKey):
+def _key_events(key: ProvisioningKey) -> contextlib.AbstractContextManager[EventRecorder]:
     return event_recording(str(key.uuid), aggregate_type=PROVISIONING_KEY_AGGREGATE)
 
 
@@ -69,7 +70,7 @@ def _key_fields_validate(*, name: Any, expires_at: Any, max_devices: Any) -> Non
 
 @transaction.atomic
 def provisioning_key_create(
-    *, name: str, expires_at: datetime | None = None, max_devices: int | None = None, user=None
+    *, name: str, expires_at: datetime | None = None, max_devices: int | None = None, user: RequestUser = None
 ) -> ProvisioningKeyWithSecret:
     """A new provisioning key; its secret is returned once and stored only as a digest."""
     _key_fields_validate(name=name, expires_at=expires_at, max_devices=max_devices)
@@ -80,7 +81,7 @@ def provisioning_key_create(
         key_prefix=secret[:6],
         expires_at=expires_at,
         max_devices=max_devices,
-        created_by=user if getattr(user, "is_authenticated", False) else None,
+        created_by=signed_in_user(user),
     )
     with _key_events(key) as recorder:
         recorder.record(
@@ -96,12 +97,12 @@ def provisioning_key_create(
 
 
 @transaction.atomic
-def provisioning_key_revoke(*, uuid, user) -> ProvisioningKey:
+def provisioning_key_revoke(*, uuid: uuid_lib.UUID | str, user: RequestUser) -> ProvisioningKey:
     """Revoke a key: no device registers with it from now on. Devices it registered keep working."""
     key = ProvisioningKey.objects.select_for_update().get(uuid=uuid)
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
-        key.revoked_by = user if getattr(user, "is_authenticated", False) else None
+        key.revoked_by = signed_in_user(user)
         key.save(update_fields=["revoked_at", "revoked_by"])
         with _key_events(key) as recorder:
             recorder.record(
@@ -156,19 +157,23 @@ def registration_parse(data: Any) -> RegistrationRequest:
         )
     ):
         errors["applicationId"] = ["Must be a whole number or a string of at most 64 characters."]
-    request = RegistrationRequest(
-        uuid=device_uuid,
-        device_api_key=data.get("deviceApiKey"),
-        device_name=_optional_text(data, "deviceName", DEVICE_NAME_MAX, errors),
-        device_type=_optional_text(data, "deviceType", 64, errors),
-        application_id="" if application_id is None else str(application_id),
-        mac_address=_optional_text(data, "macAddress", 64, errors),
-        os_version=_optional_text(data, "osVersion", 255, errors),
-        agent_version=_optional_text(data, "agentVersion", 255, errors),
-    )
-    if errors:
+    device_name = _optional_text(data, "deviceName", DEVICE_NAME_MAX, errors)
+    device_type = _optional_text(data, "deviceType", 64, errors)
+    mac_address = _optional_text(data, "macAddress", 64, errors)
+    os_version = _optional_text(data, "osVersion", 255, errors)
+    agent_version = _optional_text(data, "agentVersion", 255, errors)
+    if device_uuid is None or errors:
         raise ValidationError(errors)
-    return request
+    return RegistrationRequest(
+        uuid=device_uuid,
+        device_api_key=data["deviceApiKey"],  # a strong key: key_weakness found none
+        device_name=device_name,
+        device_type=device_type,
+        application_id="" if application_id is None else str(application_id),
+        mac_address=mac_address,
+        os_version=os_version,
+        agent_version=agent_version,
+    )
 
 
 def _same_registration(device: Device, request: RegistrationRequest) -> Registration:
@@ -199,12 +204,12 @@ def device_register(*, provisioning_key: str, request: RegistrationRequest) -> R
         key = ProvisioningKey.objects.select_for_update().filter(key_digest=key_digest(provisioning_key)).first()
         if key is None:
             raise RegistrationRefused(401, "not_authenticated", "Unknown provisioning key.")
-        if key.revoked_at is not None:
-            raise RegistrationRefused(403, *key.refusal(now))
+        refusal = key.refusal(now)
+        if refusal is not None and key.revoked_at is not None:  # a revoked key registers nothing, not even a repeat
+            raise RegistrationRefused(403, *refusal)
         existing = Device.objects.filter(uuid=request.uuid).first()
         if existing is not None:
             return _same_registration(existing, request)
-        refusal = key.refusal(now)
         if refusal is not None:
             raise RegistrationRefused(403, *refusal)
         digest = key_digest(request.device_api_key)

@@ -1,6 +1,7 @@
 """Reads of devices, their target history and provisioning keys, and the agent's key lookups (one query each)."""
 
 import hashlib
+import uuid as uuid_lib
 
 import orjson
 from django.db import connection, transaction
@@ -8,6 +9,7 @@ from django.db.models import QuerySet
 
 from events.choices import EventTypeChoices
 from events.models import Event
+from events.retention import EventRows
 from events.selectors import snapshot_get
 from events.services import DEVICE_AGGREGATE
 from sensorsync_project.hot_queries import KeyedInstance
@@ -33,24 +35,24 @@ def provisioning_key_devices(*, key: ProvisioningKey) -> QuerySet[Device]:
     return key.devices.order_by("-created_at", "-id")[:KEY_DEVICES_SHOWN]
 
 
-def device_get(*, uuid) -> Device:
+def device_get(*, uuid: uuid_lib.UUID | str) -> Device:
     return device_list().get(uuid=uuid)
 
 
-def device_exists(*, uuid) -> bool:
+def device_exists(*, uuid: uuid_lib.UUID | str) -> bool:
     return Device.objects.filter(uuid=uuid).exists()
 
 
-def target_versions(*, device_uuid) -> QuerySet[DeviceTargetStateVersion]:
+def target_versions(*, device_uuid: uuid_lib.UUID | str) -> QuerySet[DeviceTargetStateVersion]:
     return DeviceTargetStateVersion.objects.filter(device__uuid=device_uuid).select_related("created_by")
 
 
-def target_version_digest(config, apps) -> str:
+def target_version_digest(config: dict, apps: dict) -> str:
     """A target version's content in a few bytes: what a snapshot keeps of a version whose event was dropped."""
     return hashlib.blake2b(orjson.dumps([config, apps], option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
 
 
-def target_history_fold(state: dict | None, events) -> dict:
+def target_history_fold(state: dict | None, events: EventRows) -> dict:
     """Retention's snapshot of a device's target history (``events.retention``): each version the dropped
     ``target_state.updated`` events recorded, by its content's digest."""
     versions = dict((state or {}).get("versions", {}))
@@ -66,8 +68,6 @@ def target_history_replay_diff(*, device: Device) -> list[str]:
 
     Where retention dropped the oldest events, the replay starts from the device's snapshot: the versions those
     events recorded are compared by digest, and the log must go on from the snapshot's last sequence."""
-    problems: list[str] = []
-    replayed: dict[int, tuple[dict, dict]] = {}
     with transaction.atomic():
         if connection.vendor == "postgresql" and not connection.savepoint_ids:
             # One view of the log, the snapshot and the history (a prune may commit meanwhile).
@@ -77,20 +77,42 @@ def target_history_replay_diff(*, device: Device) -> list[str]:
         events = Event.objects.filter(aggregate_type=DEVICE_AGGREGATE, aggregate_id=str(device.uuid))
         rows = events.order_by("sequence").values_list("sequence", "type", "data").iterator(chunk_size=500)
         through = snapshot.through_sequence if snapshot else 0
-        expected_sequence, previous = through + 1, None
-        for sequence, event_type, data in rows:
-            if sequence == previous:  # unique per month only on PostgreSQL: the replay finds one across months
-                problems.append(f"{device.uuid}: event sequence {sequence} appears twice")
-            elif sequence > through:  # one at or below is older than the snapshot, kept while a later one went
-                if sequence != expected_sequence:
-                    problems.append(f"{device.uuid}: event sequence jumps from {expected_sequence - 1} to {sequence}")
-                expected_sequence = sequence + 1
-            previous = sequence
-            if event_type == EventTypeChoices.TARGET_STATE_UPDATED:
-                replayed[data["version"]] = (config_upcast(data["config"]), data["apps"])
+        problems, replayed = _log_replay(device, rows, through=through)
         stored = {v.version: (v.config, v.apps) for v in DeviceTargetStateVersion.objects.filter(device=device)}
         target = DeviceTargetState.objects.get(device=device)
     folded = {int(v): digest for v, digest in snapshot.state.get("versions", {}).items()} if snapshot else {}
+    problems += _stored_history_problems(device, replayed, folded, stored)
+    problems += _current_target_problems(device, target, replayed, folded)
+    return problems
+
+
+def _log_replay(device: Device, rows: EventRows, *, through: int) -> tuple[list[str], dict[int, tuple[dict, dict]]]:
+    """The log's gaps and repeats after the snapshot's last sequence (``through``), and each target version its
+    events record."""
+    problems: list[str] = []
+    replayed: dict[int, tuple[dict, dict]] = {}
+    expected_sequence, previous = through + 1, None
+    for sequence, event_type, data in rows:
+        if sequence == previous:  # unique per month only on PostgreSQL: the replay finds one across months
+            problems.append(f"{device.uuid}: event sequence {sequence} appears twice")
+        elif sequence > through:  # one at or below is older than the snapshot, kept while a later one went
+            if sequence != expected_sequence:
+                problems.append(f"{device.uuid}: event sequence jumps from {expected_sequence - 1} to {sequence}")
+            expected_sequence = sequence + 1
+        previous = sequence
+        if event_type == EventTypeChoices.TARGET_STATE_UPDATED:
+            replayed[data["version"]] = (config_upcast(data["config"]), data["apps"])
+    return problems, replayed
+
+
+def _stored_history_problems(
+    device: Device,
+    replayed: dict[int, tuple[dict, dict]],
+    folded: dict[int, str],
+    stored: dict[int, tuple[dict, dict]],
+) -> list[str]:
+    """Each stored version against what the log records of it, or the snapshot's digest of a dropped event."""
+    problems = []
     for version in sorted(set(replayed) | set(folded) | set(stored)):
         if version not in stored:
             problems.append(f"{device.uuid} v{version}: in the event log but missing from the stored history")
@@ -103,14 +125,21 @@ def target_history_replay_diff(*, device: Device) -> list[str]:
             problems.append(f"{device.uuid} v{version}: in the stored history but no event records it")
         elif folded[version] != target_version_digest(*stored[version]):
             problems.append(f"{device.uuid} v{version}: stored version differs from the snapshot of the dropped log")
+    return problems
+
+
+def _current_target_problems(
+    device: Device, target: DeviceTargetState, replayed: dict[int, tuple[dict, dict]], folded: dict[int, str]
+) -> list[str]:
+    """The current target against the log's last version (or the snapshot's digest of it)."""
     last = max([*replayed, *folded], default=None)
     if last is None or last != target.version:
-        problems.append(f"{device.uuid}: the log's last version is {last}, target is v{target.version}")
-    elif last in replayed and replayed[last] != (target.config, target.apps):
-        problems.append(f"{device.uuid} v{target.version}: the current target differs from what the log records")
-    elif last not in replayed and folded[last] != target_version_digest(target.config, target.apps):
-        problems.append(f"{device.uuid} v{target.version}: the current target differs from the snapshot of the log")
-    return problems
+        return [f"{device.uuid}: the log's last version is {last}, target is v{target.version}"]
+    if last in replayed and replayed[last] != (target.config, target.apps):
+        return [f"{device.uuid} v{target.version}: the current target differs from what the log records"]
+    if last not in replayed and folded[last] != target_version_digest(target.config, target.apps):
+        return [f"{device.uuid} v{target.version}: the current target differs from the snapshot of the log"]
+    return []
 
 
 def device_for_key(*, api_key: str) -> Device | None:

@@ -4,7 +4,9 @@ A staff change of the desired state is a new target version (``target_state_stor
 of the device's sensor rows: that use case spans the apps, so it lives at the top, in
 ``reconciliation.services.targets`` and ``reconciliation.services.sensors``."""
 
+import uuid as uuid_lib
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -12,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from events.choices import EventTypeChoices
-from events.context import actor_label, current_context
+from events.context import RequestUser, actor_label, current_context, signed_in_user
 from sensorsync_project.validation import has_control_characters
 
 from .keys import key_digest, key_generate
@@ -53,7 +55,9 @@ def _device_fields_validate(fields: dict[str, Any]) -> None:
         raise ValidationError(errors)
 
 
-def _target_version_store(*, device: Device, target: DeviceTargetState, user, change: dict, created_at=None) -> None:
+def _target_version_store(
+    *, device: Device, target: DeviceTargetState, user: RequestUser, change: dict, created_at: datetime | None = None
+) -> None:
     """Append the target's current content to the history and the event log (rebuildable from either)."""
     DeviceTargetStateVersion.objects.create(
         device=device,
@@ -61,7 +65,7 @@ def _target_version_store(*, device: Device, target: DeviceTargetState, user, ch
         config=target.config,
         apps=target.apps,
         created_at=created_at or target.updated_at,
-        created_by=user if getattr(user, "is_authenticated", False) else None,
+        created_by=signed_in_user(user),
         source=current_context().source,
         change=change,
     )
@@ -73,7 +77,9 @@ def _target_version_store(*, device: Device, target: DeviceTargetState, user, ch
         )
 
 
-def device_store(*, name: str, api_key_digest: str, user, actor: str | None = None, **fields) -> Device:
+def device_store(
+    *, name: str, api_key_digest: str, user: RequestUser, actor: str | None = None, **fields: Any
+) -> Device:
     """Insert a device with an empty target at version 1, its history and its events. The caller validated
     ``name`` and holds the transaction; ``fields`` are further Device fields (a registered device's facts)."""
     device = Device.objects.create(name=name.strip(), api_key_digest=api_key_digest, **fields)
@@ -82,19 +88,22 @@ def device_store(*, name: str, api_key_digest: str, user, actor: str | None = No
         config=empty_config(),
         apps={},
         version=1,
-        updated_by=user if getattr(user, "is_authenticated", False) else None,
+        updated_by=signed_in_user(user),
     )
     with device_events(device) as recorder:
         data = {"name": device.name, "is_active": device.is_active}
-        if device.provisioned_by_id is not None:
-            data |= {"provisioning_key": str(device.provisioned_by.uuid), "device_type": device.device_type}
+        key = device.provisioned_by  # no query: the instance given to the constructor, or none
+        if key is not None:
+            data |= {"provisioning_key": str(key.uuid), "device_type": device.device_type}
         recorder.record(EventTypeChoices.DEVICE_REGISTERED, data, actor=actor or actor_label(user))
         _target_version_store(device=device, target=target, user=user, change={"created": True})
     return device
 
 
 @transaction.atomic
-def device_create(*, name: str, description: str = "", is_active: bool = True, user=None) -> DeviceWithKey:
+def device_create(
+    *, name: str, description: str = "", is_active: bool = True, user: RequestUser = None
+) -> DeviceWithKey:
     """A device created by staff, with a key the server generates (shown once)."""
     _device_fields_validate({"name": name, "description": description, "is_active": is_active})
     api_key = key_generate()
@@ -104,7 +113,14 @@ def device_create(*, name: str, description: str = "", is_active: bool = True, u
     return DeviceWithKey(device=device, api_key=api_key)
 
 
-def device_update(*, uuid, user, name: str = UNSET, description: str = UNSET, is_active: bool = UNSET) -> Device:
+def device_update(
+    *,
+    uuid: uuid_lib.UUID | str,
+    user: RequestUser,
+    name: str = UNSET,
+    description: str = UNSET,
+    is_active: bool = UNSET,
+) -> Device:
     """Change the fields given; a field left UNSET keeps its value."""
     sent = {
         key: value
@@ -112,12 +128,10 @@ def device_update(*, uuid, user, name: str = UNSET, description: str = UNSET, is
         if value is not UNSET
     }
     _device_fields_validate(sent)
+    if "name" in sent:
+        sent["name"] = name.strip()
     with device_write(uuid=uuid) as device, device_events(device) as recorder:
-        changes = {}
-        for field_name, value in sent.items():
-            value = value.strip() if field_name == "name" else value
-            if getattr(device, field_name) != value:
-                changes[field_name] = value
+        changes = {field_name: value for field_name, value in sent.items() if getattr(device, field_name) != value}
         if changes:
             for field_name, value in changes.items():
                 setattr(device, field_name, value)
@@ -130,7 +144,7 @@ def device_update(*, uuid, user, name: str = UNSET, description: str = UNSET, is
     return device
 
 
-def device_key_rotate(*, uuid, user) -> DeviceWithKey:
+def device_key_rotate(*, uuid: uuid_lib.UUID | str, user: RequestUser) -> DeviceWithKey:
     """Replace the key; the old one stops working when this commits."""
     api_key = key_generate()
     with device_write(uuid=uuid) as device, device_events(device) as recorder:
@@ -144,7 +158,7 @@ def device_key_rotate(*, uuid, user) -> DeviceWithKey:
     return DeviceWithKey(device=device, api_key=api_key)
 
 
-def device_delete(*, uuid, user) -> None:
+def device_delete(*, uuid: uuid_lib.UUID | str, user: RequestUser) -> None:
     """Delete a device with its states and sensor rows; its events stay in the log."""
     with device_write(uuid=uuid) as device, device_events(device) as recorder:
         recorder.record(EventTypeChoices.DEVICE_DELETED, {"name": device.name}, actor=actor_label(user))
@@ -152,7 +166,9 @@ def device_delete(*, uuid, user) -> None:
         device_access_changed.send(Device, uuid=device.uuid, reason="deleted")
 
 
-def target_state_store(*, device: Device, config: dict, apps: dict, user, change: dict) -> DeviceTargetState:
+def target_state_store(
+    *, device: Device, config: dict, apps: dict, user: RequestUser, change: dict
+) -> DeviceTargetState:
     """Store a new target version: the target row, its history row and its ``target_state.updated`` event. The
     caller holds the device lock (``device_write``), has validated ``config`` and re-projects the read model from
     the new version (``reconciliation.services.targets.target_state_write``)."""
@@ -161,7 +177,7 @@ def target_state_store(*, device: Device, config: dict, apps: dict, user, change
     target.config = config
     target.apps = apps
     target.updated_at = timezone.now()
-    target.updated_by = user if getattr(user, "is_authenticated", False) else None
+    target.updated_by = signed_in_user(user)
     target.save(update_fields=["version", "config", "apps", "updated_at", "updated_by"])
     _target_version_store(device=device, target=target, user=user, change=change)
     return target

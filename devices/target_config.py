@@ -6,6 +6,8 @@ note's name for the same list, which the agent never read; it is still accepted 
 (converted), and found in events written before.
 """
 
+from typing import Any
+
 SENSORS_KEY = "sensors"
 LEGACY_SENSORS_KEY = "protocolAdapterDevices"
 
@@ -18,7 +20,7 @@ def config_sensors(config: dict) -> list:
     return sensors if isinstance(sensors, list) else []
 
 
-def config_upcast(config):
+def config_upcast(config: Any) -> Any:
     """A configuration as it is stored today: the sensors under ``sensors``, the legacy key gone.
 
     Events are never rewritten, so a ``target_state.updated`` written before the rename is read through this. A

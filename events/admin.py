@@ -11,7 +11,7 @@ from .choices import EventSourceChoices, EventTypeChoices
 from .models import Event
 
 # Event types whose colour tells the story of the loop at a glance (the badge classes of sensorsync.css).
-TYPE_TONES = {
+TYPE_TONES: dict[str, str] = {
     EventTypeChoices.SENSOR_DEPLOYED: "deployed",
     EventTypeChoices.DEVICE_IN_SYNC: "in_sync",
     EventTypeChoices.SENSOR_FAILED: "failed",

@@ -8,8 +8,15 @@ import contextvars
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .choices import EventSourceChoices
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser, User
+
+# Whom a service writes for: a request's user (signed in or anonymous), or no one (a command, an agent).
+RequestUser: TypeAlias = "User | AnonymousUser | None"
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,7 @@ def current_context() -> AuditContext:
 
 
 @contextlib.contextmanager
-def audit_context(**values) -> Iterator[AuditContext]:
+def audit_context(**values: Any) -> Iterator[AuditContext]:
     """Open a context for a request or command; values override the enclosing context's."""
     parent = _current.get()
     ctx = replace(parent, **values) if parent is not None else AuditContext(**values)
@@ -52,8 +59,14 @@ def audit_context(**values) -> Iterator[AuditContext]:
         _current.reset(token)
 
 
-def actor_label(user) -> str:
+def actor_label(user: RequestUser) -> str:
     """How an actor is named in events and audit columns: the username, else the context's actor, else system."""
-    if user is None or not getattr(user, "is_authenticated", False):
+    author = signed_in_user(user)
+    if author is None:
         return current_context().actor or "system"
-    return user.get_username()
+    return author.get_username()
+
+
+def signed_in_user(user: RequestUser) -> "User | None":
+    """The user a row records as its author: a signed-in one, else none (anonymous, a command, an agent)."""
+    return user if user is not None and user.is_authenticated else None

@@ -17,7 +17,7 @@ class EventFilterSet(django_filters.FilterSet):
 
     class Meta:
         model = Event
-        fields = ["type", "aggregateType", "aggregateId", "correlationId", "since", "until"]
+        fields = ("type", "aggregateType", "aggregateId", "correlationId", "since", "until")
 
     def _aggregate_id(self, queryset, name, value):
         return queryset.filter(**{name: aggregate_id_normalize(value)})

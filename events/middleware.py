@@ -1,6 +1,11 @@
 import re
 import uuid
 
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+
+from sensorsync_project.middleware import GetResponse
+
 from .choices import EventSourceChoices
 from .context import audit_context
 
@@ -18,13 +23,14 @@ def _source_for(path: str) -> str:
 class RequestContextMiddleware:
     """Gives every request a request id (kept from a sane ``X-Request-ID``) and an audit context."""
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
         incoming = request.headers.get("X-Request-ID", "")
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        request.request_id = request_id
+        # Django lets middleware hang attributes on the request; its stubs know only its own.
+        request.request_id = request_id  # type: ignore[attr-defined]
         with audit_context(
             source=_source_for(request.path_info),
             request_id=request_id,

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
+
+from sensorsync_project.fields import concrete_field
 
 from .models import Event
 
@@ -112,11 +115,11 @@ def partition_unique_index_sql(name: str) -> str:
     """Sequences are unique per aggregate: a unique index on each partition (one over the whole table would have to
     include ``created_at``). It serves the sequence lookup of ``events.services`` too."""
     qn = connection.ops.quote_name
-    columns = ", ".join(qn(Event._meta.get_field(f).column) for f in ("aggregate_type", "aggregate_id", "sequence"))
+    columns = ", ".join(qn(concrete_field(Event, f).column) for f in ("aggregate_type", "aggregate_id", "sequence"))
     return f"CREATE UNIQUE INDEX {qn(name + '_aggregate_sequence')} ON {qn(name)} ({columns})"
 
 
-def ddl_session(cursor) -> None:
+def ddl_session(cursor: CursorWrapper) -> None:
     """For this transaction: no statement timeout (moving or copying events may take long), but give up on a lock
     that writers hold for more than a few seconds rather than queue every writer behind the wait."""
     cursor.execute("SET LOCAL statement_timeout = 0")

@@ -1,9 +1,15 @@
 import uuid
+from typing import TYPE_CHECKING, Any
 
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import BooleanField, Case, F, Func, PositiveBigIntegerField, QuerySet, Value, When
+from django.db.models.sql.compiler import SQLCompiler
 
 from .models import AggregateSnapshot, Event
 from .services import DEVICE_AGGREGATE
+
+if TYPE_CHECKING:
+    from django.db.models.sql.compiler import _AsSqlType  # (sql, params), as the stubs name it
 
 
 class JSONTextBytes(Func):
@@ -15,10 +21,12 @@ class JSONTextBytes(Func):
     template = "length(%(expressions)s)"
     output_field = PositiveBigIntegerField()
 
-    def as_postgresql(self, compiler, connection, **extra_context):
+    def as_postgresql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> "_AsSqlType":
         return self.as_sql(compiler, connection, template="octet_length((%(expressions)s)::text)", **extra_context)
 
-    def as_sqlite(self, compiler, connection, **extra_context):
+    def as_sqlite(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any) -> "_AsSqlType":
         return self.as_sql(compiler, connection, template="length(CAST(%(expressions)s AS BLOB))", **extra_context)
 
 
@@ -30,7 +38,9 @@ def aggregate_id_normalize(value: str) -> str:
         return value
 
 
-def event_list(*, device_uuid=None, data_inline_max_bytes: int | None = None) -> QuerySet[Event]:
+def event_list(
+    *, device_uuid: uuid.UUID | str | None = None, data_inline_max_bytes: int | None = None
+) -> QuerySet[Event]:
     """Events with ``data_size`` (bytes of stored data), ``data_truncated`` and ``data_inline``: the data, or
     None when it is larger than ``data_inline_max_bytes`` (None: never truncated). ``data`` itself is deferred:
     read ``data_inline``."""

@@ -11,6 +11,9 @@ import contextvars
 from collections.abc import Iterator
 
 from django.db import connection
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from sensorsync_project.fields import concrete_field
 
 from .context import current_context
 from .models import AggregateSnapshot, Event
@@ -76,7 +79,7 @@ def _insert_fields() -> list:
 POSTGRESQL_MAX_PARAMS = 65_535
 
 
-def _max_params(connection) -> int:
+def _max_params(connection: BaseDatabaseWrapper) -> int:
     limit = connection.features.max_query_params
     return limit or (POSTGRESQL_MAX_PARAMS if connection.vendor == "postgresql" else 10_000)
 
@@ -85,7 +88,7 @@ _INSERT_SQL: dict[tuple[str, int], str] = {}
 _INSERT_SQL_CACHED_ROWS = 64
 
 
-def _insert_sql(connection, rows: int) -> str:
+def _insert_sql(connection: BaseDatabaseWrapper, rows: int) -> str:
     """``INSERT ... SELECT`` of ``rows`` events from a ``VALUES`` list, numbered in the statement: the aggregate's
     last sequence, read once (a one-row subquery joined to every row), plus each row's offset. The last sequence
     is the aggregate's newest event's, or its snapshot's when retention dropped every event it had. A subquery per row
@@ -100,7 +103,9 @@ def _insert_sql(connection, rows: int) -> str:
         meta = Event._meta
         fields = _insert_fields()
         table = qn(meta.db_table)
-        column = {name: qn(meta.get_field(name).column) for name in ("sequence", "aggregate_type", "aggregate_id")}
+        column = {
+            name: qn(concrete_field(Event, name).column) for name in ("sequence", "aggregate_type", "aggregate_id")
+        }
         width = len(fields)  # the fields but the sequence, then the offset: VALUES columns column1..columnN
         selected, index = [], 0
         for f in fields:
@@ -109,9 +114,9 @@ def _insert_sql(connection, rows: int) -> str:
             else:
                 index += 1
                 selected.append(f"v.column{index}")
-        snapshot = AggregateSnapshot._meta
         snapshot_column = {
-            name: qn(snapshot.get_field(name).column) for name in ("through_sequence", "aggregate_type", "aggregate_id")
+            name: qn(concrete_field(AggregateSnapshot, name).column)
+            for name in ("through_sequence", "aggregate_type", "aggregate_id")
         }
         row = "(" + ", ".join(["%s"] * width) + ")"
         sql = (
@@ -120,7 +125,7 @@ def _insert_sql(connection, rows: int) -> str:
             f"(SELECT COALESCE(MAX(bound.n), 0) AS n FROM ("
             f"SELECT MAX({column['sequence']}) AS n FROM {table} "
             f"WHERE {column['aggregate_type']} = %s AND {column['aggregate_id']} = %s "
-            f"UNION ALL SELECT {snapshot_column['through_sequence']} FROM {qn(snapshot.db_table)} "
+            f"UNION ALL SELECT {snapshot_column['through_sequence']} FROM {qn(AggregateSnapshot._meta.db_table)} "
             f"WHERE {snapshot_column['aggregate_type']} = %s AND {snapshot_column['aggregate_id']} = %s"
             f") AS bound) AS last"
         )

@@ -152,11 +152,19 @@ def config_render(
     return re.sub(r"\{(\w+)\}", lambda m: str(values.get(m[1], m[0])), CONFIG_TEMPLATE.read_text())
 
 
-def data_dir_prepare(*, data_dir: Path, port: int, admin_username: str, admin_password: str, **options) -> Path:
+def data_dir_prepare(
+    *,
+    data_dir: Path,
+    port: int,
+    admin_username: str,
+    admin_password: str,
+    bind: str = "127.0.0.1",
+    user: str | None = None,
+) -> Path:
     """Write the configuration (every time: the port may change) and, on first use only, the plugin's state."""
     data_dir.mkdir(parents=True, exist_ok=True)
     conf = data_dir / "mosquitto.conf"
-    conf.write_text(config_render(port=port, data_dir=data_dir, **options))
+    conf.write_text(config_render(port=port, data_dir=data_dir, bind=bind, user=user))
     dynsec = data_dir / "dynamic-security.json"
     if not dynsec.exists():
         dynsec.write_text(json.dumps(dynsec_initial(admin_username=admin_username, admin_password=admin_password)))
@@ -207,9 +215,9 @@ class PrivateBroker:
             return ""
 
     def start(self, timeout: float = 15.0) -> "PrivateBroker":
-        reason = missing_reason()
-        if reason:
-            raise BrokerUnavailable(reason)
+        reason, executable = missing_reason(), mosquitto_executable()
+        if reason or executable is None:
+            raise BrokerUnavailable(reason or "mosquitto is not installed")
         conf = data_dir_prepare(
             data_dir=self.data_dir,
             port=self.port,
@@ -218,7 +226,7 @@ class PrivateBroker:
             bind=self.bind,
         )
         self.process = subprocess.Popen(
-            [mosquitto_executable(), "-c", str(conf)],
+            [executable, "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
@@ -270,5 +278,5 @@ class PrivateBroker:
     def __enter__(self) -> "PrivateBroker":
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

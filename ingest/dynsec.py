@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
@@ -52,19 +54,20 @@ def client_connect(
     password: str,
     timeout: float,
     clean_start: bool = True,
-    properties=None,
-    **client_options,
+    properties: Properties | None = None,
 ) -> mqtt.Client:
     """A connected MQTT v5 client with its network loop running; BrokerUnreachable if the broker refused or did
     not answer within ``timeout``."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, **client_options)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     client.username_pw_set(username, password)
     if address.tls:
         client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
     connected = threading.Event()
     outcome: dict = {}
 
-    def on_connect(client, userdata, flags, reason_code, properties):
+    def on_connect(
+        client: mqtt.Client, userdata: object, flags: object, reason_code: ReasonCode, properties: object
+    ) -> None:
         outcome["reason"] = reason_code
         connected.set()
 
@@ -105,7 +108,9 @@ class DynsecControl:
         subscribed = threading.Event()
         granted: list = []
 
-        def on_subscribe(client, userdata, mid, reason_codes, properties):
+        def on_subscribe(
+            client: mqtt.Client, userdata: object, mid: int, reason_codes: list[ReasonCode], properties: object
+        ) -> None:
             granted.extend(reason_codes)
             subscribed.set()
 
@@ -116,13 +121,13 @@ class DynsecControl:
             raise BrokerUnreachable(f"the broker refused {self.username!r} the dynamic-security answers: {granted}")
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
             self._client = None
 
-    def _on_message(self, client, userdata, message) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         try:
             answers = json.loads(message.payload).get("responses", [])
         except (ValueError, AttributeError):
@@ -142,6 +147,8 @@ class DynsecControl:
         payload = {
             "commands": [{**command, "correlationData": id_} for command, id_ in zip(commands, ids, strict=True)]
         }
+        if self._client is None:
+            raise BrokerUnreachable("the dynamic-security control is not connected (use it as a context manager)")
         info = self._client.publish(CONTROL_TOPIC, json.dumps(payload), qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise BrokerUnreachable(f"publishing a dynamic-security command failed: {mqtt.error_string(info.rc)}")
@@ -155,10 +162,10 @@ class DynsecControl:
                     raise DynsecError(command["command"], answer["error"])
         return answers
 
-    def run_one(self, command: str, **fields) -> dict:
+    def run_one(self, command: str, **fields: object) -> dict:
         return self.run([{"command": command, **fields}])[0]
 
-    def run_one_quiet(self, command: str, **fields) -> str | None:
+    def run_one_quiet(self, command: str, **fields: object) -> str | None:
         """Run one command; its error text, or None."""
         return self.run([{"command": command, **fields}], raise_errors=False)[0].get("error")
 

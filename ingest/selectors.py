@@ -1,10 +1,12 @@
+import uuid as uuid_lib
+
 from django.db.models import F
 
 from devices.models import Device
 from devices.selectors import REPORT_DEFERRED_TARGET
 
 
-def device_for_mqtt_report(*, uuid) -> Device | None:
+def device_for_mqtt_report(*, uuid: uuid_lib.UUID) -> Device | None:
     """The device an MQTT report's topic names, loaded as the PATCH's ``device_for_report`` loads it (the target's
     version and cached statuses, the stored report's digest), with the key its MQTT credentials were issued under
     (``mqtt_key_digest``, None if it has none), in one query."""

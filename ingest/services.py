@@ -48,16 +48,16 @@ def dynsec_control() -> DynsecControl:
     )
 
 
-def device_topics(device_uuid) -> dict:
+def device_topics(device_uuid: uuid_lib.UUID | str) -> dict:
     base = f"iot/device/{device_uuid}"
     return {"publish": f"{base}/state", "subscribe": f"{base}/#"}
 
 
-def device_role(device_uuid) -> str:
+def device_role(device_uuid: uuid_lib.UUID | str) -> str:
     return f"{ROLE_PREFIX}{device_uuid}"
 
 
-def _role_acls(device_uuid) -> list[dict]:
+def _role_acls(device_uuid: uuid_lib.UUID | str) -> list[dict]:
     topics = device_topics(device_uuid)
     return [
         {"acltype": "publishClientSend", "topic": topics["publish"], "priority": 0, "allow": True},
@@ -128,7 +128,7 @@ def _broker_client_delete(control: DynsecControl, device_uuid: str) -> None:
             raise DynsecError(command, error)
 
 
-def _access_state(device_uuid) -> str:
+def _access_state(device_uuid: uuid_lib.UUID | str) -> str:
     """What the broker should hold for a device now: "valid", "inactive" or "revoked"."""
     row = (
         Device.objects.filter(uuid=device_uuid)
@@ -188,7 +188,7 @@ def _broker_apply(control: DynsecControl, device_uuid: str, state: str) -> None:
             raise DynsecError(command, error)
 
 
-def device_mqtt_access_sync(*, uuid, reason: str) -> None:
+def device_mqtt_access_sync(*, uuid: uuid_lib.UUID | str, reason: str) -> None:
     """Bring the broker in line with the database for one device (after a key rotation, a deactivation or
     reactivation, a deletion): delete its client, disable or enable it. Never raises: a failure is logged and
     counted, and the convergence loop repeats it."""
@@ -213,7 +213,7 @@ def device_mqtt_access_sync(*, uuid, reason: str) -> None:
     logger.info("mqtt %s device=%s reason=%s", action, uuid, reason)
 
 
-def device_mqtt_access_changed(sender, *, uuid, reason: str, **kwargs) -> None:
+def device_mqtt_access_changed(sender: object, *, uuid: uuid_lib.UUID | str, reason: str, **kwargs: object) -> None:
     """Receiver of ``devices.signals.device_access_changed``, sent inside the service that changed the device's key,
     activity or existence: syncs the broker once that transaction commits (not at all if it rolls back)."""
     if mqtt_enabled():
@@ -235,6 +235,37 @@ def _device_uuid(username: str) -> str | None:
         return None
 
 
+def _broker_device_clients(control: DynsecControl) -> dict[str, bool]:
+    """The broker's device clients: uuid -> disabled."""
+    clients = {}
+    for client in control.clients_verbose():
+        device_uuid = _device_uuid(client.get("username", ""))
+        if device_uuid is not None:
+            clients[device_uuid] = bool(client.get("disabled", False))
+    return clients
+
+
+def _expected_access(uuids: list[str]) -> dict[str, str]:
+    """What the database allows each of ``uuids``: valid, inactive, or revoked (also: gone, or never issued)."""
+    expected: dict[str, str] = {}
+    for start in range(0, len(uuids), 500):
+        rows = Device.objects.filter(uuid__in=uuids[start : start + 500]).values_list(
+            "uuid", "is_active", "api_key_digest", "mqtt_credentials__key_digest"
+        )
+        for device_uuid, active, digest, issued_under in rows:
+            expected[str(device_uuid)] = "revoked" if issued_under != digest else ("valid" if active else "inactive")
+    return expected
+
+
+# (the database's verdict, whether the broker has the client disabled) -> what the convergence does about it
+_CONVERGE_ACTIONS = {
+    ("revoked", False): "deleted",
+    ("revoked", True): "deleted",
+    ("inactive", False): "disabled",
+    ("valid", True): "enabled",
+}
+
+
 def mqtt_access_converge(*, control: DynsecControl | None = None) -> Convergence:
     """Make the broker's device clients match the database: delete the clients of devices that are gone, were
     re-keyed or never issued credentials, disable those of inactive devices, enable those of active ones.
@@ -247,38 +278,19 @@ def mqtt_access_converge(*, control: DynsecControl | None = None) -> Convergence
     if own:
         control.__enter__()
     try:
-        clients = {}
-        for client in control.clients_verbose():
-            device_uuid = _device_uuid(client.get("username", ""))
-            if device_uuid is not None:
-                clients[device_uuid] = bool(client.get("disabled", False))
+        clients = _broker_device_clients(control)
         result.clients = len(clients)
-        expected: dict[str, str] = {}
-        uuids = list(clients)
-        for start in range(0, len(uuids), 500):
-            rows = Device.objects.filter(uuid__in=uuids[start : start + 500]).values_list(
-                "uuid", "is_active", "api_key_digest", "mqtt_credentials__key_digest"
-            )
-            for device_uuid, active, digest, issued_under in rows:
-                state = "revoked" if issued_under != digest else ("valid" if active else "inactive")
-                expected[str(device_uuid)] = state
+        expected = _expected_access(list(clients))
         for device_uuid, disabled in clients.items():
             state = expected.get(device_uuid, "revoked")
             if state != "valid" or disabled:
                 # Read again just before acting: credentials issued since the batch read must not be withdrawn.
                 state = _access_state(device_uuid)
-            if state == "revoked":
+            action = _CONVERGE_ACTIONS.get((state, disabled))
+            if action is not None:
                 _broker_apply(control, device_uuid, state)
-                result.deleted.append(device_uuid)
-                CONVERGED.labels("deleted").inc()
-            elif state == "inactive" and not disabled:
-                _broker_apply(control, device_uuid, state)
-                result.disabled.append(device_uuid)
-                CONVERGED.labels("disabled").inc()
-            elif state == "valid" and disabled:
-                _broker_apply(control, device_uuid, state)
-                result.enabled.append(device_uuid)
-                CONVERGED.labels("enabled").inc()
+                getattr(result, action).append(device_uuid)
+                CONVERGED.labels(action).inc()
     finally:
         if own:
             control.__exit__(None, None, None)

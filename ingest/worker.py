@@ -36,6 +36,7 @@ from django.db import DatabaseError, DataError, InterfaceError, close_old_connec
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from devices.models import Device, DeviceAccessRevoked
 from reconciliation.agent_protocol import ProtocolError, StoredReport, json_parse, reports_parse
@@ -73,16 +74,22 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def message_apply(*, topic: str, payload: bytes, received_us: int) -> str:
-    """Apply one MQTT report as the PATCH would; its outcome (applied, unchanged, stale, queued), or ``Dropped``.
-    Database errors propagate (the caller retries those that say the database is unavailable)."""
+def _topic_device_uuid(topic: str) -> uuid_lib.UUID:
+    """The device a state topic names (its uuid as the broker's ACL checked it), or ``Dropped``."""
     match = TOPIC.match(topic)
     try:
         device_uuid = uuid_lib.UUID(match[1]) if match else None
     except ValueError:
         device_uuid = None
-    if device_uuid is None or str(device_uuid) != match[1].lower():
+    if device_uuid is None or match is None or str(device_uuid) != match[1].lower():
         raise Dropped("bad_topic", f"topic {topic[:200]!r} is not iot/device/<uuid>/state")
+    return device_uuid
+
+
+def message_apply(*, topic: str, payload: bytes, received_us: int) -> str:
+    """Apply one MQTT report as the PATCH would; its outcome (applied, unchanged, stale, queued), or ``Dropped``.
+    Database errors propagate (the caller retries those that say the database is unavailable)."""
+    device_uuid = _topic_device_uuid(topic)
     if len(payload) > settings.SENSORSYNC_MAX_REPORT_BYTES:
         raise Dropped("too_large", f"{len(payload)} bytes, over SENSORSYNC_MAX_REPORT_BYTES")
     device = device_for_mqtt_report(uuid=device_uuid)
@@ -90,7 +97,7 @@ def message_apply(*, topic: str, payload: bytes, received_us: int) -> str:
         raise Dropped("unknown_device", f"no device {device_uuid}")
     if not device.is_active:
         raise Dropped("device_inactive", f"device {device_uuid} is deactivated")
-    if device.mqtt_key_digest != device.api_key_digest:
+    if getattr(device, "mqtt_key_digest", None) != device.api_key_digest:  # annotated by the selector
         # Published before a key rotation revoked the device's MQTT credentials: as a PATCH with a rotated key.
         raise Dropped("credentials_revoked", f"device {device_uuid} holds no MQTT credentials under its current key")
     current = device.current_state_or_none()
@@ -175,7 +182,14 @@ class Ingestor:
 
     # Network thread -------------------------------------------------------------------------------------------
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: object,
+    ) -> None:
         if reason_code.is_failure:
             logger.error("mqtt broker %s refused worker %s: %s", self.address.host, self.client_id, reason_code)
             return
@@ -191,16 +205,20 @@ class Ingestor:
         )
         client.subscribe(SHARED_SUBSCRIPTION, qos=1)
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: object, mid: int, reason_codes: list[ReasonCode], properties: object
+    ) -> None:
         failed = [code for code in reason_codes if code.is_failure]
         if failed:
             logger.error("mqtt worker %s may not subscribe to %s: %s", self.client_id, SHARED_SUBSCRIPTION, failed)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: object, flags: object, reason_code: ReasonCode, properties: object
+    ) -> None:
         if not self.stop_event.is_set():
             logger.warning("mqtt worker %s disconnected (%s); reconnecting", self.client_id, reason_code)
 
-    def _on_message(self, client, userdata, message) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         with self._lock:
             generation, connected_us = self.generation, self.connected_us
         if message.dup:
@@ -208,7 +226,7 @@ class Ingestor:
         delivery = Delivery(
             generation=generation,
             topic=message.topic,
-            payload=message.payload,
+            payload=bytes(message.payload),
             mid=message.mid,
             qos=message.qos,
             dup=bool(message.dup),

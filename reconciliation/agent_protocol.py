@@ -8,11 +8,11 @@ import hashlib
 import re
 import uuid as uuid_lib
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeGuard, overload
 
 import orjson
 from django.conf import settings
@@ -58,7 +58,7 @@ class ProtocolError(Exception):
         return f"{self.code}:{field[:80]}"
 
 
-def api_key_from(headers) -> str | None:
+def api_key_from(headers: Mapping[str, str]) -> str | None:
     key = headers.get("X-Device-API-Key")
     if key:
         return key.strip()
@@ -97,7 +97,7 @@ def body_inflate(raw: bytes, content_encoding: str, *, limit: int) -> bytes:
             return b"".join(parts)
 
 
-def json_parse(body: bytes):
+def json_parse(body: bytes) -> Any:
     try:
         return strict_json_loads(body)
     except JSONBodyError as exc:
@@ -195,7 +195,7 @@ class RepeatedReport:
     queued = False
 
 
-def _text(value, key: str, errors: dict, *, limit: int = TEXT_FIELD_MAX) -> str | None:
+def _text(value: Any, key: str, errors: dict, *, limit: int = TEXT_FIELD_MAX) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > limit:
@@ -204,7 +204,7 @@ def _text(value, key: str, errors: dict, *, limit: int = TEXT_FIELD_MAX) -> str 
     return value
 
 
-def _number(value, key: str, errors: dict, *, minimum: float | None = 0) -> float | int | None:
+def _number(value: Any, key: str, errors: dict, *, minimum: float | None = 0) -> float | int | None:
     if value is None:
         return None
     if type(value) not in (int, float) or abs(value) > NUMBER_MAX or (minimum is not None and value < minimum):
@@ -214,11 +214,11 @@ def _number(value, key: str, errors: dict, *, minimum: float | None = 0) -> floa
     return value
 
 
-def _digest(value) -> str:
+def _digest(value: Any) -> str:
     return hashlib.blake2b(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=32).hexdigest()
 
 
-def identity_digest(version, parts: dict) -> str:
+def identity_digest(version: int | None, parts: dict) -> str:
     return _digest({"version": version, "parts": parts})
 
 
@@ -229,7 +229,7 @@ def report_digest(report: dict) -> str:
     return identity_digest(report.get("version"), _parts(report, health, {}))
 
 
-def part_digest(part: str, value) -> str:
+def part_digest(part: str, value: Any) -> str:
     """The digest of one identity part: ``config`` and ``apps`` as sent, a health map (normalized) by what is
     identity in it (status, connection, quality, error), not by telemetry that moves on every poll."""
     if part in HEALTH_SOURCES:
@@ -275,7 +275,20 @@ def _clock_parse(data: dict, prefix: str, errors: dict) -> dict[str, int]:
     return clocks
 
 
-def _records_parse(value, key: str, errors: dict, *, fields: dict[str, str], limit: int) -> list[dict] | None:
+def _record_field(kind: str, value: Any, key: str, errors: dict) -> Any:
+    """One field of a record, checked against its kind (``PROCESS_FIELDS``, ``INTERFACE_FIELDS``)."""
+    if kind == "text":
+        return _text(value, key, errors)
+    if kind == "number":
+        return _number(value, key, errors, minimum=None)
+    if kind == "int" and not (is_int(value) and 0 <= value <= 2**31 - 1):
+        errors[key] = ["Must be a non-negative integer."]
+    elif kind == "bool" and type(value) is not bool:
+        errors[key] = ["Must be a boolean."]
+    return value
+
+
+def _records_parse(value: Any, key: str, errors: dict, *, fields: dict[str, str], limit: int) -> list[dict] | None:
     """A list of small objects (processes, network interfaces): known fields type-checked, others dropped."""
     if value is None:
         return None
@@ -287,50 +300,41 @@ def _records_parse(value, key: str, errors: dict, *, fields: dict[str, str], lim
         if not isinstance(item, dict):
             errors[f"{key}[{index}]"] = ["Must be an object."]
             continue
-        record = {}
-        for name, kind in fields.items():
-            field_value = item.get(name)
-            field_key = f"{key}[{index}].{name}"
-            if field_value is None:
-                continue
-            if kind == "text":
-                field_value = _text(field_value, field_key, errors)
-            elif kind == "number":
-                field_value = _number(field_value, field_key, errors, minimum=None)
-            elif kind == "int" and not (is_int(field_value) and 0 <= field_value <= 2**31 - 1):
-                errors[field_key] = ["Must be a non-negative integer."]
-            elif kind == "bool" and type(field_value) is not bool:
-                errors[field_key] = ["Must be a boolean."]
-            record[name] = field_value
-        records.append(record)
+        records.append(
+            {
+                name: _record_field(kind, item[name], f"{key}[{index}].{name}", errors)
+                for name, kind in fields.items()
+                if item.get(name) is not None
+            }
+        )
     return records
 
 
-def facts_parse(data: dict, prefix: str, errors: dict) -> dict:
-    """The device fields a report sets: system info sent once per agent start, and the metrics sent every few
-    minutes (replacing the device's previous metrics whole). Only what the report carries."""
-    facts: dict = {}
-    for key, field in (("os_version", "os_version"), ("agent_version", "agent_version")):
+def _system_info_parse(data: dict, prefix: str, errors: dict) -> dict:
+    """The system info an agent sends once per start: its OS and agent versions and its local address."""
+    info: dict = {}
+    for key in ("os_version", "agent_version"):
         value = _text(data.get(key), f"{prefix}{key}", errors)
         if value is not None:
-            facts[field] = value
+            info[key] = value
     local_ip = data.get("local_ip")
     if local_ip is not None:
         try:
             if not isinstance(local_ip, str):  # ip_address(123) would read an integer as 0.0.0.123
                 raise TypeError
-            facts["ip_address"] = str(ip_address(local_ip))
+            info["ip_address"] = str(ip_address(local_ip))
         except (ValueError, TypeError):
             errors[f"{prefix}local_ip"] = ["Must be an IPv4 or IPv6 address."]
-    uptime = _number(data.get("uptime"), f"{prefix}uptime", errors)
-    if uptime is not None:
-        facts["uptime"] = float(uptime)
+    return info
 
+
+def _metrics_parse(data: dict, prefix: str, errors: dict) -> dict:
+    """The metrics an agent sends every few minutes: usage figures, temperature, processes and interfaces."""
     metrics: dict = {}
     for key in FACT_NUMBERS:
-        value = _number(data.get(key), f"{prefix}{key}", errors)
-        if value is not None:
-            metrics[key] = value
+        number = _number(data.get(key), f"{prefix}{key}", errors)
+        if number is not None:
+            metrics[key] = number
     temperature = _number(data.get("temperature"), f"{prefix}temperature", errors, minimum=-273.15)
     if temperature is not None:
         metrics["temperature"] = temperature
@@ -341,6 +345,17 @@ def facts_parse(data: dict, prefix: str, errors: dict) -> dict:
         records = _records_parse(data.get(key), f"{prefix}{key}", errors, fields=fields, limit=limit)
         if records is not None:
             metrics[key] = records
+    return metrics
+
+
+def facts_parse(data: dict, prefix: str, errors: dict) -> dict:
+    """The device fields a report sets: system info sent once per agent start, and the metrics sent every few
+    minutes (replacing the device's previous metrics whole). Only what the report carries."""
+    facts = _system_info_parse(data, prefix, errors)
+    uptime = _number(data.get("uptime"), f"{prefix}uptime", errors)
+    if uptime is not None:
+        facts["uptime"] = float(uptime)
+    metrics = _metrics_parse(data, prefix, errors)
     is_online = data.get("is_online")
     if is_online is not None and type(is_online) is not bool:
         errors[f"{prefix}is_online"] = ["Must be a boolean."]
@@ -353,7 +368,9 @@ def facts_parse(data: dict, prefix: str, errors: dict) -> dict:
     return facts
 
 
-def _health_entry(status, connected, quality, error, last_seen, error_count) -> dict:
+def _health_entry(
+    status: str, connected: bool | None, quality: str, error: str, last_seen: str | None, error_count: int | None
+) -> dict:
     return {
         "status": status,
         "connected": connected,
@@ -364,7 +381,9 @@ def _health_entry(status, connected, quality, error, last_seen, error_count) -> 
     }
 
 
-def _health_fields(entry: dict, key: str, errors: dict, *, seen_field: str) -> tuple:
+def _health_fields(
+    entry: dict, key: str, errors: dict, *, seen_field: str
+) -> tuple[bool | None, str, str | None, int | None]:
     """(connected, lastError, lastSeen, errorCount) of one adapter health entry, type-checked."""
     connected = entry.get("connected")
     if connected is not None and type(connected) is not bool:
@@ -392,18 +411,100 @@ def _health_fields(entry: dict, key: str, errors: dict, *, seen_field: str) -> t
     return connected, error, last_seen, error_count
 
 
-def _sensor_key_ok(name, key: str, errors: dict) -> bool:
+def _sensor_key_ok(name: object, key: str, errors: dict) -> TypeGuard[str]:
     if isinstance(name, str) and 1 <= len(name) <= 255 and not has_control_characters(name):
         return True
     errors[key] = ["Sensor names must be 1 to 255 characters, no control characters."]
     return False
 
 
-def _health_size(entries) -> int:
+def _health_size(entries: Any) -> int:
     """How many sensors a health map speaks of (``protocol_adapters_health`` lists them per protocol)."""
     if not isinstance(entries, dict):
         return 0
     return sum(len(value) if isinstance(value, list) else 1 for value in entries.values())
+
+
+def _status_from_connected(connected: bool | None) -> str:
+    """What an entry without a (known) status says by ``connected``: online, offline, or nothing."""
+    if connected is None:
+        return ""
+    return "online" if connected else "offline"
+
+
+def _endpoint_entry(entry: dict, key: str, errors: dict) -> dict:
+    """One ``endpoints_health`` entry (2025-11-22), normalized."""
+    status = entry.get("status")
+    if status is not None and not isinstance(status, str):
+        errors[f"{key}.status"] = ["Must be a string."]
+    quality = _text(entry.get("communicationQuality"), f"{key}.communicationQuality", errors, limit=QUALITY_MAX)
+    connected, error, last_seen, error_count = _health_fields(entry, key, errors, seen_field="lastSeen")
+    # The agent leaves ``status`` out for an adapter that never connected; a status this server does not know
+    # (the agent grows) is not refused either: both are read from ``connected``.
+    known = status if status in HEALTH_STATUSES else _status_from_connected(connected)
+    return _health_entry(known, connected, quality or "", error, last_seen, error_count)
+
+
+def _endpoints_health_parse(endpoints: Any, key: str, errors: dict) -> dict[str, dict] | None:
+    """``endpoints_health`` (2025-11-22): keyed by sensor name."""
+    if not isinstance(endpoints, dict):
+        errors[key] = ["Must be an object mapping sensor names to objects."]
+        return None
+    entries = {}
+    for name, entry in endpoints.items():
+        entry_key = f"{key}.{name}"
+        if not _sensor_key_ok(name, entry_key, errors):
+            continue
+        if not isinstance(entry, dict):
+            errors[entry_key] = ["Must be an object."]
+            continue
+        entries[name] = _endpoint_entry(entry, entry_key, errors)
+    return entries
+
+
+def _adapters_health_parse(adapters: Any, key: str, errors: dict) -> dict[str, dict] | None:
+    """``protocol_adapters_health`` (2025-11-06): {protocol: [{deviceName, connected, lastPoll, ...}]}."""
+    if not isinstance(adapters, dict) or not all(isinstance(v, list) for v in adapters.values()):
+        errors[key] = ["Must be an object mapping protocols to lists of device statuses."]
+        return None
+    entries = {}
+    for protocol, statuses in adapters.items():
+        for index, entry in enumerate(statuses):
+            entry_key = f"{key}.{protocol}[{index}]"
+            if not isinstance(entry, dict):
+                errors[entry_key] = ["Must be an object."]
+                continue
+            name = entry.get("deviceName")
+            if not _sensor_key_ok(name, f"{entry_key}.deviceName", errors):
+                continue
+            connected, error, last_seen, error_count = _health_fields(entry, entry_key, errors, seen_field="lastPoll")
+            entries[name] = _health_entry(
+                _status_from_connected(connected), connected, "", error, last_seen, error_count
+            )
+    return entries
+
+
+def _legacy_health_parse(legacy: Any, key: str, errors: dict) -> dict[str, dict] | None:
+    """``sensor_health``: the seed note's {name: {healthy, lastError}}; entries without ``healthy`` are dropped."""
+    if not isinstance(legacy, dict) or not all(isinstance(v, dict) for v in legacy.values()):
+        errors[key] = ["Must be an object mapping names to objects."]
+        return None
+    entries = {}
+    for name, entry in legacy.items():
+        healthy = entry.get("healthy")
+        if type(healthy) is not bool:
+            continue
+        error = entry.get("lastError")
+        error = error[:HEALTH_ERROR_MAX] if isinstance(error, str) else ""
+        entries[name] = _health_entry("online" if healthy else "offline", healthy, "", error, None, None)
+    return entries
+
+
+_HEALTH_PARSERS: tuple[tuple[str, Callable[[Any, str, dict], dict[str, dict] | None]], ...] = (
+    ("endpoints_health", _endpoints_health_parse),
+    ("protocol_adapters_health", _adapters_health_parse),
+    ("sensor_health", _legacy_health_parse),
+)
 
 
 def _health_parse(data: dict, prefix: str, errors: dict) -> dict[str, dict]:
@@ -422,71 +523,13 @@ def _health_parse(data: dict, prefix: str, errors: dict) -> dict[str, dict]:
         if _health_size(data.get(source)) > sensors_limit():
             errors[f"{prefix}{source}"] = [sensors_limit_message()]
             return health
-    endpoints = data.get("endpoints_health")
-    if endpoints is not None:
-        key = f"{prefix}endpoints_health"
-        if not isinstance(endpoints, dict):
-            errors[key] = ["Must be an object mapping sensor names to objects."]
-        else:
-            entries = {}
-            for name, entry in endpoints.items():
-                entry_key = f"{key}.{name}"
-                if not _sensor_key_ok(name, entry_key, errors):
-                    continue
-                if not isinstance(entry, dict):
-                    errors[entry_key] = ["Must be an object."]
-                    continue
-                status = entry.get("status")
-                if status is not None and not isinstance(status, str):
-                    errors[f"{entry_key}.status"] = ["Must be a string."]
-                quality = _text(
-                    entry.get("communicationQuality"), f"{entry_key}.communicationQuality", errors, limit=QUALITY_MAX
-                )
-                fields = _health_fields(entry, entry_key, errors, seen_field="lastSeen")
-                # The agent leaves ``status`` out for an adapter that never connected; a status this server does
-                # not know (the agent grows) is not refused either: both are read from ``connected``.
-                known = status if status in HEALTH_STATUSES else {True: "online", False: "offline"}.get(fields[0], "")
-                entries[name] = _health_entry(known, fields[0], quality or "", *fields[1:])
-            health["endpoints_health"] = entries
-
-    adapters = data.get("protocol_adapters_health")
-    if adapters is not None:
-        key = f"{prefix}protocol_adapters_health"
-        if not isinstance(adapters, dict) or not all(isinstance(v, list) for v in adapters.values()):
-            errors[key] = ["Must be an object mapping protocols to lists of device statuses."]
-        else:
-            entries = {}
-            for protocol, statuses in adapters.items():
-                for index, entry in enumerate(statuses):
-                    entry_key = f"{key}.{protocol}[{index}]"
-                    if not isinstance(entry, dict):
-                        errors[entry_key] = ["Must be an object."]
-                        continue
-                    name = entry.get("deviceName")
-                    if not _sensor_key_ok(name, f"{entry_key}.deviceName", errors):
-                        continue
-                    connected, error, last_seen, error_count = _health_fields(
-                        entry, entry_key, errors, seen_field="lastPoll"
-                    )
-                    status = {True: "online", False: "offline"}.get(connected, "")
-                    entries[name] = _health_entry(status, connected, "", error, last_seen, error_count)
-            health["protocol_adapters_health"] = entries
-
-    legacy = data.get("sensor_health")
-    if legacy is not None:
-        key = f"{prefix}sensor_health"
-        if not isinstance(legacy, dict) or not all(isinstance(v, dict) for v in legacy.values()):
-            errors[key] = ["Must be an object mapping names to objects."]
-        else:
-            entries = {}
-            for name, entry in legacy.items():
-                healthy = entry.get("healthy")
-                if type(healthy) is not bool:
-                    continue
-                error = entry.get("lastError")
-                error = error[:HEALTH_ERROR_MAX] if isinstance(error, str) else ""
-                entries[name] = _health_entry("online" if healthy else "offline", healthy, "", error, None, None)
-            health["sensor_health"] = entries
+    for source, parse in _HEALTH_PARSERS:
+        value = data.get(source)
+        if value is None:
+            continue
+        entries = parse(value, f"{prefix}{source}", errors)
+        if entries is not None:
+            health[source] = entries
     return health
 
 
@@ -498,7 +541,7 @@ def health_merge(health_by_source: dict[str, dict]) -> dict[str, dict]:
     return merged
 
 
-def _config_parse(config, prefix: str, errors: dict) -> tuple[dict, list[dict]]:
+def _config_parse(config: Any, prefix: str, errors: dict) -> tuple[dict, list[dict]]:
     """The reported configuration with its sensors normalized under ``sensors`` (SPEC section 5): read from
     ``config.sensors``, or ``config.protocolAdapterDevices`` only when ``sensors`` is absent."""
     if not isinstance(config, dict):
@@ -531,9 +574,13 @@ def _config_parse(config, prefix: str, errors: dict) -> tuple[dict, list[dict]]:
     return {**others, SENSORS_KEY: sensors}, sensors
 
 
-def report_parse(data, *, prefix: str = "", stored: StoredReport | None = None) -> Report | RepeatedReport:
+@overload
+def report_parse(data: Any, *, prefix: str = "", stored: None = None) -> Report: ...
+@overload
+def report_parse(data: Any, *, prefix: str = "", stored: StoredReport | None) -> Report | RepeatedReport: ...
+def report_parse(data: Any, *, prefix: str = "", stored: StoredReport | None = None) -> Report | RepeatedReport:
     """One device's report, validated whole; or, if its identity equals the ``stored`` report's, a
-    ``RepeatedReport`` with only its facts, clock and health validated."""
+    ``RepeatedReport`` with only its facts, clock and health validated (never without ``stored``)."""
     if not isinstance(data, dict):
         raise ValidationError({prefix.rstrip(".") or "report": ["Must be a JSON object."]})
     errors: dict[str, list[str]] = {}
@@ -574,7 +621,9 @@ def report_parse(data, *, prefix: str = "", stored: StoredReport | None = None) 
     )
 
 
-def reports_parse(data, *, device_uuid: uuid_lib.UUID, stored: StoredReport | None = None) -> Report | RepeatedReport:
+def reports_parse(
+    data: Any, *, device_uuid: uuid_lib.UUID, stored: StoredReport | None = None
+) -> Report | RepeatedReport:
     """The PATCH body: ``{"<uuid>": report}``; every uuid in it must be the authenticated device's.
     ``stored``: see ``report_parse``."""
     if not isinstance(data, dict) or not data:

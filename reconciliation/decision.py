@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from events.choices import EventTypeChoices
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
@@ -69,7 +70,7 @@ def _shown(sensor: dict, *, version: int, fallback: dict | None = None) -> dict:
     """The row's configuration columns from a sensor object; a field the agent left out (None) shows the desired
     value (``fallback``), else a default, and is listed in the row's ``unreported_fields``."""
 
-    def value(key: str):
+    def value(key: str) -> Any:
         if sensor[key] is not None:
             return sensor[key]
         return fallback[key] if fallback is not None else _UNREPORTED_DEFAULTS[key]
@@ -109,8 +110,10 @@ def _health_columns(entry: Mapping | None, prev: "SensorRow | None", now: dateti
         "health_error_count": entry["errorCount"],
         "health_last_seen": datetime.fromisoformat(last_seen) if last_seen else None,
     }
-    changed = prev is None or (prev.health_status, prev.connected) != (entry["status"], entry["connected"])
-    columns["health_changed_at"] = (now if entry["status"] else None) if changed else prev.health_changed_at
+    if prev is not None and (prev.health_status, prev.connected) == (entry["status"], entry["connected"]):
+        columns["health_changed_at"] = prev.health_changed_at
+    else:
+        columns["health_changed_at"] = now if entry["status"] else None
     return columns
 
 
@@ -129,6 +132,7 @@ def _decide_one(
     # Both agents list a disabled sensor among the ones they have, with enabled false: configured, not running.
     runs = r is not None and r["enabled"] is not False
     if d is not None and r is not None:
+        assert V is not None  # a report that lists sensors has a version: a queued one (none) is never decided
         shown = _shown(r, version=V, fallback=d)
         shown["sensor_id"] = d["id"]
         differences = sensors_differences(d, r)
@@ -137,8 +141,8 @@ def _decide_one(
         if not applied:
             return Status.RECONCILING, runs, shown, ""
         error = f"Running a configuration that differs from target version {T} in: {', '.join(differences)}."
-        health = _health_error(health, name)
-        return Status.FAILED, runs, shown, f"{error} {health}" if health else error
+        adapter_error = _health_error(health, name)
+        return Status.FAILED, runs, shown, f"{error} {adapter_error}" if adapter_error else error
     if d is not None:
         shown = _shown(d, version=T)
         if not applied:
@@ -147,7 +151,7 @@ def _decide_one(
             return Status.DEPLOYED, False, shown, ""
         error = _health_error(health, name) or f"Not running on the device although enabled in target version {T}."
         return Status.FAILED, False, shown, error
-    assert r is not None
+    assert r is not None and V is not None
     shown = _shown(r, version=V)
     if not applied:
         return Status.RECONCILING, runs, shown, ""
@@ -198,11 +202,13 @@ def decide(
             synced_to_config=status == Status.DEPLOYED,
             deployment_status=status,
             running=is_running,
-            last_deployed_at=now if status == Status.DEPLOYED and status_changed else (prev and prev.last_deployed_at),
+            last_deployed_at=(
+                now if status == Status.DEPLOYED and status_changed else (prev.last_deployed_at if prev else None)
+            ),
             deployment_error=error,
             deployment_attempts=attempts,
             failed_at_version=failed_at,
-            status_changed_at=now if status_changed else prev.status_changed_at,
+            status_changed_at=prev.status_changed_at if prev is not None and not status_changed else now,
             desired=d,
             unreported_fields=unreported_fields(r) if r is not None else [],
             **_health_columns(sensor_health.get(name), prev, now),

@@ -18,4 +18,4 @@ class DriftEpisodeFilterSet(django_filters.FilterSet):
 
     class Meta:
         model = DriftEpisode
-        fields = ["device", "open", "cause", "protocol", "since"]
+        fields = ("device", "open", "cause", "protocol", "since")

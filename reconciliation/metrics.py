@@ -6,9 +6,11 @@ fresh, empty directory) before the workers start and ``/metrics`` aggregates eve
 number of processes.
 """
 
+from collections.abc import Iterator
+
 from django.db.models import Count, Q
 from prometheus_client import Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 REPORTS = Counter(
     "sensorsync_reports",
@@ -33,7 +35,7 @@ RECONCILE_SECONDS = Histogram(
 class FleetCollector:
     """Gauges computed from the read model when Prometheus scrapes (two grouped queries)."""
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         from devices.models import Device  # imported late: this module is imported while apps load
         from sensors.models import DeviceSensor
 

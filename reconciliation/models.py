@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
@@ -51,5 +53,5 @@ class DriftEpisode(models.Model):
         return f"drift of {self.device_id} from {self.started_at:%Y-%m-%d %H:%M}"
 
     @property
-    def duration(self):
+    def duration(self) -> timedelta:
         return (self.ended_at or timezone.now()) - self.started_at

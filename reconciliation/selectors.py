@@ -2,7 +2,10 @@
 states imply, why a device drifts, drift episodes and their statistics, and the fleet's counts."""
 
 import math
+import uuid
+from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet
@@ -132,7 +135,7 @@ def drift_explanation_sensors(*, device: Device) -> tuple[list[DeviceSensor], li
     return drifting, offline
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     """Choices members print as their value ('pending'), not as an enum."""
     return str(value) if isinstance(value, str) else value
 
@@ -181,7 +184,7 @@ def _summary(durations: list[float]) -> dict:
     }
 
 
-def drift_stats(*, since: datetime, until: datetime | None = None, device_uuid=None) -> dict:
+def drift_stats(*, since: datetime, until: datetime | None = None, device_uuid: uuid.UUID | str | None = None) -> dict:
     """Time-to-converge (episodes that ended) and time in drift (all episodes, clipped to the window), overall
     and per protocol of the sensors that drifted, for episodes that overlap [since, until)."""
     until = until or timezone.now()
@@ -322,6 +325,7 @@ def time_to_converge_series(*, since: datetime, until: datetime | None = None) -
     per_hour: list[list[float]] = [[] for _ in range(slots)]
     durations: list[float] = []
     for started, ended_at in ended:
+        assert ended_at is not None  # the filter on ended_at leaves the open episodes out
         seconds = (ended_at - started).total_seconds()
         durations.append(seconds)
         per_hour[min(slots - 1, int((ended_at - since).total_seconds() // 3600))].append(seconds)
@@ -339,7 +343,7 @@ def time_to_converge_series(*, since: datetime, until: datetime | None = None) -
     return {"since": since, "until": until, "durations": sorted(durations), "hours": hours}
 
 
-def drifting_sensors_of(*, device_ids) -> dict[int, list[dict]]:
+def drifting_sensors_of(*, device_ids: Iterable[int]) -> dict[int, list[dict]]:
     """The sensors not deployed right now on each of the given devices, by device id: one query."""
     found: dict[int, list[dict]] = {}
     rows = (

@@ -194,7 +194,7 @@ class DeviceSensorAdmin(ServiceAdminMixin, admin.ModelAdmin):
         running_only = [row for row in objs if row.desired is None]
         if running_only and super().has_delete_permission(request):
             # The user may delete sensors; these rows just have nothing to delete: say so instead of "no permission".
-            perms_needed.discard(self.opts.verbose_name)
+            perms_needed.discard(str(self.opts.verbose_name))
             protected = [*protected, *(f"{row.device} / {row.name}: {NOT_DESIRED}" for row in running_only)]
         return deleted, model_count, perms_needed, protected
 

@@ -30,7 +30,14 @@ class DeviceSensorFilterSet(django_filters.FilterSet):
 
     class Meta:
         model = DeviceSensor
-        fields = ["protocol", "enabled", "deploymentStatus", "running", "syncedToConfig", "healthStatus"]
+        fields: tuple[str, ...] = (
+            "protocol",
+            "enabled",
+            "deploymentStatus",
+            "running",
+            "syncedToConfig",
+            "healthStatus",
+        )
 
     def filter_health_status(self, queryset, name, value):
         return queryset.filter(**{name: "" if value == HEALTH_UNKNOWN else value})
@@ -40,4 +47,4 @@ class FleetSensorFilterSet(DeviceSensorFilterSet):
     device = django_filters.UUIDFilter(field_name="device__uuid")
 
     class Meta(DeviceSensorFilterSet.Meta):
-        fields = [*DeviceSensorFilterSet.Meta.fields, "device"]
+        fields = (*DeviceSensorFilterSet.Meta.fields, "device")

@@ -8,6 +8,7 @@ from typing import ClassVar
 from django import forms
 from django.core.serializers.json import DjangoJSONEncoder
 from django.forms.fields import InvalidJSONInput
+from django.http import QueryDict
 
 from sensorsync_project.exceptions import PreconditionFailed, SensorNotFound
 from sensorsync_project.ui.forms import JSONEditorWidget, ServiceModelForm
@@ -114,8 +115,10 @@ class DeviceSensorAdminForm(ServiceModelForm):
                 f"{current}). Check the values below and save again to apply them over that change.",
             )
             # Saving again is a deliberate decision to write over the newer version.
-            self.data = self.data.copy()
-            self.data[self.add_prefix("target_version")] = current
+            data = QueryDict(mutable=True)
+            data.update(self.data)
+            data[self.add_prefix("target_version")] = current
+            self.data = data
         elif isinstance(error, SensorNotFound):
             self.add_error(
                 None,

@@ -65,14 +65,27 @@ REPORTED_POLL_MESSAGE = "Must be a positive integer number of milliseconds."
 REPORTED_POLL_MAX = 2**31 - 1
 
 
+def _sensor_id_parse(value: Any, key: str, errors: dict[str, list[str]]) -> Any:
+    """A sensor's id as a UUID's canonical text (None without one; as sent, with an error, if it is no UUID)."""
+    if value is None:
+        return None
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        errors[key] = ["Must be a UUID."]
+        return value
+
+
+def _check_protocol(data: dict, key: str, errors: dict[str, list[str]]) -> None:
+    if "protocol" not in data:
+        errors[key] = ["This field is required."]
+    elif not isinstance(data["protocol"], str) or data["protocol"] not in PROTOCOLS:
+        errors[key] = [f"Must be one of: {', '.join(sorted(PROTOCOLS))}."]
+
+
 def _sensor_parse(data: dict, *, prefix: str, errors: dict[str, list[str]]) -> dict:
     """Check every field of a staff-defined sensor object into ``errors``; return it normalized, defaults filled in."""
-    sensor_id = data.get("id")
-    if sensor_id is not None:
-        try:
-            sensor_id = str(uuid.UUID(str(sensor_id)))
-        except ValueError:
-            errors[f"{prefix}id"] = ["Must be a UUID."]
+    sensor_id = _sensor_id_parse(data.get("id"), f"{prefix}id", errors)
 
     if "name" not in data:
         errors[f"{prefix}name"] = ["This field is required."]
@@ -80,10 +93,7 @@ def _sensor_parse(data: dict, *, prefix: str, errors: dict[str, list[str]]) -> d
         _check_name(data["name"], errors, f"{prefix}name")
 
     protocol = data.get("protocol")
-    if "protocol" not in data:
-        errors[f"{prefix}protocol"] = ["This field is required."]
-    elif not isinstance(protocol, str) or protocol not in PROTOCOLS:
-        errors[f"{prefix}protocol"] = [f"Must be one of: {', '.join(sorted(PROTOCOLS))}."]
+    _check_protocol(data, f"{prefix}protocol", errors)
 
     enabled = data.get("enabled", True)
     if type(enabled) is not bool:
@@ -231,6 +241,21 @@ def sensors_differences(desired: dict, running: dict) -> list[str]:
     return [key for key in COMPARED_FIELDS if running[key] is not None and desired[key] != running[key]]
 
 
+def _target_sensors_key(config: dict) -> str:
+    """The key a target document keeps its sensors under: ``sensors``, or the seed note's name for it; not both."""
+    if LEGACY_SENSORS_KEY not in config:
+        return SENSORS_KEY
+    if SENSORS_KEY in config:
+        raise ValidationError(
+            {
+                f"config.{LEGACY_SENSORS_KEY}": [
+                    f"The old name of config.{SENSORS_KEY}; send the sensors under config.{SENSORS_KEY} only."
+                ]
+            }
+        )
+    return LEGACY_SENSORS_KEY
+
+
 def target_config_validate(config: Any, *, previous: dict) -> dict:
     """Validate a whole target configuration document (PUT target-state).
 
@@ -241,17 +266,7 @@ def target_config_validate(config: Any, *, previous: dict) -> dict:
     """
     if not isinstance(config, dict):
         raise ValidationError({"config": ["Must be a JSON object."]})
-    key = SENSORS_KEY
-    if LEGACY_SENSORS_KEY in config:
-        if SENSORS_KEY in config:
-            raise ValidationError(
-                {
-                    f"config.{LEGACY_SENSORS_KEY}": [
-                        f"The old name of config.{SENSORS_KEY}; send the sensors under config.{SENSORS_KEY} only."
-                    ]
-                }
-            )
-        key = LEGACY_SENSORS_KEY
+    key = _target_sensors_key(config)
     sensors = config.get(key, [])
     if not isinstance(sensors, list):
         raise ValidationError({f"config.{key}": ["Must be a list of sensor objects."]})

@@ -1,5 +1,9 @@
 """The project's own system checks, and the fail-fast the production server runs at start (``wsgi.py``)."""
 
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 from django.core.exceptions import ImproperlyConfigured
@@ -21,7 +25,7 @@ def secret_key_required() -> None:
 
 
 @register(Tags.security, deploy=True)
-def secret_key_check(app_configs, **kwargs) -> list[Error]:
+def secret_key_check(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[Error]:
     if secret_key_missing():
         return [
             Error(

@@ -12,7 +12,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, DjangoHelpFormatter, OutputWrapper
@@ -24,6 +24,8 @@ from events.context import AuditContext, audit_context
 CHUNK_SIZE = 500
 # Progress goes to stderr every this many items (or every 5 %, whichever is larger) once a run is this big.
 PROGRESS_EVERY_MIN = 100
+
+M = TypeVar("M", bound=Model)
 
 
 class EpilogHelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -68,14 +70,14 @@ class OperatorCommand(BaseCommand):
 
     def each_device(
         self,
-        devices: QuerySet,
-        action: Callable[[Model], Any],
+        devices: QuerySet[M],
+        action: Callable[[M], Any],
         *,
         verb: str,
         done_verb: str,
         size: int = CHUNK_SIZE,
         progress_min: int = PROGRESS_EVERY_MIN,
-    ) -> "EachDevice":
+    ) -> "EachDevice[M]":
         return EachDevice(
             devices,
             action,
@@ -109,7 +111,7 @@ def device_uuid(value) -> uuid.UUID:
         raise CommandError(f"'{value}' is not a device uuid.") from None
 
 
-def device_pages(queryset: QuerySet, size: int = CHUNK_SIZE) -> Iterator[Model]:
+def device_pages(queryset: QuerySet[M], size: int = CHUNK_SIZE) -> Iterator[M]:
     """Every row of ``queryset`` in primary-key order, ``size`` rows per SELECT (keyset pagination).
 
     No cursor stays open across per-device transactions, and memory stays flat on a fleet of any size."""
@@ -145,15 +147,15 @@ class Progress:
 
 
 @dataclass
-class EachDevice:
+class EachDevice(Generic[M]):
     """``action(device)`` on every device of ``devices``, for a command that repairs a fleet one device at a time.
 
     Iterating yields ``(device, result)``. A device deleted since its page was read is passed over; one whose action
     raises is reported on stderr and passed over too, so that one broken device does not stop the repair of the
     others: ``errors`` lists them for the exit status. ``done`` counts every device reached."""
 
-    devices: QuerySet
-    action: Callable[[Model], Any]
+    devices: QuerySet[M]
+    action: Callable[[M], Any]
     verb: str  # "reconcile": "error: could not reconcile <device>: <error>"
     stderr: OutputWrapper
     progress: Progress
@@ -161,14 +163,16 @@ class EachDevice:
     done: int = field(default=0, init=False)
     errors: list[str] = field(default_factory=list, init=False)
 
-    def __iter__(self) -> Iterator[tuple[Model, Any]]:
+    def __iter__(self) -> Iterator[tuple[M, Any]]:
         for device in device_pages(self.devices, self.size):
             try:
                 result = self.action(device)
-            except self.devices.model.DoesNotExist:
+            # The stubs give DoesNotExist to each concrete model, not to a type bound by Model.
+            except self.devices.model.DoesNotExist:  # type: ignore[attr-defined]
                 pass  # deleted since the page was read: nothing left to do
             except Exception as exc:
-                self.errors.append(f"{device.name} ({device.uuid}): {type(exc).__name__}: {exc}")
+                # A device prints as its name and uuid (``devices.models.Device``, a layer above this one).
+                self.errors.append(f"{device}: {type(exc).__name__}: {exc}")
                 self.stderr.write(f"error: could not {self.verb} {self.errors[-1]}")
             else:
                 yield device, result

@@ -1,8 +1,25 @@
 """Model fields shared by the apps."""
 
+from collections.abc import Sequence
+from typing import Any
+
 import orjson
+from django.core.exceptions import FieldDoesNotExist
 from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Expression
 from django.db.models.fields.json import KeyTransform
+
+
+def concrete_field(model: type[models.Model], name: str) -> models.Field:
+    """``model``'s field ``name`` that has a column, for SQL written from the models' metadata.
+
+    ``_meta.get_field`` also finds reverse relations, which have no column: naming one here is a bug in the caller.
+    """
+    field = model._meta.get_field(name)
+    if not isinstance(field, models.Field):
+        raise FieldDoesNotExist(f"{model.__name__}.{name} is a relation without a column")
+    return field
 
 
 class JSONField(models.JSONField):
@@ -18,11 +35,11 @@ class JSONField(models.JSONField):
     would make SQLite rebuild every table that has one, for no change at all.
     """
 
-    def deconstruct(self):
+    def deconstruct(self) -> tuple[str, str, Sequence[Any], dict[str, Any]]:
         name, _path, args, kwargs = super().deconstruct()
         return name, "django.db.models.JSONField", args, kwargs
 
-    def from_db_value(self, value, expression, connection):
+    def from_db_value(self, value: Any, expression: Expression, connection: BaseDatabaseWrapper) -> Any:
         if self.decoder is None and isinstance(value, str) and not isinstance(expression, KeyTransform):
             try:
                 return orjson.loads(value)

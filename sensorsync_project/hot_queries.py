@@ -16,19 +16,24 @@ The database is the router's choice for the model. No compiler internals are inv
 ``tests/reliability`` exercise every lookup built here, on SQLite and on PostgreSQL.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from django.db import connections, router
 from django.db.models import Field, Model
+from django.db.models.fields.reverse_related import OneToOneRel
 from django.utils.functional import cached_property
+
+from .fields import concrete_field
+
+M = TypeVar("M", bound=Model)
 
 
 def _columns(model: type[Model], *, deferred: Sequence[str] = (), only: Sequence[str] | None = None) -> list[Field]:
     """The concrete fields a statement reads, in the model's order (``from_db`` wants that order), or in ``only``'s."""
     if only is not None:
-        return [model._meta.get_field(name) for name in only]
+        return [concrete_field(model, name) for name in only]
     unknown = set(deferred) - {field.name for field in model._meta.concrete_fields}
     if unknown:
         raise ValueError(f"{model.__name__} has no field {sorted(unknown)}")
@@ -44,22 +49,22 @@ class _Plan:
     converters: tuple[tuple[int, tuple[Callable, ...], Any], ...]
     key_field: Field
 
-    def fetch(self, alias: str, value, *, many: bool) -> list[Sequence]:
+    def fetch(self, alias: str, value: Any, *, many: bool) -> list[Sequence[Any]]:
         connection = connections[alias]
         with connection.cursor() as cursor:
             cursor.execute(self.sql, [self.key_field.get_db_prep_value(value, connection)])
             found = cursor.fetchall() if many else [row for row in [cursor.fetchone()] if row is not None]
         if not self.converters:
             return found
-        rows = []
+        rows: list[Sequence[Any]] = []
         for row in found:
-            row = list(row)
+            converted = list(row)
             for index, converters, expression in self.converters:
-                value = row[index]
+                value = converted[index]
                 for converter in converters:
                     value = converter(value, expression, connection)
-                row[index] = value
-            rows.append(row)
+                converted[index] = value
+            rows.append(converted)
         return rows
 
 
@@ -67,7 +72,7 @@ def _plan(alias: str, *, model: type[Model], key: str, columns: list[Field], joi
     connection = connections[alias]
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
-    key_field = model._meta.get_field(key)
+    key_field = concrete_field(model, key)
     select = ", ".join(f"{quote(field.model._meta.db_table)}.{quote(field.column)}" for field in columns)
     sql = f"SELECT {select} FROM {table}{joins} WHERE {table}.{quote(key_field.column)} = %s"
     converters = []
@@ -85,14 +90,18 @@ class _Part:
 
     model: type[Model]
     fields: list[Field]
-    relation: Any = None  # the reverse one-to-one relation it is joined through (None: the looked-up model)
 
     @property
     def attnames(self) -> list[str]:
         return [field.attname for field in self.fields]
 
 
-class KeyedInstance:
+@dataclass(frozen=True)
+class _JoinedPart(_Part):
+    relation: OneToOneRel  # the reverse one-to-one relation it is joined through
+
+
+class KeyedInstance(Generic[M]):
     """One instance of ``model`` by an indexed ``key`` (or None), with one-to-one rows joined in, in one SELECT.
 
     ``deferred`` names the model's fields left out; ``related`` maps each reverse one-to-one relation to load
@@ -102,11 +111,11 @@ class KeyedInstance:
 
     def __init__(
         self,
-        model: type[Model],
+        model: type[M],
         *,
         key: str,
         deferred: Sequence[str] = (),
-        related: dict[str, Sequence[str]] | None = None,
+        related: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.model = model
         self.key = key
@@ -115,24 +124,30 @@ class KeyedInstance:
         self._plans: dict[str, _Plan] = {}
 
     @cached_property
-    def parts(self) -> list[_Part]:
+    def joined(self) -> list[_JoinedPart]:
         """Read on first use, once the app registry is ready (reverse relations need it)."""
-        parts = [_Part(self.model, _columns(self.model, deferred=self.deferred))]
+        joined = []
         for name, left_out in self.related.items():
             relation = self.model._meta.get_field(name)
-            if not (relation.one_to_one and relation.auto_created):
+            if not isinstance(relation, OneToOneRel):
                 raise ValueError(f"{self.model.__name__}.{name} is not a reverse one-to-one relation")
-            parts.append(_Part(relation.related_model, _columns(relation.related_model, deferred=left_out), relation))
-        return parts
+            related_model = relation.field.model  # the model whose one-to-one field points here
+            joined.append(_JoinedPart(related_model, _columns(related_model, deferred=left_out), relation))
+        return joined
 
     @cached_property
-    def _layout(self) -> list[tuple[_Part, int, int, list[str], int]]:
+    def parts(self) -> list[_Part]:
+        """The looked-up model's part, then the joined ones, in the row's order."""
+        return [_Part(self.model, _columns(self.model, deferred=self.deferred)), *self.joined]
+
+    @cached_property
+    def _layout(self) -> list[tuple[int, int, list[str], int]]:
         """Per part: its slice of the row, its fields' attnames, and where its primary key is among them."""
         layout, start = [], 0
         for part in self.parts:
             attnames = part.attnames
             pk_index = attnames.index(part.model._meta.pk.attname)
-            layout.append((part, start, start + len(attnames), attnames, pk_index))
+            layout.append((start, start + len(attnames), attnames, pk_index))
             start += len(attnames)
         return layout
 
@@ -145,23 +160,22 @@ class KeyedInstance:
                 f" LEFT OUTER JOIN {quote(part.model._meta.db_table)} ON ({table}."
                 f"{quote(part.relation.field.target_field.column)} = {quote(part.model._meta.db_table)}."
                 f"{quote(part.relation.field.column)})"
-                for part in self.parts[1:]
+                for part in self.joined
             )
             columns = [field for part in self.parts for field in part.fields]
             plan = self._plans[alias] = _plan(alias, model=self.model, key=self.key, columns=columns, joins=joins)
         return plan
 
-    def get(self, value) -> Model | None:
+    def get(self, value: Any) -> M | None:
         alias = router.db_for_read(self.model)
         found = self._plan_for(alias).fetch(alias, value, many=False)
         if not found:
             return None
-        row, obj = found[0], None
-        for part, start, end, attnames, pk_index in self._layout:
+        row = found[0]
+        (start, end, attnames, _), *joined_layout = self._layout
+        obj = self.model.from_db(alias, attnames, row[start:end])
+        for part, (start, end, attnames, pk_index) in zip(self.joined, joined_layout, strict=True):
             values = row[start:end]
-            if part.relation is None:
-                obj = part.model.from_db(alias, attnames, values)
-                continue
             related = None
             if values[pk_index] is not None:
                 related = part.model.from_db(alias, attnames, values)
@@ -180,7 +194,7 @@ class KeyedRows:
         self.fields = tuple(fields)
         self._plans: dict[str, _Plan] = {}
 
-    def rows(self, value) -> list[Sequence]:
+    def rows(self, value: Any) -> list[Sequence[Any]]:
         alias = router.db_for_read(self.model)
         plan = self._plans.get(alias)
         if plan is None:

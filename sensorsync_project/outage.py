@@ -7,23 +7,25 @@ API's: a statement the database refuses (a bug, a limit) stays a 500 with its tr
 """
 
 from django.db import DatabaseError, InterfaceError
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.template.loader import render_to_string
 from django.utils.log import log_response
 
 from .database import database_unavailable
+from .middleware import GetResponse
 
 RETRY_AFTER_SECONDS = 5
 
 
 class DatabaseOutageMiddleware:
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
         return self.get_response(request)
 
-    def process_exception(self, request, exception):
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         # The API answers its own outages in JSON (its exception handler, the agent views). InterfaceError (the
         # connection was closed under us) is no DatabaseError in DB-API's hierarchy.
         if request.path_info.startswith("/api/") or not isinstance(exception, (DatabaseError, InterfaceError)):

@@ -8,6 +8,10 @@ nginx appends the address it saw to ``X-Forwarded-For``; from a trusted proxy, t
 from ipaddress import ip_address
 
 from django.conf import settings
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+
+from .middleware import GetResponse
 
 
 def _trusted(address: str) -> bool:
@@ -31,10 +35,10 @@ class ForwardedForMiddleware:
     """``REMOTE_ADDR`` becomes the client's address when the request came through a trusted proxy; the proxy's
     own address is kept as ``PROXY_ADDR``. First in the chain, so every later reader sees the client."""
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
         client = forwarded_client(request.META)
         if client is not None:
             request.META["PROXY_ADDR"] = request.META["REMOTE_ADDR"]

@@ -15,11 +15,15 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UsernameField
-from django.core.cache import caches
+from django.core.cache import BaseCache, caches
 from django.core.cache.backends.redis import RedisCache
 from django.core.exceptions import ValidationError
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.urls import reverse
+
+from .fields import concrete_field
+from .middleware import GetResponse
 
 logger = logging.getLogger("sensorsync.ratelimit")
 
@@ -50,7 +54,7 @@ def _redis(url: str) -> RedisCache:
     return RedisCache(url, {"KEY_PREFIX": "sensorsync"})
 
 
-def _store():
+def _store() -> BaseCache:
     url = settings.SENSORSYNC_RATE_LIMIT_REDIS_URL
     return _redis(url) if url else caches["ratelimit"]
 
@@ -99,7 +103,7 @@ def rate_limit_clear(key: str, rate: Rate) -> None:
 @functools.cache
 def _username_field() -> UsernameField:
     user_model = get_user_model()
-    return UsernameField(max_length=user_model._meta.get_field(user_model.USERNAME_FIELD).max_length)
+    return UsernameField(max_length=concrete_field(user_model, user_model.USERNAME_FIELD).max_length)
 
 
 def login_username(typed: str) -> str:
@@ -113,7 +117,7 @@ def login_username(typed: str) -> str:
         return typed
 
 
-def login_throttle_key(request) -> str:
+def login_throttle_key(request: HttpRequest) -> str:
     # Hashed: a username may hold spaces or control characters, which cache keys must not.
     username = login_username(str(request.POST.get("username", "")))
     digest = hashlib.sha256(username.encode(errors="surrogatepass")).hexdigest()[:32]
@@ -127,11 +131,11 @@ class AdminLoginThrottleMiddleware:
     A failed login is the login form answered again (200); a successful one redirects and clears the count.
     """
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
         self.login_paths = {reverse("admin:login"), reverse("rest_framework:login")}
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
         if request.method != "POST" or request.path_info not in self.login_paths:
             return self.get_response(request)
         rate = rate_parse(settings.SENSORSYNC_ADMIN_LOGIN_RATE_LIMIT)
@@ -140,13 +144,13 @@ class AdminLoginThrottleMiddleware:
         key = login_throttle_key(request)
         if rate_limit_count(key, rate) >= rate.count:
             _, retry_after = _window(rate, time.time())
-            response = HttpResponse(
+            refused = HttpResponse(
                 f"Too many failed logins for this account from your address; try again in {retry_after} s.",
                 status=429,
                 content_type="text/plain; charset=utf-8",
             )
-            response["Retry-After"] = str(retry_after)
-            return response
+            refused["Retry-After"] = str(retry_after)
+            return refused
         response = self.get_response(request)
         if response.status_code == 200:
             rate_limit_hit(key, rate)

@@ -1,6 +1,7 @@
 """SensorSync settings. Everything that differs between machines comes from the environment (or `.env`)."""
 
 from pathlib import Path
+from typing import Any
 
 import environ
 
@@ -217,7 +218,7 @@ if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
 # The agent's /healthz probe must not be redirected to HTTPS by a load balancer's plain-HTTP check.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"request_id": {"()": "sensorsync_project.observability.RequestIdFilter"}},

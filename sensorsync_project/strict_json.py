@@ -14,7 +14,7 @@ document order, by looking: nothing depends on the wording of orjson's errors. M
 import json
 import math
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -40,12 +40,14 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
-        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise JSONBodyError(f"Duplicate key '{duplicate}' in a JSON object.")
+        for key, _ in pairs:
+            if key in seen:
+                raise JSONBodyError(f"Duplicate key '{key}' in a JSON object.")
+            seen.add(key)
     return obj
 
 
-def _no_constants(name: str):
+def _no_constants(name: str) -> NoReturn:
     raise JSONBodyError(f"'{name}' is not valid JSON.")
 
 

@@ -236,13 +236,13 @@ def _js(number: float) -> float | int:
     return int(number) if isinstance(number, float) and number.is_integer() else number
 
 
-def _hash(value) -> str:
+def _hash(value: object) -> str:
     return hashlib.blake2b(orjson.dumps(value), digest_size=16).hexdigest()
 
 
 # Health figures that vary from poll to poll (response time, registers updated) come from the poll count, not from
 # the agent's random generator, so a report depends only on the clock: a cheap, stable pseudo-random number.
-def _noise(*parts) -> int:
+def _noise(*parts: object) -> int:
     return zlib.crc32(":".join(map(str, parts)).encode())
 
 
@@ -591,7 +591,9 @@ class Agent:
             run.error = decisions.choice(FAILURE_ERRORS.get(run.protocol, GENERIC_ERRORS))
             run.state = decisions.choice((NOT_RUN, UNREACHABLE))
         if self.generation == AGENT_2025_11_22:
-            connection = sensor.get("connection") if isinstance(sensor.get("connection"), dict) else {}
+            connection = sensor.get("connection")
+            if not isinstance(connection, dict):
+                connection = {}
             unit_id = connection.get("unitId")
             run.row = {
                 "id": run.own_id,

@@ -72,10 +72,10 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
 class FleetStats:
     """Everything the run counts; shared by the worker threads."""
 
-    requests: Counter = field(default_factory=Counter)  # (kind, status) -> count
+    requests: Counter[tuple[str, int]] = field(default_factory=Counter)  # (kind, status) -> count
     latencies: dict[str, list[float]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
-    outcomes: Counter = field(default_factory=Counter)  # applied / unchanged / stale / queued
-    connection_errors: Counter = field(default_factory=Counter)  # (kind, reason) -> count
+    outcomes: Counter[str] = field(default_factory=Counter)  # applied / unchanged / stale / queued
+    connection_errors: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, reason) -> count
     bad_answers: int = 0  # a 2xx whose body the agent could not read
     deployments: int = 0
     injected_failures: int = 0
@@ -301,7 +301,7 @@ class Worker(threading.Thread):
                 agent = self.agents[n]
                 agent_step(agent, self.transport, self.stats, self.clock)
                 heapq.heappush(heap, (agent.next_due(), n))
-        except BaseException as exc:  # noqa: BLE001 - reported by run_fleet, never lost in a thread
+        except BaseException as exc:  # reported by run_fleet, never lost in a thread
             self.crash = exc
         finally:
             self.transport.close()
@@ -403,10 +403,17 @@ OUTCOMES = ("applied", "unchanged", "stale", "queued")
 
 
 def traffic_summary(stats: FleetStats) -> list[str]:
-    lines = ["Requests by endpoint and status"]
-    rows = []
     used = {kind for kind, _ in (*stats.requests, *stats.connection_errors)}
     kinds = [kind for kind in KINDS if kind != QUEUED or kind in used]  # queued reports: only when there were some
+    lines = ["Requests by endpoint and status", *_requests_table(stats, kinds)]
+    lines += ["", "Latency (ms)", *_latency_lines(stats, kinds)]
+    lines += ["", "Reports, as the server answered them", *_report_lines(stats, used)]
+    lines += ["", *_error_lines(stats)]
+    return lines
+
+
+def _requests_table(stats: FleetStats, kinds: list[str]) -> list[str]:
+    rows = []
     for kind in kinds:
         answered = sorted((status, count) for (k, status), count in stats.requests.items() if k == kind)
         failed = sorted((reason, count) for (k, reason), count in stats.connection_errors.items() if k == kind)
@@ -415,9 +422,10 @@ def traffic_summary(stats: FleetStats) -> list[str]:
             cells = [("-", 0)]
         for n, (status, count) in enumerate(cells):
             rows.append([ENDPOINTS[kind] if n == 0 else "", status, str(count)])
-    lines += _table(["ENDPOINT", "STATUS", "COUNT"], rows)
+    return _table(["ENDPOINT", "STATUS", "COUNT"], rows)
 
-    lines += ["", "Latency (ms)"]
+
+def _latency_lines(stats: FleetStats, kinds: list[str]) -> list[str]:
     rows = []
     for kind in kinds:
         values = sorted(stats.latencies[kind])
@@ -431,17 +439,19 @@ def traffic_summary(stats: FleetStats) -> list[str]:
                 _ms(values[-1] if values else None),
             ]
         )
-    lines += _table(["ENDPOINT", "COUNT", "P50", "P95", "P99", "MAX"], rows)
+    lines = _table(["ENDPOINT", "COUNT", "P50", "P95", "P99", "MAX"], rows)
     lags = sorted(stats.lags)
     if lags:
         lines.append(
             f"  schedule lag (ms): p50 {_ms(percentile(lags, 0.5))}, p95 {_ms(percentile(lags, 0.95))}, "
             f"max {_ms(lags[-1])} (requests start late when the server or --concurrency cannot keep up)"
         )
+    return lines
 
-    lines += ["", "Reports, as the server answered them"]
+
+def _report_lines(stats: FleetStats, used: set[str]) -> list[str]:
     outcomes = [*OUTCOMES, *sorted(set(stats.outcomes) - set(OUTCOMES))]
-    lines += [f"  {outcome:<10} {stats.outcomes[outcome]}" for outcome in outcomes]
+    lines = [f"  {outcome:<10} {stats.outcomes[outcome]}" for outcome in outcomes]
     if stats.report_bytes_json:
         lines.append(
             f"  bodies: {_size(stats.report_bytes_sent)} sent gzip-compressed "
@@ -461,21 +471,22 @@ def traffic_summary(stats: FleetStats) -> list[str]:
         f"  deployments: {stats.deployments} (new targets set up by agents); "
         f"sensors failed on purpose: {stats.injected_failures}"
     )
+    return lines
 
-    lines += [""]
-    connection_errors = sum(stats.connection_errors.values())
+
+def _error_lines(stats: FleetStats) -> list[str]:
     if not stats.errors and not stats.bad_answers:
-        lines.append("Errors: none (no connection errors, no 5xx)")
+        lines = ["Errors: none (no connection errors, no 5xx)"]
     else:
-        reasons = Counter()
+        reasons: Counter[str] = Counter()
         for (_, reason), count in stats.connection_errors.items():
             reasons[reason] += count
         detail = ", ".join(f"{reason} {count}" for reason, count in reasons.most_common())
-        lines.append(
-            f"Errors: {connection_errors} connection errors{f' ({detail})' if detail else ''}, "
-            f"{stats.server_errors} 5xx answers, {stats.bad_answers} unreadable answers"
-        )
-        lines += [f"  e.g. {sample}" for sample in stats.error_samples]
+        lines = [
+            f"Errors: {sum(stats.connection_errors.values())} connection errors{f' ({detail})' if detail else ''}, "
+            f"{stats.server_errors} 5xx answers, {stats.bad_answers} unreadable answers",
+            *(f"  e.g. {sample}" for sample in stats.error_samples),
+        ]
     if stats.refused:
         lines.append(
             f"Refused: {stats.refused} answers were 4xx (401: the key is unknown, e.g. rotated by another run with "

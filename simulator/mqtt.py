@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from .agent import REPORT, Request, Response
 from .fleet import Transport
@@ -53,10 +54,12 @@ class _DeviceConnection:
         self.address, self.credentials, self.timeout = address, credentials, timeout
         self.client: mqtt.Client | None = None
         self.retry_at = 0.0
-        self.acks: dict[int, mqtt.ReasonCode] = {}
+        self.acks: dict[int, ReasonCode] = {}
         self.acked = threading.Condition()
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def _on_publish(
+        self, client: mqtt.Client, userdata: object, mid: int, reason_code: ReasonCode, properties: object
+    ) -> None:
         with self.acked:
             self.acks[mid] = reason_code
             self.acked.notify_all()
@@ -145,7 +148,8 @@ class MqttFallbackTransport:
         device = self.devices.get(credentials.device_uuid)
         if device is None:
             device = self.devices[credentials.device_uuid] = _DeviceConnection(self.address, credentials, self.timeout)
-        raw = gzip.decompress(request.body) if request.headers.get("Content-Encoding") == "gzip" else request.body
+        body = request.body or b""
+        raw = gzip.decompress(body) if request.headers.get("Content-Encoding") == "gzip" else body
         problem = device.publish(f"iot/device/{credentials.device_uuid}/state", raw)
         if problem is not None:
             self.stats.fallback(problem)

@@ -35,9 +35,9 @@ class SensorPayloadFactory(factory.DictFactory):
     name = factory.Sequence(lambda n: f"sensor-{n}")
     protocol = "modbus"
     enabled = True
-    pollInterval = 5000  # noqa: N815 (wire name)
+    pollInterval = 5000  # wire name
     connection = factory.LazyFunction(lambda: {"host": "10.0.0.5", "port": 502, "unitId": 1})
-    dataPoints = factory.LazyFunction(  # noqa: N815
+    dataPoints = factory.LazyFunction(
         lambda: [{"name": "temperature", "address": 40001, "type": "float32", "unit": "C"}]
     )
     metadata = factory.LazyFunction(dict)

@@ -3,6 +3,7 @@
 read-only panels are in ``panels``."""
 
 import contextlib
+from typing import TYPE_CHECKING, TypedDict
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -33,6 +34,17 @@ from ..provisioning import provisioning_key_create, provisioning_key_revoke
 from ..selectors import provisioning_key_devices
 from ..services import DeviceWithKey, device_create, device_delete, device_key_rotate, device_update
 from . import panels
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class _SensorCounts(TypedDict):
+    """What the device list annotates each device with (``DeviceAdmin.get_queryset``)."""
+
+    sensor_count: int
+    drifting_count: int
+
 
 EDITABLE_FIELDS = ("name", "description", "is_active")
 READ_ONLY_FIELDSETS = (
@@ -125,8 +137,9 @@ class DriftFilter(admin.SimpleListFilter):
         return list(DEVICE_STATE_LABELS.items())
 
     def queryset(self, request, queryset):
-        if self.value() in DEVICE_STATE_LABELS:
-            return queryset.filter(device_state_q(self.value()))
+        state = self.value()
+        if state in DEVICE_STATE_LABELS:
+            return queryset.filter(device_state_q(state))
         return queryset
 
 
@@ -231,7 +244,7 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         # The service deletes a device with its read-model rows, which are a projection of the device, not
         # separate objects: the device's delete permission is what governs. (A sensor row that is only running
         # cannot be deleted on its own page, which would otherwise block deleting its device.)
-        perms_needed.discard(DeviceSensor._meta.verbose_name)
+        perms_needed.discard(str(DeviceSensor._meta.verbose_name))
         return deleted, model_count, perms_needed, protected
 
     # --- writes, all through the services ---
@@ -364,8 +377,9 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         rollback is refused (``If-Match``) and the page shown again with the new picture.
         """
         device = self._device_for(request, object_id, allowed=self.has_rollback_permission)
-        old = DeviceTargetStateVersion.objects.filter(device=device, version=version).select_related("created_by")
-        old = old.first()
+        old = (
+            DeviceTargetStateVersion.objects.filter(device=device, version=version).select_related("created_by").first()
+        )
         if old is None:
             raise Http404(f"This device has no target version {version}.")
         target = device.target_state
@@ -486,7 +500,7 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         return (not target.needs_deployment) if target else None
 
     @admin.display(description="Sensors", ordering="sensor_count")
-    def sensor_count(self, obj: Device):
+    def sensor_count(self, obj: "WithAnnotations[Device, _SensorCounts]") -> int:
         return obj.sensor_count
 
     @admin.display(description="Target updated at")

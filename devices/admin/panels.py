@@ -39,17 +39,25 @@ STAGE_LABELS = {
 
 
 def sensor_rows(device: Device) -> list[DeviceSensor]:
-    """The device's rows, each with what the page's sensor table shows of it."""
+    """The device's rows, each with what the page's sensor table shows of it beside its fields (``since``,
+    ``status_html``, ``health_html``, ``health_since``, ``shown_error``, ``adapter_error``, ``unreported_html``:
+    attributes for the template, not the model's)."""
     rows = list(DeviceSensor.objects.filter(device=device).order_by("name"))
     for row in rows:
-        row.since = ago(row.status_changed_at)
-        row.status_html = status_badge(row.deployment_status, health=row.health_status)
-        row.health_html = health_badge(row.health_status)
-        row.health_since = ago(row.health_changed_at) if row.health_status and row.health_changed_at else ""
-        row.shown_error, row.adapter_error = error_parts(
+        shown_error, adapter_error = error_parts(
             deployment_error=row.deployment_error, health_status=row.health_status, health_error=row.health_error
         )
-        row.unreported_html = unreported_note(row.unreported_fields)
+        shown = {
+            "since": ago(row.status_changed_at),
+            "status_html": status_badge(row.deployment_status, health=row.health_status),
+            "health_html": health_badge(row.health_status),
+            "health_since": ago(row.health_changed_at) if row.health_status and row.health_changed_at else "",
+            "shown_error": shown_error,
+            "adapter_error": adapter_error,
+            "unreported_html": unreported_note(row.unreported_fields),
+        }
+        for name, value in shown.items():
+            setattr(row, name, value)
     return rows
 
 

@@ -72,7 +72,7 @@ class DeviceSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Device
-        fields = [
+        fields: tuple[str, ...] = (
             "uuid",
             "name",
             "description",
@@ -94,7 +94,7 @@ class DeviceSerializer(serializers.ModelSerializer):
             "needsDeployment",
             "createdAt",
             "updatedAt",
-        ]
+        )
         read_only_fields = fields
 
     @extend_schema_field(
@@ -104,12 +104,12 @@ class DeviceSerializer(serializers.ModelSerializer):
             "properties": {"uuid": {"type": "string", "format": "uuid"}, "name": {"type": "string"}},
         }
     )
-    def get_registeredBy(self, device: Device) -> dict | None:  # noqa: N802 (wire name)
+    def get_registeredBy(self, device: Device) -> dict | None:
         key = device.provisioned_by
         return {"uuid": str(key.uuid), "name": key.name} if key is not None else None
 
     @extend_schema_field(serializers.IntegerField(allow_null=True))
-    def get_reportedVersion(self, device: Device) -> int | None:  # noqa: N802 (wire name)
+    def get_reportedVersion(self, device: Device) -> int | None:
         current = device.current_state_or_none()
         return current.version if current else None
 
@@ -123,11 +123,15 @@ class DeviceWriteSerializer(serializers.Serializer):
 
 
 class DeviceKeySerializer(DeviceSerializer):
-    apiKey = serializers.CharField(read_only=True, help_text="Shown once: store it on the device now.")
+    # The key is never stored: it comes in the context, {"api_key": ...}. (A docstring would show in the schema.)
+    apiKey = serializers.SerializerMethodField(help_text="Shown once: store it on the device now.")
 
     class Meta(DeviceSerializer.Meta):
-        fields = [*DeviceSerializer.Meta.fields, "apiKey"]
+        fields = (*DeviceSerializer.Meta.fields, "apiKey")
         read_only_fields = fields
+
+    def get_apiKey(self, device: Device) -> str:
+        return self.context["api_key"]
 
 
 class TargetStateSerializer(serializers.ModelSerializer):
@@ -140,7 +144,7 @@ class TargetStateSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = DeviceTargetState
-        fields = [
+        fields = (
             "deviceUuid",
             "version",
             "config",
@@ -150,10 +154,10 @@ class TargetStateSerializer(serializers.ModelSerializer):
             "updatedBy",
             "lastDeployedAt",
             "etag",
-        ]
+        )
         read_only_fields = fields
 
-    def get_updatedBy(self, target) -> str | None:  # noqa: N802
+    def get_updatedBy(self, target) -> str | None:
         return target.updated_by.get_username() if target.updated_by_id else None
 
 
@@ -170,10 +174,10 @@ class TargetStateVersionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = DeviceTargetStateVersion
-        fields = ["version", "config", "apps", "createdAt", "createdBy", "source", "change"]
+        fields = ("version", "config", "apps", "createdAt", "createdBy", "source", "change")
         read_only_fields = fields
 
-    def get_createdBy(self, version) -> str | None:  # noqa: N802
+    def get_createdBy(self, version) -> str | None:
         return version.created_by.get_username() if version.created_by_id else None
 
 
@@ -186,7 +190,7 @@ class ProvisioningKeyDeviceSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Device
-        fields = ["uuid", "name", "registeredAt"]
+        fields = ("uuid", "name", "registeredAt")
         read_only_fields = fields
 
 
@@ -204,7 +208,7 @@ class ProvisioningKeySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ProvisioningKey
-        fields = [
+        fields: tuple[str, ...] = (
             "uuid",
             "name",
             "keyPrefix",
@@ -218,14 +222,14 @@ class ProvisioningKeySerializer(serializers.ModelSerializer):
             "createdAt",
             "createdBy",
             "devicesUrl",
-        ]
+        )
         read_only_fields = fields
 
     def get_state(self, key: ProvisioningKey) -> str:
         refusal = key.refusal(timezone.now())
         return refusal[0].removeprefix("provisioning_key_") if refusal else "active"
 
-    def get_devicesUrl(self, key: ProvisioningKey) -> str:  # noqa: N802 (wire name)
+    def get_devicesUrl(self, key: ProvisioningKey) -> str:
         return f"/api/v1/devices?registeredBy={key.uuid}"
 
 
@@ -233,20 +237,24 @@ class ProvisioningKeyDetailSerializer(ProvisioningKeySerializer):
     devices = serializers.SerializerMethodField(help_text=f"The newest {KEY_DEVICES_SHOWN} devices it registered.")
 
     class Meta(ProvisioningKeySerializer.Meta):
-        fields = [*ProvisioningKeySerializer.Meta.fields, "devices"]
+        fields = (*ProvisioningKeySerializer.Meta.fields, "devices")
         read_only_fields = fields
 
     @extend_schema_field(ProvisioningKeyDeviceSerializer(many=True))
     def get_devices(self, key: ProvisioningKey) -> list[dict]:
-        return ProvisioningKeyDeviceSerializer(provisioning_key_devices(key=key), many=True).data
+        return [ProvisioningKeyDeviceSerializer(device).data for device in provisioning_key_devices(key=key)]
 
 
 class ProvisioningKeyCreatedSerializer(ProvisioningKeySerializer):
-    key = serializers.CharField(read_only=True, help_text="The key itself: shown this once, stored only as a digest.")
+    # The key is never stored: it comes in the context, {"secret": ...}. (A docstring would show in the schema.)
+    key = serializers.SerializerMethodField(help_text="The key itself: shown this once, stored only as a digest.")
 
     class Meta(ProvisioningKeySerializer.Meta):
-        fields = [*ProvisioningKeySerializer.Meta.fields, "key"]
+        fields = (*ProvisioningKeySerializer.Meta.fields, "key")
         read_only_fields = fields
+
+    def get_key(self, key: ProvisioningKey) -> str:
+        return self.context["secret"]
 
 
 class ProvisioningKeyWriteSerializer(serializers.Serializer):

@@ -62,9 +62,8 @@ class DeviceViewSet(
         fields = body_fields(request.data, DEVICE_FIELDS, required=("name",))
         created = services.device_create(**fields, user=request.user)
         device = selectors.device_get(uuid=created.device.uuid)
-        device.apiKey = created.api_key
         return Response(
-            DeviceKeySerializer(device).data,
+            DeviceKeySerializer(device, context={"api_key": created.api_key}).data,
             status=status.HTTP_201_CREATED,
             headers={"Location": f"/api/v1/devices/{device.uuid}"},
         )
@@ -88,8 +87,7 @@ class DeviceViewSet(
     def rotate_key(self, request, uuid=None):
         rotated = services.device_key_rotate(uuid=uuid, user=request.user)
         device = selectors.device_get(uuid=rotated.device.uuid)
-        device.apiKey = rotated.api_key
-        return Response(DeviceKeySerializer(device).data)
+        return Response(DeviceKeySerializer(device, context={"api_key": rotated.api_key}).data)
 
     @extend_schema(
         methods=["GET"],
@@ -179,9 +177,8 @@ class ProvisioningKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         fields["expires_at"] = _expiry_parse(fields.get("expires_at"))
         created = provisioning.provisioning_key_create(**fields, user=request.user)
         key = selectors.provisioning_key_list().get(pk=created.key.pk)
-        key.key = created.secret
         return Response(
-            ProvisioningKeyCreatedSerializer(key).data,
+            ProvisioningKeyCreatedSerializer(key, context={"secret": created.secret}).data,
             status=status.HTTP_201_CREATED,
             headers={"Location": f"/api/v1/provisioning-keys/{key.uuid}"},
         )

@@ -11,7 +11,9 @@ class EventSerializer(serializers.ModelSerializer):
     eventId = serializers.UUIDField(source="event_id")
     aggregateType = serializers.CharField(source="aggregate_type")
     aggregateId = serializers.CharField(source="aggregate_id")
-    data = serializers.JSONField(
+    # The stubs take this field for an override of ``Serializer.data``; DRF's metaclass moves declared fields off
+    # the class, so it never is one.
+    data = serializers.JSONField(  # type: ignore[assignment]
         source="data_inline",
         allow_null=True,
         read_only=True,
@@ -34,7 +36,7 @@ class EventSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Event
-        fields = [
+        fields = (
             "id",
             "eventId",
             "type",
@@ -47,5 +49,5 @@ class EventSerializer(serializers.ModelSerializer):
             "metadata",
             "correlationId",
             "createdAt",
-        ]
+        )
         read_only_fields = fields

@@ -2,13 +2,15 @@
 
 import functools
 import logging
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, ValidationError
 from django.db import DatabaseError, DataError, InterfaceError
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from devices.models import Device, DeviceAccessRevoked
@@ -37,6 +39,8 @@ from sensorsync_project.ratelimit import rate_limit_hit, rate_parse
 
 logger = logging.getLogger("sensorsync.agent")
 
+_View = Callable[..., HttpResponse]
+
 
 def _json(data, status: int = 200, **headers) -> HttpResponse:
     response = HttpResponse(orjson.dumps(data), content_type="application/json", status=status)
@@ -45,58 +49,85 @@ def _json(data, status: int = 200, **headers) -> HttpResponse:
     return response
 
 
-def agent_endpoint(*methods: str, count_rejected: bool = False):
+def agent_endpoint(*methods: str, count_rejected: bool = False) -> Callable[[_View], _View]:
     """Method check, and every refusal as the JSON error shape (never HTML, never a 500 for bad input)."""
 
-    def decorate(view):
+    def decorate(view: _View) -> _View:
         @csrf_exempt
         @functools.wraps(view)
-        def wrapped(request, *args, **kwargs):
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method not in methods:
                 return error_response(
                     405, "method_not_allowed", f"Method {request.method} is not allowed here.", Allow=", ".join(methods)
                 )
             try:
                 return view(request, *args, **kwargs)
-            except RegistrationRefused as exc:
-                return error_response(exc.status, exc.code, exc.message)
-            except ValidationError as exc:
-                fields = exc.message_dict
-                first = next(iter(fields.items()))
-                return error_response(400, "validation_error", f"{first[0]}: {first[1][0]}", fields)
-            except ProtocolError as exc:
-                if count_rejected:
-                    REPORTS.labels("rejected").inc()
-                    REPORTS_REJECTED.labels(exc.reason).inc()
-                headers = {"WWW_Authenticate": 'Bearer realm="device"'} if exc.status == 401 else {}
-                return error_response(exc.status, exc.code, exc.message, exc.fields, **headers, **exc.headers)
-            except Device.DoesNotExist:
-                # Deleted between authentication and the write: its key no longer belongs to any device.
-                return error_response(401, "not_authenticated", "Unknown device key.")
-            except RequestDataTooBig:
-                return error_response(413, "payload_too_large", "The request body is too large.")
-            except DataError:
-                logger.warning("data error answered 400 on %s", request.path, exc_info=True)
-                return error_response(400, "invalid_value", "A value in the report cannot be stored.")
-            except DeviceAccessRevoked as exc:
-                return error_response(exc.status, exc.code, exc.message)
-            except (
-                DatabaseError,
-                InterfaceError,
-            ) as exc:  # InterfaceError (a closed connection) is not a DatabaseError
-                if not database_unavailable(exc):
-                    logger.exception("database refused a statement on %s", request.path)
-                    return error_response(
-                        500, "server_error", "The server failed on this request; nothing was written."
-                    )
-                logger.warning("database unavailable on %s: %s", request.path, exc)
-                return error_response(
-                    503, "database_unavailable", "The database is unavailable; nothing was written.", Retry_After="5"
-                )
+            except _REFUSALS as exc:
+                return _refusal_response(request, exc, count_rejected=count_rejected)
 
         return wrapped
 
     return decorate
+
+
+# What an agent endpoint answers in the JSON error shape (``_refusal_response``); anything else is a bug, a 500.
+_REFUSALS = (
+    RegistrationRefused,
+    DeviceAccessRevoked,
+    ValidationError,
+    ProtocolError,
+    Device.DoesNotExist,
+    RequestDataTooBig,
+    DatabaseError,
+    InterfaceError,  # a closed connection: not a DatabaseError
+)
+
+
+def _refusal_response(
+    request: HttpRequest,
+    exc: RegistrationRefused
+    | DeviceAccessRevoked
+    | ValidationError
+    | ProtocolError
+    | Device.DoesNotExist
+    | RequestDataTooBig
+    | DatabaseError
+    | InterfaceError,
+    *,
+    count_rejected: bool,
+) -> HttpResponse:
+    if isinstance(exc, (RegistrationRefused, DeviceAccessRevoked)):
+        return error_response(exc.status, exc.code, exc.message)
+    if isinstance(exc, ValidationError):
+        fields = exc.message_dict
+        first = next(iter(fields.items()))
+        return error_response(400, "validation_error", f"{first[0]}: {first[1][0]}", fields)
+    if isinstance(exc, ProtocolError):
+        if count_rejected:
+            REPORTS.labels("rejected").inc()
+            REPORTS_REJECTED.labels(exc.reason).inc()
+        headers = {"WWW_Authenticate": 'Bearer realm="device"'} if exc.status == 401 else {}
+        return error_response(exc.status, exc.code, exc.message, exc.fields, **headers, **exc.headers)
+    if isinstance(exc, Device.DoesNotExist):
+        # Deleted between authentication and the write: its key no longer belongs to any device.
+        return error_response(401, "not_authenticated", "Unknown device key.")
+    if isinstance(exc, RequestDataTooBig):
+        return error_response(413, "payload_too_large", "The request body is too large.")
+    if isinstance(exc, DataError):
+        logger.warning("data error answered 400 on %s", request.path, exc_info=True)
+        return error_response(400, "invalid_value", "A value in the report cannot be stored.")
+    return _database_failure_response(request, exc)
+
+
+def _database_failure_response(request: HttpRequest, exc: DatabaseError | InterfaceError) -> HttpResponse:
+    """503 when the database is away or busy (the agent retries), 500 when it refused the statement."""
+    if not database_unavailable(exc):
+        logger.exception("database refused a statement on %s", request.path)
+        return error_response(500, "server_error", "The server failed on this request; nothing was written.")
+    logger.warning("database unavailable on %s: %s", request.path, exc)
+    return error_response(
+        503, "database_unavailable", "The database is unavailable; nothing was written.", Retry_After="5"
+    )
 
 
 def device_authenticate(request, *, select, uuid=None) -> Device:
@@ -122,6 +153,8 @@ def device_authenticate(request, *, select, uuid=None) -> Device:
 def _rate_limit(key: str, setting: str, *, who: str, what: str) -> None:
     """429 with Retry-After once ``key`` is past its budget (``setting``: "COUNT/SECONDS")."""
     rate = rate_parse(setting)
+    if rate is None:  # the limit is off
+        return
     retry_after = rate_limit_hit(key, rate)
     if retry_after is not None:
         raise ProtocolError(
@@ -255,7 +288,7 @@ def device_key_exchange_view(request, uuid):
             {"deviceApiKey": ["Not the key this request authenticates with."]},
         )
     device_key_exchange(device=device)
-    body = {"status": "ok", "uuid": str(device.uuid), "deviceName": device.name}
+    body: dict[str, object] = {"status": "ok", "uuid": str(device.uuid), "deviceName": device.name}
     if mqtt_enabled() and not device_mqtt_has_credentials(device=device):
         # A device with no MQTT credentials under its current key (created by staff, or re-keyed) gets them here.
         body["mqtt"] = _mqtt(device)

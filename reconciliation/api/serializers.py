@@ -16,7 +16,7 @@ class CurrentStateSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = DeviceCurrentState
-        fields = ["deviceUuid", "version", "seq", "config", "apps", "sensorHealth", "reportedAt", "digest"]
+        fields = ("deviceUuid", "version", "seq", "config", "apps", "sensorHealth", "reportedAt", "digest")
         read_only_fields = fields
 
     def get_sensorHealth(self, current: DeviceCurrentState) -> dict:
@@ -94,7 +94,7 @@ class DriftEpisodeSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = DriftEpisode
-        fields = [
+        fields = (
             "id",
             "deviceUuid",
             "deviceName",
@@ -107,10 +107,10 @@ class DriftEpisodeSerializer(serializers.ModelSerializer):
             "endTargetVersion",
             "driftingSensors",
             "sensorsThatDrifted",
-        ]
+        )
         read_only_fields = fields
 
-    def get_durationSeconds(self, episode) -> float:  # noqa: N802
+    def get_durationSeconds(self, episode) -> float:
         return episode.duration.total_seconds()
 
 

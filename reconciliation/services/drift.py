@@ -2,6 +2,9 @@
 sensors that drifted and their protocols), so time-to-converge per device and per protocol is a query. Written by
 ``projection.device_reconcile`` only when the drift state changes."""
 
+from collections.abc import Iterable
+from datetime import datetime
+
 from devices.models import Device, DeviceTargetState
 
 from ..decision import Decision, SensorRow
@@ -12,7 +15,7 @@ def _drift_sensor(row: SensorRow) -> dict:
     return {"protocol": str(row.protocol), "first_status": str(row.deployment_status)}
 
 
-def _drifting_list(rows: dict[str, SensorRow], names) -> list[dict]:
+def _drifting_list(rows: dict[str, SensorRow], names: Iterable[str]) -> list[dict]:
     return [
         {
             "name": n,
@@ -25,7 +28,13 @@ def _drifting_list(rows: dict[str, SensorRow], names) -> list[dict]:
 
 
 def drift_episode_track(
-    *, device: Device, target: DeviceTargetState, decision: Decision, existing: dict[str, SensorRow], cause: str, now
+    *,
+    device: Device,
+    target: DeviceTargetState,
+    decision: Decision,
+    existing: dict[str, SensorRow],
+    cause: str,
+    now: datetime,
 ) -> dict:
     """The target's new ``drift`` value, writing the episode row only when drift starts (INSERT) or ends
     (UPDATE); called only when the drift state changed."""

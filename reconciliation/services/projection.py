@@ -7,21 +7,26 @@ only), one DELETE and one UPDATE of the target state, whatever the number of sen
 
 import logging
 import time
+import uuid as uuid_lib
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 import orjson
 from django.db import connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from devices.locking import device_write
 from devices.models import Device, DeviceCurrentState, DeviceTargetState
-from events.context import actor_label
+from events.context import RequestUser, actor_label
 from events.services import event_recording
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
+from sensorsync_project.fields import concrete_field
 
 from ..choices import DriftEpisodeCauseChoices
-from ..decision import SensorRow
+from ..decision import Decision, SensorRow
 from ..metrics import RECONCILE_SECONDS
 from ..selectors import ROW_FIELDS, decide_for_device, sensor_rows_read
 from .drift import drift_episode_track
@@ -52,7 +57,7 @@ class ReconcileResult:
 _UPSERT_SQL: dict[str, str] = {}
 
 
-def _upsert_sql(connection) -> str:
+def _upsert_sql(connection: BaseDatabaseWrapper) -> str:
     """INSERT ... SELECT FROM jsonb_to_recordset(%s) ON CONFLICT DO UPDATE, from the model's own fields."""
     sql = _UPSERT_SQL.get(connection.vendor)
     if sql is None:
@@ -63,7 +68,7 @@ def _upsert_sql(connection) -> str:
         updates = ", ".join(
             f"{qn(f.column)} = EXCLUDED.{qn(f.column)}" for f in fields if f.name in UPSERT_UPDATE_FIELDS
         )
-        conflict = ", ".join(qn(DeviceSensor._meta.get_field(name).column) for name in ("device", "name"))
+        conflict = ", ".join(qn(concrete_field(DeviceSensor, name).column) for name in ("device", "name"))
         sql = _UPSERT_SQL[connection.vendor] = (
             f"INSERT INTO {qn(DeviceSensor._meta.db_table)} ({columns}) SELECT {columns} "
             f"FROM jsonb_to_recordset(%s::jsonb) AS r({types}) ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
@@ -104,6 +109,54 @@ def sensor_statuses(rows: dict[str, SensorRow]) -> dict[str, dict]:
     }
 
 
+def _changed_rows(
+    device: Device, decision: Decision, existing: dict[str, SensorRow], *, actor: str, now: datetime
+) -> list[dict]:
+    """The decided rows that differ from the stored ones, as the upsert writes them."""
+    return [
+        {
+            "device_id": device.pk,
+            **{f: getattr(row, f) for f in ROW_FIELDS},
+            # Written by an insert only: the upsert's update keeps a row's creation (UPSERT_UPDATE_FIELDS).
+            "created_by": actor,
+            "created_at": now,
+            "updated_by": actor,
+            "updated_at": now,
+        }
+        for name, row in decision.rows.items()
+        if existing.get(name) != row
+    ]
+
+
+def _target_changes(
+    device: Device,
+    target: DeviceTargetState,
+    decision: Decision,
+    existing: dict[str, SensorRow],
+    *,
+    cause: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """What the target's row caches of the decision and no longer matches: the sync flag (and when it was last
+    reached), the sensors' statuses, the drift episode (tracked here when drift started, changed or ended)."""
+    changes: dict[str, Any] = {}
+    needs_deployment = not decision.in_sync
+    if target.needs_deployment != needs_deployment:
+        changes["needs_deployment"] = needs_deployment
+        if decision.in_sync:
+            changes["last_deployed_at"] = now
+    statuses = sensor_statuses(decision.rows)
+    if statuses != target.sensor_statuses:
+        changes["sensor_statuses"] = statuses
+    if decision.drift_changed:
+        drift = drift_episode_track(
+            device=device, target=target, decision=decision, existing=existing, cause=cause, now=now
+        )
+        if drift != target.drift:
+            changes["drift"] = drift
+    return changes
+
+
 def device_reconcile(
     *,
     device: Device,
@@ -122,44 +175,14 @@ def device_reconcile(
     decision = decide_for_device(target=target, current=current, existing=existing)
 
     now = timezone.now()
-    changed: list[dict] = []
-    inserted = 0
-    for name, row in decision.rows.items():
-        previous = existing.get(name)
-        if previous == row:
-            continue
-        inserted += previous is None
-        changed.append(
-            {
-                "device_id": device.pk,
-                **{f: getattr(row, f) for f in ROW_FIELDS},
-                # Written by an insert only: the upsert's update keeps a row's creation (UPSERT_UPDATE_FIELDS).
-                "created_by": actor,
-                "created_at": now,
-                "updated_by": actor,
-                "updated_at": now,
-            }
-        )
+    changed = _changed_rows(device, decision, existing, actor=actor, now=now)
+    inserted = sum(1 for row in changed if row["name"] not in existing)
     if changed:
         sensor_rows_upsert(changed)
     if decision.removed:
         DeviceSensor.objects.filter(device=device, name__in=decision.removed).delete()
 
-    needs_deployment = not decision.in_sync
-    target_changes: dict = {}
-    if target.needs_deployment != needs_deployment:
-        target_changes["needs_deployment"] = needs_deployment
-        if decision.in_sync:
-            target_changes["last_deployed_at"] = now
-    statuses = sensor_statuses(decision.rows)
-    if statuses != target.sensor_statuses:
-        target_changes["sensor_statuses"] = statuses
-    if decision.drift_changed:
-        drift = drift_episode_track(
-            device=device, target=target, decision=decision, existing=existing, cause=cause, now=now
-        )
-        if drift != target.drift:
-            target_changes["drift"] = drift
+    target_changes = _target_changes(device, target, decision, existing, cause=cause, now=now)
     if target_changes:
         DeviceTargetState.objects.filter(pk=target.pk).update(**target_changes)
         for name, value in target_changes.items():
@@ -216,7 +239,7 @@ def current_state_reconcile(*, current: DeviceCurrentState, actor: str) -> Recon
     )
 
 
-def device_reconcile_now(*, uuid, user) -> ReconcileResult:
+def device_reconcile_now(*, uuid: uuid_lib.UUID | str, user: RequestUser) -> ReconcileResult:
     """Re-run reconciliation from the stored target and current state (manual repair; the same projection)."""
     with device_write(uuid=uuid) as device:
         return device_reconcile(

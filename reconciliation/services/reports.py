@@ -7,7 +7,9 @@ the device's sensor rows and answers with the ``ReconcileResult`` that the verdi
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, models, transaction
@@ -20,7 +22,7 @@ from devices.models import Device, DeviceAccessRevoked, DeviceCurrentState
 from devices.selectors import REPORT_DEFERRED_TARGET
 from devices.target_config import config_sensors
 from events.choices import EventTypeChoices
-from events.services import event_recording
+from events.services import EventRecorder, event_recording
 
 from ..agent_protocol import HEALTH_SOURCES, RepeatedReport, Report, identity_digest, part_digest
 from ..signals import state_report_stored
@@ -53,7 +55,7 @@ class ReportVerdict:
 STATIC_FACTS = ("os_version", "agent_version", "ip_address")
 
 
-def _facts_changes(device: Device, report: Report | RepeatedReport, now) -> dict:
+def _facts_changes(device: Device, report: Report | RepeatedReport, now: datetime) -> dict:
     """The device fields a report changes: static facts that differ, and its metrics whole when it carries them."""
     facts = report.facts
     changes = {name: facts[name] for name in STATIC_FACTS if name in facts and facts[name] != getattr(device, name)}
@@ -64,13 +66,17 @@ def _facts_changes(device: Device, report: Report | RepeatedReport, now) -> dict
     return changes
 
 
-def _liveness_due(device: Device, now) -> bool:
+def _liveness_due(device: Device, now: datetime) -> bool:
     interval = settings.SENSORSYNC_LIVENESS_WRITE_SECONDS
     return device.last_seen_at is None or (now - device.last_seen_at).total_seconds() >= interval
 
 
 def _liveness_touch(
-    device: Device, *, now, report: Report | RepeatedReport | None = None, fetched_version: int | None = None
+    device: Device,
+    *,
+    now: datetime,
+    report: Report | RepeatedReport | None = None,
+    fetched_version: int | None = None,
 ) -> bool:
     """Refresh liveness and facts without a transaction, in at most one UPDATE. Coalesced: a device seen less than
     SENSORSYNC_LIVENESS_WRITE_SECONDS ago is not written again unless it fetched a version it did not have, the
@@ -134,7 +140,7 @@ def _device_marks(device: Device) -> dict[str, int | None]:
 
 def _is_stale(report: Report | RepeatedReport, marks: dict[str, int | None]) -> bool:
     """Older, on any clock the report carries, than the newest report seen on that clock."""
-    return any(marks[field] is not None and clock < marks[field] for field, clock in _report_marks(report).items())
+    return any((seen := marks[field]) is not None and clock < seen for field, clock in _report_marks(report).items())
 
 
 def _marks_raised(report: Report | RepeatedReport, marks: dict[str, int | None]) -> dict[str, int]:
@@ -142,7 +148,7 @@ def _marks_raised(report: Report | RepeatedReport, marks: dict[str, int | None])
     if _is_stale(report, marks):
         return {}
     return {
-        field: clock for field, clock in _report_marks(report).items() if marks[field] is None or clock > marks[field]
+        field: clock for field, clock in _report_marks(report).items() if (seen := marks[field]) is None or clock > seen
     }
 
 
@@ -151,7 +157,7 @@ def target_state_fetched(*, device: Device) -> None:
     _liveness_touch(device, now=timezone.now(), fetched_version=device.target_state.version)
 
 
-def _report_lock(device: Device, report: Report, now) -> tuple[Device, dict[str, int | None]]:
+def _report_lock(device: Device, report: Report, now: datetime) -> tuple[Device, dict[str, int | None]]:
     """Lock the device by writing its liveness and facts; re-read its states only if another writer committed
     since ``device`` was read. The same statement returns the target fields the lookup deferred."""
     values = {**_facts_changes(device, report, now), "last_seen_at": now}
@@ -221,14 +227,14 @@ def _report_effective(report: Report, previous: DeviceCurrentState | None) -> di
 
 
 def _current_state_store(
-    device: Device, report: Report, effective: dict, now, *, reconciled: bool
+    device: Device, report: Report, effective: dict, now: datetime, *, reconciled: bool
 ) -> DeviceCurrentState:
     """Store the report as the device's current state, in one INSERT or UPDATE. Its digest is the report's when
     it is to be reconciled, else one no report matches (the fallback after a failed reconciliation), so that the
     agent's next report is applied and repairs the rows."""
     current = device.current_state_or_none()
     created = current is None
-    if created:
+    if current is None:
         current = DeviceCurrentState(device=device)
     fields = {
         "parts": report.parts,
@@ -252,17 +258,17 @@ def _stored_report_reconcile(current: DeviceCurrentState) -> ReconcileResult:
     """Hand the stored report to reconciliation: the receiver of ``state_report_stored``
     (``reconciliation.handlers``) re-projects the device's rows and answers with their ``ReconcileResult``.
     Exactly one receiver must answer so: a report stored and never reconciled would leave the rows behind."""
-    results = [
-        answer
-        for _receiver, answer in state_report_stored.send(sender=DeviceCurrentState, current=current)
-        if isinstance(answer, ReconcileResult)
-    ]
+    # Any receiver may answer anything (the stubs say a str); only a ``ReconcileResult`` counts.
+    answers: Sequence[tuple[object, object]] = state_report_stored.send(sender=DeviceCurrentState, current=current)
+    results = [answer for _receiver, answer in answers if isinstance(answer, ReconcileResult)]
     if len(results) != 1:
         raise RuntimeError(f"state_report_stored: {len(results)} receivers reconciled the report, expected one")
     return results[0]
 
 
-def _report_event(recorder, device: Device, report: Report, effective: dict, previous) -> None:
+def _report_event(
+    recorder: EventRecorder, device: Device, report: Report, effective: dict, previous: DeviceCurrentState | None
+) -> None:
     recorder.record(
         EventTypeChoices.CURRENT_STATE_REPORTED,
         {
@@ -278,7 +284,7 @@ def _report_event(recorder, device: Device, report: Report, effective: dict, pre
     )
 
 
-def _queued_report_record(device: Device, report: Report, now) -> ReportVerdict:
+def _queued_report_record(device: Device, report: Report, now: datetime) -> ReportVerdict:
     """A report from the agent's offline queue: acknowledged so that the queue drains, recorded, never applied.
 
     It carries no version and was made before reports that already arrived, so it can neither change the stored
@@ -319,7 +325,7 @@ def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> Re
     report matches, so the agent's next report, or ``manage.py reconcile``, repairs the rows.
     """
     now = timezone.now()
-    if report.queued:
+    if isinstance(report, Report) and report.queued:
         return _queued_report_record(device, report, now)
     current = device.current_state_or_none()
     if _is_stale(report, _device_marks(device)):
@@ -349,21 +355,27 @@ def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> Re
     except (DatabaseError, InterfaceError, Device.DoesNotExist, DeviceAccessRevoked):
         raise  # the database failed, or the device or its key went away: nothing was written
     except Exception as exc:
-        error_id = uuid.uuid4().hex
-        logger.exception("reconciliation failed device=%s error_id=%s", device.uuid, error_id)
-        with device_write(uuid=device.uuid) as locked, device_events(locked) as recorder:
-            if (locked.api_key_digest, locked.is_active) != (device.api_key_digest, True):
-                raise _access_revoked(device) from exc
-            previous = locked.current_state_or_none()
-            effective = _report_effective(report, previous)
-            _report_event(recorder, locked, report, effective, previous)
-            _current_state_store(locked, report, effective, now, reconciled=False)
-            values = {**_facts_changes(locked, report, now), "last_seen_at": now}
-            values.update(_marks_raised(report, _device_marks(locked)))  # the row is locked: no race to guard
-            Device.objects.filter(pk=locked.pk).update(**values)
-            recorder.record(
-                EventTypeChoices.DEVICE_RECONCILE_FAILED,
-                {"reported_version": report.version, "error": type(exc).__name__, "error_id": error_id},
-                actor=f"agent:{locked.uuid}",
-            )
-        return ReportVerdict(ReportOutcome.APPLIED, locked, report.version, reconciliation_failed=True)
+        return _unreconciled_report_store(device, report, now, exc)
+
+
+def _unreconciled_report_store(device: Device, report: Report, now: datetime, exc: Exception) -> ReportVerdict:
+    """After reconciliation raised (and everything was rolled back): store the report without reconciling, with
+    a digest no report matches and a ``device.reconcile_failed`` event, so the next report repairs the rows."""
+    error_id = uuid.uuid4().hex
+    logger.exception("reconciliation failed device=%s error_id=%s", device.uuid, error_id)
+    with device_write(uuid=device.uuid) as locked, device_events(locked) as recorder:
+        if (locked.api_key_digest, locked.is_active) != (device.api_key_digest, True):
+            raise _access_revoked(device) from exc
+        previous = locked.current_state_or_none()
+        effective = _report_effective(report, previous)
+        _report_event(recorder, locked, report, effective, previous)
+        _current_state_store(locked, report, effective, now, reconciled=False)
+        values = {**_facts_changes(locked, report, now), "last_seen_at": now}
+        values.update(_marks_raised(report, _device_marks(locked)))  # the row is locked: no race to guard
+        Device.objects.filter(pk=locked.pk).update(**values)
+        recorder.record(
+            EventTypeChoices.DEVICE_RECONCILE_FAILED,
+            {"reported_version": report.version, "error": type(exc).__name__, "error_id": error_id},
+            actor=f"agent:{locked.uuid}",
+        )
+    return ReportVerdict(ReportOutcome.APPLIED, locked, report.version, reconciliation_failed=True)

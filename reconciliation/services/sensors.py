@@ -8,9 +8,11 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from devices.locking import device_events, device_write
+from devices.models import Device
 from devices.target_config import SENSORS_KEY, config_sensors, config_upcast
 from events.choices import EventTypeChoices
-from events.context import actor_label
+from events.context import RequestUser, actor_label
+from events.services import EventRecorder
 from sensors.models import DeviceSensor
 from sensors.validation import COMPARED_FIELDS, sensor_validate, sensors_limit, sensors_limit_message
 from sensorsync_project.exceptions import SensorNotFound, if_match_check
@@ -36,13 +38,22 @@ def _strip_own_id(data: Any, sensor_id: str | None) -> Any:
     return data
 
 
-def _row(device, name: str) -> DeviceSensor:
+def _row(device: Device, name: str) -> DeviceSensor:
     row = DeviceSensor.objects.get(device=device, name=name)
     row.device = device  # the locked instance, whose target state is the one just written
     return row
 
 
-def _target_sensors_write(*, device, recorder, sensors: list[dict], user, change: dict, event: str, data: dict) -> None:
+def _target_sensors_write(
+    *,
+    device: Device,
+    recorder: EventRecorder,
+    sensors: list[dict],
+    user: RequestUser,
+    change: dict,
+    event: str,
+    data: dict,
+) -> None:
     """Record the sensor event for the version about to be written, then write the target with ``sensors``."""
     target = device.target_state
     recorder.record(event, {**data, "version": target.version + 1}, actor=actor_label(user))
@@ -55,7 +66,9 @@ def _target_sensors_write(*, device, recorder, sensors: list[dict], user, change
     )
 
 
-def sensor_create(*, device_uuid, data: Any, user, if_match: str | None = None) -> DeviceSensor:
+def sensor_create(
+    *, device_uuid: uuid_lib.UUID | str, data: Any, user: RequestUser, if_match: str | None = None
+) -> DeviceSensor:
     with device_write(uuid=device_uuid) as device, device_events(device) as recorder:
         target = device.target_state
         if_match_check(if_match, target.etag)
@@ -80,7 +93,13 @@ def sensor_create(*, device_uuid, data: Any, user, if_match: str | None = None) 
 
 
 def sensor_update(
-    *, device_uuid, name: str, data: Any, partial: bool, user, if_match: str | None = None
+    *,
+    device_uuid: uuid_lib.UUID | str,
+    name: str,
+    data: Any,
+    partial: bool,
+    user: RequestUser,
+    if_match: str | None = None,
 ) -> DeviceSensor:
     """PUT replaces the sensor (fields left out take their defaults); PATCH changes only the fields sent.
     Sending another ``name`` renames the sensor; its id stays."""
@@ -101,7 +120,7 @@ def sensor_update(
         if sensor == current:
             return _row(device, name)
         sensors[index] = sensor
-        change = {"updated": [sensor["name"]]}
+        change: dict[str, Any] = {"updated": [sensor["name"]]}
         if sensor["name"] != name:
             change["renamed"] = {name: sensor["name"]}
         _target_sensors_write(
@@ -121,7 +140,9 @@ def sensor_update(
         return _row(device, sensor["name"])
 
 
-def sensor_delete(*, device_uuid, name: str, user, if_match: str | None = None) -> None:
+def sensor_delete(
+    *, device_uuid: uuid_lib.UUID | str, name: str, user: RequestUser, if_match: str | None = None
+) -> None:
     """Remove the sensor from the target; its row stays (``reconciling``) while the agent still runs it."""
     with device_write(uuid=device_uuid) as device, device_events(device) as recorder:
         target = device.target_state

@@ -3,6 +3,8 @@ ends in: a new target version (``devices.services.target_state_store``), then th
 re-projected from it (``projection.device_reconcile``), in one transaction holding the device row lock."""
 
 import copy
+import uuid as uuid_lib
+from typing import Any
 
 from django.core.exceptions import ValidationError
 
@@ -10,7 +12,7 @@ from devices.locking import device_write
 from devices.models import Device, DeviceTargetState, DeviceTargetStateVersion
 from devices.services import UNSET, target_state_store
 from devices.target_config import config_sensors
-from events.context import actor_label
+from events.context import RequestUser, actor_label
 from sensors.validation import target_config_validate
 from sensorsync_project.exceptions import if_match_check
 from sensorsync_project.validation import is_int
@@ -19,7 +21,9 @@ from ..choices import DriftEpisodeCauseChoices
 from .projection import device_reconcile
 
 
-def target_state_write(*, device: Device, config: dict, apps: dict, user, change: dict) -> DeviceTargetState:
+def target_state_write(
+    *, device: Device, config: dict, apps: dict, user: RequestUser, change: dict
+) -> DeviceTargetState:
     """Store a new target version and re-project the read model from it. The caller holds the device lock
     (``device_write``) and has validated ``config``."""
     target = target_state_store(device=device, config=config, apps=apps, user=user, change=change)
@@ -48,7 +52,9 @@ def config_change_summary(before: dict, after: dict) -> dict:
     return {key: value for key, value in summary.items() if value}
 
 
-def target_state_update(*, uuid, user, config, apps=UNSET, if_match: str | None = None) -> DeviceTargetState:
+def target_state_update(
+    *, uuid: uuid_lib.UUID | str, user: RequestUser, config: Any, apps: Any = UNSET, if_match: str | None = None
+) -> DeviceTargetState:
     """Replace the whole desired state (PUT target-state). An identical document makes no new version."""
     with device_write(uuid=uuid) as device:
         target = device.target_state
@@ -68,7 +74,9 @@ def target_state_update(*, uuid, user, config, apps=UNSET, if_match: str | None 
         return target_state_write(device=device, config=new_config, apps=new_apps, user=user, change=change)
 
 
-def target_state_rollback(*, uuid, version, user, if_match: str | None = None) -> DeviceTargetState:
+def target_state_rollback(
+    *, uuid: uuid_lib.UUID | str, version: Any, user: RequestUser, if_match: str | None = None
+) -> DeviceTargetState:
     """A new version with an earlier version's content (versions are never reused)."""
     if not is_int(version) or version < 1:
         raise ValidationError({"version": ["Must be a positive integer."]})

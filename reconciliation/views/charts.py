@@ -121,7 +121,9 @@ def hourly_chart(hours: list[dict]) -> dict:
 
     series = {}
     for key in ("p50Seconds", "p95Seconds"):
-        points, segments, current = [], [], []
+        points: list[dict] = []
+        segments: list[list[str]] = []
+        current: list[str] = []
         for index, hour in enumerate(hours):
             value = hour[key]
             if value is None:

@@ -1,3 +1,5 @@
+from typing import cast
+
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.response import Response
@@ -7,6 +9,7 @@ from reconciliation.services.sensors import sensor_create, sensor_delete, sensor
 from sensors import selectors
 from sensors.filtersets import DeviceSensorFilterSet, FleetSensorFilterSet
 from sensors.models import DeviceSensor
+from sensors.selectors import ListedSensor
 from sensorsync_project.api.errors import error_body
 from sensorsync_project.api.pagination import FleetCursorPagination
 from sensorsync_project.api.schema import IF_MATCH
@@ -17,9 +20,10 @@ NAME_REGEX = r"[A-Za-z0-9._-]{1,255}"
 
 
 def _written(row: DeviceSensor, code: int = status.HTTP_200_OK) -> Response:
-    """A write's answer: the row and the new target ETag (for the next If-Match)."""
-    row.device_uuid = row.device.uuid
-    return Response(DeviceSensorSerializer(row).data, status=code, headers={"ETag": row.device.target_state.etag})
+    """A write's answer: the row as the list shows it, and the new target ETag (for the next If-Match)."""
+    listed = cast(ListedSensor, row)
+    listed.device_uuid = row.device.uuid
+    return Response(DeviceSensorSerializer(listed).data, status=code, headers={"ETag": row.device.target_state.etag})
 
 
 @extend_schema_view(

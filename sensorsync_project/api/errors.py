@@ -1,10 +1,11 @@
 """One error shape for every API answer: ``{"error": code, "message": sentence, "fields": {...}}``."""
 
 import logging
+from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, OperationalError
+from django.db import DatabaseError, DataError, IntegrityError, InterfaceError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -32,7 +33,7 @@ _CODES[PayloadTooLarge] = "payload_too_large"
 
 
 def error_body(code: str, message: str, fields: dict | None = None) -> dict:
-    body = {"error": code, "message": message}
+    body: dict[str, Any] = {"error": code, "message": message}
     if fields:
         body["fields"] = fields
     return body
@@ -75,7 +76,29 @@ def validation_message(fields: dict[str, list[str]]) -> str:
     return "Invalid input. " + "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-def exception_handler(exc, context):
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = _domain_error_response(exc)
+    if response is not None:
+        return response
+    if isinstance(exc, (DatabaseError, InterfaceError)):
+        return _database_error_response(exc)
+    if isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        fields = _flatten(exc.detail)
+        response.data = error_body("validation_error", validation_message(fields), fields)
+    elif isinstance(exc, exceptions.APIException):
+        code = _CODES.get(type(exc)) or exc.default_code
+        response.data = error_body(code, str(exc.detail))
+    return response
+
+
+def _domain_error_response(exc: Exception) -> Response | None:
+    """The answer to what the services and Django raise that DRF does not know: invalid input, a stale
+    ``If-Match``, a missing row."""
     if isinstance(exc, DjangoValidationError):
         fields = validation_fields(exc)
         return Response(error_body("validation_error", validation_message(fields), fields), status=400)
@@ -85,8 +108,12 @@ def exception_handler(exc, context):
         return Response(error_body("not_found", str(exc)), status=404)
     if isinstance(exc, (Http404, ObjectDoesNotExist)):
         return Response(error_body("not_found", "Not found."), status=404)
-    if isinstance(exc, PermissionDenied):
-        exc = exceptions.PermissionDenied()
+    return None
+
+
+def _database_error_response(exc: DatabaseError | InterfaceError) -> Response | None:
+    """A value the database refused (400), a race lost to a concurrent writer (409), or the database away or busy
+    (503); None for a statement it refused, which is a server fault, logged and answered as one."""
     if isinstance(exc, DataError):
         # The database refused a value as invalid for its type: the request's fault, not the database's.
         logger.warning("data error answered 400: %s", exc)
@@ -95,26 +122,14 @@ def exception_handler(exc, context):
         # A concurrent writer won a race the service's checks could not see (e.g. the same new name).
         logger.warning("integrity error answered 409: %s", exc)
         return Response(error_body("conflict", "A concurrent change conflicted with this one; retry."), status=409)
-    if isinstance(exc, (OperationalError, InterfaceError, DatabaseError)):
-        if not database_unavailable(exc):
-            return None  # a statement the database refused: a server fault, logged and answered as one
-        logger.warning("database unavailable: %s", exc)
-        return Response(
-            error_body("database_unavailable", "The database is unavailable; nothing was written. Retry later."),
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "5"},
-        )
-
-    response = drf_exception_handler(exc, context)
-    if response is None:
+    if not database_unavailable(exc):
         return None
-    if isinstance(exc, exceptions.ValidationError):
-        fields = _flatten(exc.detail)
-        response.data = error_body("validation_error", validation_message(fields), fields)
-    else:
-        code = _CODES.get(type(exc)) or getattr(exc, "default_code", "error")
-        response.data = error_body(code, str(exc.detail))
-    return response
+    logger.warning("database unavailable: %s", exc)
+    return Response(
+        error_body("database_unavailable", "The database is unavailable; nothing was written. Retry later."),
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "5"},
+    )
 
 
 def _is_api(request) -> bool:

@@ -25,7 +25,8 @@ class StrictBooleanField(forms.Field):
 
 
 class StrictBooleanFilter(django_filters.BooleanFilter):
-    field_class = StrictBooleanField
+    # Any form field will do (the stubs ask for a NullBooleanField, whose widget and lenient reading this replaces).
+    field_class = StrictBooleanField  # type: ignore[assignment]
 
 
 class UTCDateTimeField(IsoDateTimeField):

@@ -74,6 +74,7 @@ class FleetCursorPagination(CursorPagination):
         if cursor.position is not None:
             tokens["p"] = cursor.position
         encoded = b64encode(parse.urlencode(tokens).encode("ascii")).decode("ascii")
+        assert self.base_url is not None  # set by paginate_queryset (or by whoever encodes a cursor without one)
         return replace_query_param(self.base_url, self.cursor_query_param, encoded)
 
     def decode_cursor(self, request):
@@ -99,7 +100,8 @@ class FleetCursorPagination(CursorPagination):
             raise self._invalid_cursor()
         if position is not None:
             position = self._position_clean(position)
-        return Cursor(offset=int(offset), reverse=reverse == "1", position=position)
+        # A position is the ordering field's value as text, as DRF makes it; its stubs type it as an int.
+        return Cursor(offset=int(offset), reverse=reverse == "1", position=position)  # type: ignore[arg-type]
 
     def _position_clean(self, position: str) -> str:
         """The position as the ordering field reads it, so a value of the wrong type or beyond the column's range

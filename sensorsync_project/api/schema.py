@@ -250,7 +250,7 @@ COMPONENTS = {
     },
 }
 
-SECURITY = [{"deviceKey": []}, {"deviceBearer": []}]
+SECURITY: list[dict[str, list[str]]] = [{"deviceKey": []}, {"deviceBearer": []}]  # OpenAPI: either header
 
 PATHS = {
     "/api/v1/device/{uuid}/state": {
@@ -399,23 +399,28 @@ def add_error_responses(result, generator, request, public):
             if method not in ("get", "post", "put", "patch", "delete"):
                 continue
             responses = operation.setdefault("responses", {})
-            parameters = operation.get("parameters", [])
-            errors = {
-                "401": "Not authenticated (session or Authorization: Token <token>)",
-                "403": "Authenticated, but without the model permission this needs",
-                "503": "The database is unavailable; nothing was written; retry",
-            }
-            if "{" in path:
-                errors["404"] = "No such device (or sensor)"
-            if method in ("post", "put", "patch") or any(p.get("in") == "query" for p in parameters):
-                errors["400"] = "Invalid input, named in fields; nothing was written"
-            if "requestBody" in operation:
-                errors["413"] = "The body is larger than SENSORSYNC_MAX_BODY_BYTES"
-                errors["415"] = "The body is not application/json"
-            if any(p.get("in") == "header" and p.get("name") == "If-Match" for p in parameters):
-                errors["412"] = "If-Match does not match the target state's ETag (which the response carries)"
-            if method in ("post", "put", "patch", "delete"):
-                errors["409"] = "A concurrent change conflicted with this one; retry"
-            for code, description in errors.items():
+            for code, description in _operation_errors(path, method, operation).items():
                 responses.setdefault(code, _documented_error(description))
     return result
+
+
+def _operation_errors(path: str, method: str, operation: dict) -> dict[str, str]:
+    """The errors a management operation can answer, by status, with what each means there."""
+    parameters = operation.get("parameters", [])
+    errors = {
+        "401": "Not authenticated (session or Authorization: Token <token>)",
+        "403": "Authenticated, but without the model permission this needs",
+        "503": "The database is unavailable; nothing was written; retry",
+    }
+    if "{" in path:
+        errors["404"] = "No such device (or sensor)"
+    if method in ("post", "put", "patch") or any(p.get("in") == "query" for p in parameters):
+        errors["400"] = "Invalid input, named in fields; nothing was written"
+    if "requestBody" in operation:
+        errors["413"] = "The body is larger than SENSORSYNC_MAX_BODY_BYTES"
+        errors["415"] = "The body is not application/json"
+    if any(p.get("in") == "header" and p.get("name") == "If-Match" for p in parameters):
+        errors["412"] = "If-Match does not match the target state's ETag (which the response carries)"
+    if method in ("post", "put", "patch", "delete"):
+        errors["409"] = "A concurrent change conflicted with this one; retry"
+    return errors

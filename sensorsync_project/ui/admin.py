@@ -1,6 +1,7 @@
 """The admin pages' part of the service rule: every write is a service call made from ``save_model`` (or an
 action), and a service's refusal is shown on the form, like any invalid form, not as a server error."""
 
+from django.contrib import admin
 from django.core.exceptions import ValidationError
 
 from sensorsync_project.exceptions import PreconditionFailed, SensorNotFound
@@ -18,7 +19,7 @@ class ServiceRejected(Exception):
 SERVICE_REJECTIONS = (ValidationError, PreconditionFailed, SensorNotFound)
 
 
-class ServiceAdminMixin:
+class ServiceAdminMixin(admin.ModelAdmin):
     """For admins whose ``save_model`` calls a service: a refusal is shown on the form, not as a server error.
 
     The service validates at write time, after the form did, so its ``ValidationError`` cannot simply be added

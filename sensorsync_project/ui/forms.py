@@ -54,7 +54,7 @@ class JSONEditorWidget(forms.Textarea):
     it is a plain text area, and the server validates either way."""
 
     class Media:
-        css = {"all": ("sensorsync/json-editor.css",)}
+        css: ClassVar[dict[str, tuple[str, ...]]] = {"all": ("sensorsync/json-editor.css",)}
         js = ("sensorsync/json-editor.js",)
 
     def __init__(self, *, json_type: str | None = None, optional: bool = False, attrs: dict | None = None):

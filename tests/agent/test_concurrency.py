@@ -1,6 +1,7 @@
 """Reports racing for one device (SPEC section 5: "Two reports for one device never interleave (row lock): the
 later one wins"). Real threads, each with its own client and database connection; PostgreSQL only."""
 
+import itertools
 import threading
 from collections import Counter
 
@@ -128,7 +129,7 @@ def _assert_consistent_before_repair(admin_client, device) -> None:
         problems.append(f"{open_episodes} open drift episodes while in_sync={in_sync}")
     # The reports were applied one after another: each names the version of the one applied before it.
     reported = [e.data for e in events_of(device) if e.type == "current_state.reported"]
-    for before, after in zip(reported, reported[1:], strict=False):
+    for before, after in itertools.pairwise(reported):
         if after["previous_version"] != before["version"]:
             problems.append(f"a report says previous_version={after['previous_version']}, was {before['version']}")
             break

@@ -57,7 +57,7 @@ def test_json_output_is_only_the_json_and_the_notice_goes_to_stderr(db):
 
 @pytest.mark.parametrize("name", ["", "   ", "x" * 256])
 def test_an_invalid_name_is_an_error_and_writes_nothing(db, name):
-    with pytest.raises(CommandError, match="Device not created. name: Must be a non-empty string") as exc:
+    with pytest.raises(CommandError, match=r"Device not created\. name: Must be a non-empty string") as exc:
         run("create_device", name)
 
     assert exc.value.returncode == 1

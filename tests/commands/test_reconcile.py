@@ -15,7 +15,7 @@ from .conftest import agent_report, run
 def test_one_device_prints_versions_sync_and_counts(fleet):
     failing = fleet["failing"]
 
-    out, err = run("reconcile", "--device", str(failing.uuid))
+    out, _err = run("reconcile", "--device", str(failing.uuid))
 
     assert out == (
         f"failing ({failing.uuid}): target v3, reported v3, NOT in sync; inserted 0, updated 0, removed 0, failed 1"

@@ -200,7 +200,6 @@ def test_a_month_without_a_partition_is_written_and_then_moved_into_its_own(admi
 
 @pytest.mark.postgres
 def test_old_months_are_dropped_as_partitions(history):
-    device, _ = history
     old_month = partitions.partition_name(partitions.month_start((timezone.now() - LONG_AGO).date()))
 
     code, output = _run("prune_events")

@@ -104,8 +104,11 @@ http {{
 def _tls_certificate(work: Path) -> tuple[Path, Path]:
     cert, key = work / "cert.pem", work / "key.pem"
     subprocess.run(
-        [OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        [
+            *[OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"],
+            *["-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+            *["-keyout", str(key), "-out", str(cert)],
+        ],
         check=True,
         capture_output=True,
         timeout=30,

@@ -277,7 +277,7 @@ def test_every_permission_of_the_matrix_exists():
         assert len(_perms(only=endpoint.view)) == 1, endpoint.view
 
 
-AGENT_ROLES = ["anonymous", "superuser-token", "superuser-session"] + DEVICE_ROLES
+AGENT_ROLES = ["anonymous", "superuser-token", "superuser-session", *DEVICE_ROLES]
 
 
 def _agent_headers(world: World, role: str) -> tuple[Client, dict]:

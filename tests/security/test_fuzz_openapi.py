@@ -133,6 +133,25 @@ def _aim(case, data, world: World, identity: str, mode: GenerationMode) -> bool:
     Returns whether every path parameter names something real (else a 404 from the URL router is expected)."""
     # Containers are replaced, never edited in place: assignment is how schemathesis learns that a generated
     # (possibly schema-violating) value was changed, and revalidates the case before judging the answer.
+    real, device_uuid = _aim_path(case, data, world, identity)
+    if any(p.name == "If-Match" for p in case.operation.headers) and device_uuid:
+        choice = data.draw(st.sampled_from(["current", "absent", "generated"]), label="If-Match")
+        if choice == "current":
+            _set_header(case, "If-Match", world.etag(device_uuid))
+        elif choice == "absent":
+            _set_header(case, "If-Match", None)
+    is_report = case.operation.label == "PATCH /api/v1/device/state" and isinstance(case.body, dict) and case.body
+    # The body is keyed by device uuid; re-key it under a real uuid so the report itself is exercised.
+    if is_report and (mode is GenerationMode.POSITIVE or data.draw(st.booleans(), label="re-key")):
+        # Re-keying keeps the report entry as generated (valid or not); only the key becomes a real uuid.
+        case.body = {str(world.own.uuid): next(iter(case.body.values()))}
+    _credentials_set(case, world, identity)
+    return real
+
+
+def _aim_path(case, data, world: World, identity: str) -> tuple[bool, str | None]:
+    """Most of the time, a real device (the identity's own, for a device) and a real sensor of it in the path.
+    Whether every path parameter is real, and the device uuid put there."""
     params = dict(case.path_parameters or {})
     real = True
     device_uuid = None
@@ -155,17 +174,11 @@ def _aim(case, data, world: World, identity: str, mode: GenerationMode) -> bool:
             real = False
     if params:
         case.path_parameters = params
-    if any(p.name == "If-Match" for p in case.operation.headers) and device_uuid:
-        choice = data.draw(st.sampled_from(["current", "absent", "generated"]), label="If-Match")
-        if choice == "current":
-            _set_header(case, "If-Match", world.etag(device_uuid))
-        elif choice == "absent":
-            _set_header(case, "If-Match", None)
-    is_report = case.operation.label == "PATCH /api/v1/device/state" and isinstance(case.body, dict) and case.body
-    # The body is keyed by device uuid; re-key it under a real uuid so the report itself is exercised.
-    if is_report and (mode is GenerationMode.POSITIVE or data.draw(st.booleans(), label="re-key")):
-        # Re-keying keeps the report entry as generated (valid or not); only the key becomes a real uuid.
-        case.body = {str(world.own.uuid): next(iter(case.body.values()))}
+    return real, device_uuid
+
+
+def _credentials_set(case, world: World, identity: str) -> None:
+    """The identity's credentials, and no others (generated auth headers and cookies are dropped)."""
     for name in list(case.headers or {}):
         if name.lower() in AUTH_HEADERS:
             _set_header(case, name, None)
@@ -174,7 +187,6 @@ def _aim(case, data, world: World, identity: str, mode: GenerationMode) -> bool:
         _set_header(case, "Authorization", f"Token {world.token}")
     else:
         _set_header(case, "X-Device-API-Key", world.own.api_key)
-    return real
 
 
 def _describe(case) -> str:

@@ -52,7 +52,7 @@ def test_spellings_that_log_into_the_same_account_share_one_budget(url):
     [
         ("ops", "ops"),
         ("  ops\t\n", "ops"),
-        ("ｏｐｓ", "ops"),  # full-width letters
+        ("\uff4f\uff50\uff53", "ops"),  # full-width letters
         ("\u3000ops\u2003", "ops"),  # ideographic and em spaces are whitespace too
         ("ﬁle", "file"),  # a ligature
         ("Ops", "Ops"),  # the user model compares case-sensitively, and so does the throttle

@@ -2,7 +2,8 @@
 "Provisioning"), shown once."""
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
@@ -18,7 +19,7 @@ KEY_NOTICE = (
 )
 
 
-def _expiry(options) -> object:
+def _expiry(options: dict[str, Any]) -> datetime | None:
     if options["expires_at"]:
         parsed = parse_datetime(options["expires_at"])
         if parsed is None or parsed.tzinfo is None:

@@ -70,6 +70,19 @@ def _chunks(values: list, size: int = CHUNK):
 
 
 def _validate(options: dict) -> ServerAddress:
+    problems = [*_fleet_problems(options), *_client_problems(options)]
+    try:
+        address = server_address_parse(options["url"])
+    except ValueError as exc:
+        problems.append(f"--url: {exc}")
+        address = None
+    if problems or address is None:
+        raise CommandError(" ".join(problems))
+    return address
+
+
+def _fleet_problems(options: dict) -> list[str]:
+    """What is wrong with the fleet asked for: its size, failure rate, duration and intervals."""
     problems = []
     if not 1 <= options["devices"] <= MAX_DEVICES:
         problems.append(f"--devices must be from 1 to {MAX_DEVICES} (got {options['devices']}).")
@@ -82,6 +95,12 @@ def _validate(options: dict) -> ServerAddress:
     for option in ("poll_interval", "report_interval", "metrics_interval"):
         if not options[option] >= MIN_INTERVAL:
             problems.append(f"--{option.replace('_', '-')} must be at least {MIN_INTERVAL} seconds.")
+    return problems
+
+
+def _client_problems(options: dict) -> list[str]:
+    """What is wrong with how its agents run: their generation, concurrency, timeout and names."""
+    problems = []
     if options["agent"] not in AGENTS:
         problems.append(f"--agent must be one of {', '.join(AGENTS)} (got {options['agent']}).")
     if options["concurrency"] is not None and not 1 <= options["concurrency"] <= MAX_CONCURRENCY:
@@ -91,14 +110,7 @@ def _validate(options: dict) -> ServerAddress:
     prefix = options["prefix"]
     if not NAME_RE.fullmatch(prefix) or len(prefix) > 200:
         problems.append("--prefix must be 1 to 200 characters of letters, digits, '.', '_' or '-'.")
-    try:
-        address = server_address_parse(options["url"])
-    except ValueError as exc:
-        problems.append(f"--url: {exc}")
-        address = None
-    if problems:
-        raise CommandError(" ".join(problems))
-    return address
+    return problems
 
 
 def _probe(address: ServerAddress) -> None:
@@ -185,9 +197,9 @@ def fleet_setup(*, prefix: str, devices: int, sensors: int, progress=None) -> Fl
 
 def fleet_picture(pks: list[int]) -> dict:
     """The simulated devices' final state, read from the database (a handful of queries per 500 devices)."""
-    devices = Counter()
-    statuses = Counter()
-    errors = Counter()
+    devices: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
     running = 0
     for chunk in _chunks(pks):
         for needs_deployment, reported in Device.objects.filter(pk__in=chunk).values_list(
@@ -301,6 +313,19 @@ or not sharing this database; 2 usage error (from the shell)"""
             "--mqtt-devices", type=int, metavar="N", help="with --transport mqtt: only the first N agents use MQTT"
         )
 
+    def _mqtt_setup(self, active: list, address, options: dict):
+        """``--transport mqtt``: (transport factory, stats, line) with credentials issued here; None over HTTP."""
+        if options["transport"] != "mqtt":
+            return None
+        try:
+            mqtt = _mqtt_transport_factory(
+                active, address=address, timeout=options["timeout"], mqtt_devices=options["mqtt_devices"]
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(mqtt[2])
+        return mqtt
+
     def handle(self, *args, **options):
         address = _validate(options)
         quiet = options["quiet"]
@@ -325,15 +350,7 @@ or not sharing this database; 2 usage error (from the shell)"""
             agent=options["agent"],
             base_path=address.base_path,
         )
-        mqtt = None
-        if options["transport"] == "mqtt":  # MQTT ingestion: credentials issued here, reports published
-            try:
-                mqtt = _mqtt_transport_factory(
-                    active, address=address, timeout=options["timeout"], mqtt_devices=options["mqtt_devices"]
-                )
-            except ValueError as exc:
-                raise CommandError(str(exc)) from None
-            self.stdout.write(mqtt[2])
+        mqtt = self._mqtt_setup(active, address, options)
         if not connection.in_atomic_block:
             # Not held idle for the whole run (the server may need it); reopened for the final picture.
             connection.close()

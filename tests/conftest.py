@@ -80,3 +80,16 @@ def sensor_device(db, superuser):
     sensor_create(device_uuid=device.uuid, data=SensorPayloadFactory(name="temp-1"), user=superuser)
     device.refresh_from_db()
     return device
+
+
+@pytest.fixture
+def latest_migrations():
+    """The leaf migrations; the database is migrated back to them after the test, whatever it migrated to."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    from .helpers import migrate_to
+
+    leaves = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    yield leaves
+    migrate_to(leaves)

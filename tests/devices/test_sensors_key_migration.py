@@ -6,12 +6,11 @@ import uuid
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from devices.models import DeviceCurrentState, DeviceTargetState, DeviceTargetStateVersion
 from events.models import Event
 from tests.factories import DeviceFactory
+from tests.helpers import migrate_to
 
 BEFORE = [("devices", "0003_device_facts_and_report_parts")]
 SENSOR = {
@@ -26,25 +25,10 @@ SENSOR = {
 }
 
 
-def _migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
-@pytest.fixture
-def latest():
-    """The leaf migrations, migrated back to whatever happens in the test."""
-    leaves = MigrationExecutor(connection).loader.graph.leaf_nodes()
-    yield leaves
-    _migrate(leaves)
-
-
 @pytest.mark.django_db(transaction=True)
-def test_stored_configs_move_to_config_sensors_and_old_events_still_replay(latest):
+def test_stored_configs_move_to_config_sensors_and_old_events_still_replay(latest_migrations):
     device = DeviceFactory()
-    old = _migrate(BEFORE)
+    old = migrate_to(BEFORE)
     legacy = {"protocolAdapterDevices": [SENSOR], "logLevel": "debug"}
     old.get_model("devices", "DeviceTargetState").objects.filter(device_id=device.pk).update(config=legacy, version=2)
     old.get_model("devices", "DeviceTargetStateVersion").objects.create(
@@ -74,7 +58,7 @@ def test_stored_configs_move_to_config_sensors_and_old_events_still_replay(lates
         config={"protocolAdapterDevices": []}
     )
 
-    _migrate(latest)
+    migrate_to(latest_migrations)
 
     expected = {"sensors": [SENSOR], "logLevel": "debug"}
     assert DeviceTargetState.objects.get(device=device).config == expected
@@ -93,11 +77,11 @@ def test_stored_configs_move_to_config_sensors_and_old_events_still_replay(lates
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_migration_reverses(latest):
+def test_the_migration_reverses(latest_migrations):
     device = DeviceFactory()
-    old = _migrate(BEFORE)
+    old = migrate_to(BEFORE)
     assert old.get_model("devices", "DeviceTargetState").objects.get(device_id=device.pk).config == {
         "protocolAdapterDevices": []
     }
-    _migrate(latest)
+    migrate_to(latest_migrations)
     assert DeviceTargetState.objects.get(device=device).config == {"sensors": []}

@@ -6,33 +6,19 @@ from datetime import UTC, datetime
 
 import pytest
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from events import partitions
 from events.models import Event
+from tests.helpers import migrate_to
 
 BEFORE = [("events", "0004_aggregate_snapshots")]
 MONTHS = [datetime(2025, 1, 15, tzinfo=UTC), datetime(2025, 3, 31, 23, 59, tzinfo=UTC), datetime.now(UTC)]
 
 
-def _migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
-@pytest.fixture
-def latest():
-    leaves = MigrationExecutor(connection).loader.graph.leaf_nodes()
-    yield leaves
-    _migrate(leaves)
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_existing_events_are_copied_into_their_months(latest):
-    old = _migrate(BEFORE)  # going back leaves the table partitioned: make it the plain table it was
+def test_existing_events_are_copied_into_their_months(latest_migrations):
+    old = migrate_to(BEFORE)  # going back leaves the table partitioned: make it the plain table it was
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE events_event")
     with connection.schema_editor() as editor:
@@ -53,7 +39,7 @@ def test_existing_events_are_copied_into_their_months(latest):
     before = list(OldEvent.objects.order_by("id").values_list("id", "sequence", "data", "created_at"))
     assert not partitions.is_partitioned()
 
-    _migrate(latest)
+    migrate_to(latest_migrations)
 
     assert partitions.is_partitioned()
     after = list(Event.objects.order_by("id").values_list("id", "sequence", "data", "created_at"))

@@ -1,6 +1,6 @@
 import uuid
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -154,6 +154,27 @@ class DeviceTargetState(models.Model):
     # The open drift episode while the device drifts: {"episode": id, "sensors": {name: {"protocol",
     # "first_status"}}}, else {}. Kept here because every drift transition rewrites this row anyway.
     drift = JSONField(default=dict, encoder=DjangoJSONEncoder, editable=False)
+    # The last version the device fully deployed (in sync at it): what an exhausted retry budget falls back to.
+    deployed_version = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    # The retry budget (``reconciliation.services.retry_budget``): failed applies of one target version, counted by
+    # reconciliation when a report brings a new failed result for the version it runs, reset by convergence and by
+    # a new version. Once it reaches SENSORSYNC_RETRY_BUDGET the device is not retried at that version until staff
+    # act (a new version or a reset), and, with SENSORSYNC_RETRY_BUDGET_FALLBACK, falls back to
+    # ``deployed_version``'s content as a new version (``retry_fallback_version``).
+    failed_applies = models.PositiveIntegerField(default=0, editable=False)
+    failed_applies_version = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    retry_exhausted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    retry_exhausted_version = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    retry_fallback_version = models.PositiveIntegerField(null=True, blank=True, editable=False)
+
+    # What a new target version from staff starts afresh (``devices.services.target_state_store``) and a reset clears.
+    RETRY_BUDGET_CLEARED: ClassVar[dict[str, Any]] = {
+        "failed_applies": 0,
+        "failed_applies_version": None,
+        "retry_exhausted_at": None,
+        "retry_exhausted_version": None,
+        "retry_fallback_version": None,
+    }
 
     class Meta:
         constraints = [models.CheckConstraint(condition=models.Q(version__gte=1), name="target_version_positive")]
@@ -165,6 +186,11 @@ class DeviceTargetState(models.Model):
     def etag(self) -> str:
         # Versions are never reused and every change bumps the version, so the version alone is a strong validator.
         return f'"{self.version}"'
+
+    @property
+    def retry_exhausted(self) -> bool:
+        """The retry budget ran out at the version the device is asked to run: it is not retried at it."""
+        return self.retry_exhausted_at is not None and self.retry_exhausted_version == self.version
 
 
 class DeviceTargetStateVersion(models.Model):

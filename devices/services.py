@@ -167,17 +167,25 @@ def device_delete(*, uuid: uuid_lib.UUID | str, user: RequestUser) -> None:
 
 
 def target_state_store(
-    *, device: Device, config: dict, apps: dict, user: RequestUser, change: dict
+    *, device: Device, config: dict, apps: dict, user: RequestUser, change: dict, keep_retry_budget: bool = False
 ) -> DeviceTargetState:
     """Store a new target version: the target row, its history row and its ``target_state.updated`` event. The
     caller holds the device lock (``device_write``), has validated ``config`` and re-projects the read model from
-    the new version (``reconciliation.services.targets.target_state_write``)."""
+    the new version (``reconciliation.services.targets.target_state_write``).
+
+    A new version is staff acting on the device: its retry budget starts afresh, unless ``keep_retry_budget`` (the
+    version an exhausted budget falls back to keeps the record of why)."""
     target = device.target_state
     target.version += 1
     target.config = config
     target.apps = apps
     target.updated_at = timezone.now()
     target.updated_by = signed_in_user(user)
-    target.save(update_fields=["version", "config", "apps", "updated_at", "updated_by"])
+    fields = ["version", "config", "apps", "updated_at", "updated_by"]
+    if not keep_retry_budget:
+        for name, value in DeviceTargetState.RETRY_BUDGET_CLEARED.items():
+            setattr(target, name, value)
+        fields += DeviceTargetState.RETRY_BUDGET_CLEARED
+    target.save(update_fields=fields)
     _target_version_store(device=device, target=target, user=user, change=change)
     return target

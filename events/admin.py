@@ -16,6 +16,7 @@ TYPE_TONES: dict[str, str] = {
     EventTypeChoices.DEVICE_IN_SYNC: "in_sync",
     EventTypeChoices.SENSOR_FAILED: "failed",
     EventTypeChoices.DEVICE_RECONCILE_FAILED: "failed",
+    EventTypeChoices.DEVICE_RETRY_BUDGET_EXHAUSTED: "failed",
     EventTypeChoices.DEVICE_CONFIG_DRIFT: "drifting",
     EventTypeChoices.TARGET_STATE_UPDATED: "reconciling",
     EventTypeChoices.CURRENT_STATE_REPORTED: "quiet",

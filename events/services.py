@@ -4,11 +4,14 @@ Writers record events inside ``event_recording(aggregate_id)``; the outermost sc
 them in one ``INSERT`` that numbers them after the aggregate's last sequence. The caller must hold the
 aggregate's lock (the device row, ``devices.locking``) for the whole scope: that is what keeps per-aggregate
 sequences gapless under concurrent writers. The unique index on (aggregate, sequence) is the backstop.
+
+Higher layers follow the log through event sinks (``event_sink_register``): each flushed batch is handed to every
+sink right after its INSERT, in the same transaction, so what a sink writes commits or rolls back with the events.
 """
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from django.db import connection
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -23,6 +26,20 @@ DEVICE_AGGREGATE = "device"
 _open: contextvars.ContextVar[dict[tuple[str, str], "EventRecorder"] | None] = contextvars.ContextVar(
     "open_event_recorders", default=None
 )
+
+
+# Called with each flushed batch, inside the writer's transaction (``webhooks`` registers its outbox here).
+EventSink = Callable[[Sequence[Event]], None]
+_sinks: dict[str, EventSink] = {}
+
+
+def event_sink_register(name: str, sink: EventSink) -> None:
+    """Hand every batch of events a unit of work flushes to ``sink``, after their INSERT and in the same transaction
+    (an app's ``AppConfig.ready`` registers; a second registration under ``name`` replaces the first).
+
+    A sink runs on the agent's hot paths: given a batch with nothing it wants, it must return without a statement.
+    What it raises aborts the writer's unit of work, events included."""
+    _sinks[name] = sink
 
 
 class EventRecorder:
@@ -67,6 +84,8 @@ class EventRecorder:
                     params.append(offset)
                 params += [self.aggregate_type, self.aggregate_id] * 2
                 cursor.execute(_insert_sql(connection, len(batch)), params)
+        for sink in _sinks.values():
+            sink(events)
         return events  # their ``sequence`` was assigned by the database; read events back to see it
 
 

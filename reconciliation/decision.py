@@ -159,6 +159,15 @@ def _decide_one(
     return Status.FAILED, runs, shown, f"Still {state} although removed from target version {T}."
 
 
+def retry_budget_reason(*, failed_applies: int, version: int) -> str:
+    """What a failed row of a device whose retry budget ran out at ``version`` says first."""
+    applies = "failed apply" if failed_applies == 1 else "failed applies"
+    return (
+        f"Retry budget exhausted: {failed_applies} {applies} of target version {version}; not retried until staff "
+        "act (a new target version, or a reset of the budget)."
+    )
+
+
 def decide(
     *,
     target_version: int,
@@ -169,10 +178,13 @@ def decide(
     existing: Mapping[str, SensorRow],
     was_in_sync: bool,
     now: datetime,
+    retry_exhausted_after: int | None = None,
 ) -> Decision:
     """Project target and report into rows. ``desired`` and ``running`` are normalized sensor objects (wire
     format, ``id`` set on desired ones, None for a field the agent did not report); ``sensor_health`` maps sensor
-    names to normalized health entries; ``reported_version`` is None when the device never reported."""
+    names to normalized health entries; ``reported_version`` is None when the device never reported.
+    ``retry_exhausted_after``: the failed applies after which the retry budget ran out at the target version (its
+    failed rows say so first), or None."""
     desired_by_name = {s["name"]: s for s in desired}
     running_by_name = {s["name"]: s for s in running}
     names = list(desired_by_name) + [n for n in running_by_name if n not in desired_by_name]
@@ -184,6 +196,8 @@ def decide(
         status, is_running, shown, error = _decide_one(
             name, d, r, target_version=target_version, reported_version=reported_version, health=sensor_health
         )
+        if status == Status.FAILED and retry_exhausted_after is not None:
+            error = f"{retry_budget_reason(failed_applies=retry_exhausted_after, version=target_version)} {error}"
         prev = existing.get(name)
         if not shown["sensor_id"]:
             # A running sensor reported without an id keeps its row's id; a new one gets an id derived from its

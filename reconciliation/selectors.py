@@ -62,6 +62,7 @@ def decide_for_device(
         existing=existing,
         was_in_sync=not target.needs_deployment,
         now=timezone.now(),
+        retry_exhausted_after=target.failed_applies if target.retry_exhausted else None,
     )
 
 
@@ -86,11 +87,14 @@ def drift_explain(*, device: Device) -> dict:
         stage, reason = "never_reported", "The agent fetched version {f} but has never reported what it runs."
     else:
         stage, reason = "not_applied", "The agent fetched version {f} but still reports running version {a}."
+    reason = reason.format(t=target.version, f=fetched, a=applied)
+    if target.retry_exhausted_at is not None:
+        reason += " " + retry_exhausted_explain(target=target)
     return {
         "deviceUuid": str(device.uuid),
         "inSync": stage == "in_sync",
         "stage": stage,
-        "reason": reason.format(t=target.version, f=fetched, a=applied),
+        "reason": reason,
         "targetVersion": target.version,
         "targetUpdatedAt": target.updated_at,
         "lastFetchedVersion": fetched,
@@ -101,6 +105,15 @@ def drift_explain(*, device: Device) -> dict:
         "sensors": [_drift_sensor(row) for row in drifting],
         "deployedOfflineSensors": [_drift_sensor(row) for row in offline],
     }
+
+
+def retry_exhausted_explain(*, target: DeviceTargetState) -> str:
+    """What an operator reads of a device whose retry budget ran out: at which version, and what happened since."""
+    version = target.retry_exhausted_version
+    text = f"Its retry budget ran out at target version {version}: it is not retried there until staff act"
+    if target.retry_fallback_version is not None:
+        return f"{text}; it fell back to the last version it fully deployed (as v{target.retry_fallback_version})."
+    return f"{text} (a new target version, or a reset of the budget)."
 
 
 def _drift_sensor(row: DeviceSensor) -> dict:
@@ -250,9 +263,10 @@ def device_state_q(state: str, *, now: datetime | None = None) -> Q:
 
 
 def fleet_device_counts(*, now: datetime | None = None) -> dict[str, int]:
-    """How many devices are in each fleet state, and in all: one aggregate query."""
+    """How many devices are in each fleet state, and in all, and how many ran out of retry budget: one query."""
     return Device.objects.aggregate(
         total=Count("id"),
+        retry_exhausted=Count("id", filter=Q(target_state__retry_exhausted_at__isnull=False)),
         **{state: Count("id", filter=device_state_q(state, now=now)) for state in FLEET_DEVICE_STATES},
     )
 

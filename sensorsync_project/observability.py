@@ -11,8 +11,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from events.context import current_context
 from reconciliation.metrics import FleetCollector
+from webhooks.metrics import WebhookCollector
 
 _fleet = FleetCollector()
+_webhooks = WebhookCollector()
 
 
 @require_GET
@@ -36,6 +38,7 @@ def metrics(request):
         body = generate_latest(REGISTRY)
     fleet = CollectorRegistry()
     fleet.register(_fleet)
+    fleet.register(_webhooks)
     return HttpResponse(body + generate_latest(fleet), content_type=CONTENT_TYPE_LATEST)
 
 

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "sensors",
     "reconciliation",
     "ingest",  # MQTT ingestion
+    "webhooks",  # outbound webhooks (the top layer)
     "sensorsync_project.apps.SensorSyncProjectConfig",
 ]
 
@@ -150,6 +151,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name for a choice set that several fields use (a webhook attempt's result, an endpoint's latest).
+    "ENUM_NAME_OVERRIDES": {"WebhookAttemptResultEnum": "webhooks.choices.WebhookAttemptResultChoices"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "sensorsync_project.api.schema.add_agent_endpoints",
@@ -195,6 +198,26 @@ SENSORSYNC_MQTT_ADMIN_PASSWORD = env.str("SENSORSYNC_MQTT_ADMIN_PASSWORD", defau
 # How long a request waits for the broker when it issues or revokes credentials.
 SENSORSYNC_MQTT_TIMEOUT_SECONDS = env.float("SENSORSYNC_MQTT_TIMEOUT_SECONDS", default=3.0)
 # --- end MQTT ingestion ---
+# --- Retry budget (reconciliation/services/retry_budget.py; README "Retry budget") ---
+# Failed applies of one target version after which a device is no longer retried at it until staff act; 0: no budget.
+SENSORSYNC_RETRY_BUDGET = env.int("SENSORSYNC_RETRY_BUDGET", default=3)
+# When the budget runs out, fall back to the last version the device fully deployed (a new version with its content).
+SENSORSYNC_RETRY_BUDGET_FALLBACK = env.bool("SENSORSYNC_RETRY_BUDGET_FALLBACK", default=False)
+# --- Outbound webhooks (webhooks/; README "Webhooks") ---
+# One POST's deadline (connecting, sending, and the answer's status line and headers), in seconds.
+SENSORSYNC_WEBHOOK_TIMEOUT_SECONDS = env.float("SENSORSYNC_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+# Attempts of one delivery before it is marked failed; the wait before attempt n+1 is BACKOFF x 2^(n-1) (+-20 %),
+# at most BACKOFF_MAX: with the defaults, 12 attempts over about 3.5 hours.
+SENSORSYNC_WEBHOOK_MAX_ATTEMPTS = env.int("SENSORSYNC_WEBHOOK_MAX_ATTEMPTS", default=12)
+SENSORSYNC_WEBHOOK_BACKOFF_SECONDS = env.float("SENSORSYNC_WEBHOOK_BACKOFF_SECONDS", default=10.0)
+SENSORSYNC_WEBHOOK_BACKOFF_MAX_SECONDS = env.float("SENSORSYNC_WEBHOOK_BACKOFF_MAX_SECONDS", default=3600.0)
+# How long each server process trusts what it read of the endpoints' subscriptions before reading them again: a new
+# endpoint or event type is delivered from at most this long after it was saved (changes made in the same process,
+# and deactivations and deletions anywhere, count at once).
+SENSORSYNC_WEBHOOK_SUBSCRIPTIONS_TTL_SECONDS = env.float("SENSORSYNC_WEBHOOK_SUBSCRIPTIONS_TTL_SECONDS", default=5.0)
+# Delivered and failed deliveries (with their attempts) are deleted this many days after they ended; 0 keeps them.
+SENSORSYNC_WEBHOOK_RETENTION_DAYS = env.int("SENSORSYNC_WEBHOOK_RETENTION_DAYS", default=30)
+# --- end webhooks ---
 # Proxies whose X-Forwarded-For names the client (comma-separated addresses): nginx in front of gunicorn, which
 # listens on loopback (deploy/nginx/sensorsync.conf). Per-address limits and the audit log then see the client.
 SENSORSYNC_TRUSTED_PROXIES = frozenset(env.list("SENSORSYNC_TRUSTED_PROXIES", default=["127.0.0.1", "::1"]))

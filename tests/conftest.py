@@ -7,6 +7,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from reconciliation.services.sensors import sensor_create
+from webhooks.selectors import webhook_subscriptions_forget
 
 from .factories import DeviceFactory, SensorPayloadFactory, UserFactory
 from .helpers import IS_POSTGRES
@@ -25,6 +26,13 @@ def pytest_collection_modifyitems(config, items):
 def _fresh_rate_limits():
     """Rate-limit counters live in process memory; one test's requests must not spend the next one's budget."""
     caches["ratelimit"].clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_webhook_subscriptions():
+    """What a process last read of the webhook subscriptions lives in its memory: one test's endpoints (rolled back
+    since) must not count in the next one."""
+    webhook_subscriptions_forget()
 
 
 @pytest.fixture

@@ -559,7 +559,7 @@ def write_snapshot() -> WriteSnapshot:
     )
 
 
-SNAPSHOT_APPS = ("devices", "sensors", "reconciliation", "events")
+SNAPSHOT_APPS = ("devices", "sensors", "reconciliation", "events", "webhooks")
 
 
 def world_snapshot() -> dict:

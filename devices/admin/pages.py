@@ -21,6 +21,7 @@ from django.utils.http import urlencode
 
 from reconciliation.selectors import device_state_q, offline_cutoff
 from reconciliation.services.projection import ReconcileResult, device_reconcile_now
+from reconciliation.services.retry_budget import retry_budget_reset
 from reconciliation.services.targets import config_change_summary, target_state_rollback
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
@@ -143,6 +144,23 @@ class DriftFilter(admin.SimpleListFilter):
         return queryset
 
 
+class RetryBudgetFilter(admin.SimpleListFilter):
+    """Devices whose retry budget ran out (not retried until staff act), or that have failed applies counted."""
+
+    title = "retry budget"
+    parameter_name = "retry"
+
+    def lookups(self, request, model_admin):
+        return [("exhausted", "Exhausted"), ("counting", "Failed applies counted")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "exhausted":
+            return queryset.filter(target_state__retry_exhausted_at__isnull=False)
+        if self.value() == "counting":
+            return queryset.filter(target_state__failed_applies__gt=0, target_state__retry_exhausted_at__isnull=True)
+        return queryset
+
+
 def has_model_permission(request, model, verb: str) -> bool:
     """``user.has_perm("<app>.<verb>_<model>")``: the permission the API asks of the same write."""
     opts = model._meta
@@ -161,12 +179,17 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         "sensor_count",
         "last_seen",
     )
-    list_filter = (DriftFilter, "is_active", ("provisioned_by", admin.RelatedOnlyFieldListFilter))
+    list_filter = (
+        DriftFilter,
+        RetryBudgetFilter,
+        "is_active",
+        ("provisioned_by", admin.RelatedOnlyFieldListFilter),
+    )
     list_select_related = ("target_state", "current_state")
     search_fields = ("name", "uuid")
     search_help_text = "Search by name or uuid."
     ordering = ("name", "id")
-    actions = ("reconcile_now", "rotate_api_key")
+    actions = ("reconcile_now", "rotate_api_key", "reset_retry_budget")
 
     # --- permissions: the API's, for the same writes ---
 
@@ -176,6 +199,10 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
 
     def has_rollback_permission(self, request, obj=None) -> bool:
         """A rollback writes a new target version: the API asks ``devices.change_devicetargetstate``."""
+        return has_model_permission(request, DeviceTargetState, "change")
+
+    def has_reset_retry_budget_permission(self, request, obj=None) -> bool:
+        """A reset changes the target's retry budget: the API asks ``devices.change_devicetargetstate``."""
         return has_model_permission(request, DeviceTargetState, "change")
 
     # --- pages ---
@@ -223,6 +250,11 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
                 name="{}_{}_rollback".format(*info),
             ),
             path("<path:object_id>/rotate-key/", wrap(self.rotate_key_view), name="{}_{}_rotate_key".format(*info)),
+            path(
+                "<path:object_id>/retry-budget/reset/",
+                wrap(self.retry_budget_reset_view),
+                name="{}_{}_retry_budget_reset".format(*info),
+            ),
             *super().get_urls(),
         ]
 
@@ -236,6 +268,7 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
                 events_url=reverse("admin:events_event_changelist") + "?" + urlencode({"q": obj.uuid}),
                 can_add_sensor=request.user.has_perm("sensors.add_devicesensor"),
                 can_reconcile=self.has_reconcile_permission(request, obj),
+                can_reset_retry_budget=self.has_reset_retry_budget_permission(request, obj),
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -323,6 +356,18 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
             self.message_key(request, device_key_rotate(uuid=uuid, user=request.user))
         return None
 
+    @admin.action(description="Reset the retry budget of the selected devices", permissions=["reset_retry_budget"])
+    def reset_retry_budget(self, request, queryset):
+        """Staff acted: the failed applies counted and any exhaustion are cleared (the agent is sent nothing new)."""
+        for device in queryset:
+            with contextlib.suppress(Device.DoesNotExist):
+                retry_budget_reset(uuid=device.uuid, user=request.user)
+        self.message_user(
+            request,
+            f"Reset the retry budget of {len(queryset)} device(s). A new target version makes their agents apply "
+            "again; until then they run what they run.",
+        )
+
     def rotate_key_confirmation(self, request, devices, title="Rotate API keys"):
         return TemplateResponse(
             request,
@@ -361,6 +406,23 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         except Device.DoesNotExist:
             raise Http404("The device was deleted meanwhile.") from None
         self.message_reconciled(request, device, result)
+        return HttpResponseRedirect(self._change_url(device))
+
+    def retry_budget_reset_view(self, request, object_id):
+        """The "Reset retry budget" button of a device whose budget is counting or ran out."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        device = self._device_for(request, object_id, allowed=self.has_reset_retry_budget_permission)
+        try:
+            retry_budget_reset(uuid=device.uuid, user=request.user)
+        except Device.DoesNotExist:
+            raise Http404("The device was deleted meanwhile.") from None
+        self.message_user(
+            request,
+            f"Reset the retry budget of “{device.name}”: its failed applies count from zero again. Publish a new "
+            "target version (or roll back) to have its agent apply again.",
+            messages.SUCCESS,
+        )
         return HttpResponseRedirect(self._change_url(device))
 
     def rotate_key_view(self, request, object_id):
@@ -451,6 +513,8 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
             badge = state_badge("drifting", f"drifting · {count} sensor{'' if count == 1 else 's'}" if count else None)
         else:
             badge = state_badge("in_sync")
+        if obj.target_state.retry_exhausted_at is not None:
+            badge = format_html('{} <span class="ss-badge ss-badge--failed">retry budget exhausted</span>', badge)
         if not obj.is_active:
             # Its agent is refused (403) whatever it reports: say so where the drift is read.
             return format_html('{} <span class="ss-badge ss-badge--quiet">inactive</span>', badge)

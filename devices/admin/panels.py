@@ -4,6 +4,7 @@ agent's facts, and the target's history. Functions of a device (or of its facts)
 
 import json
 
+from django.conf import settings
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
@@ -21,7 +22,7 @@ from sensorsync_project.ui.html import (
     unreported_note,
 )
 
-from ..models import Device, DeviceTargetStateVersion
+from ..models import Device, DeviceTargetState, DeviceTargetStateVersion
 
 TARGET_HISTORY_SHOWN = 20
 # drift_explain's stages, as the panel's headline says them, and the colour that goes with each.
@@ -36,6 +37,25 @@ STAGE_LABELS = {
 
 
 # --- why the device is not converged ---
+
+
+def retry_budget(target: DeviceTargetState) -> dict | None:
+    """Where the device's retry budget stands, when there is anything to say (failed applies counted, or ran out)."""
+    if target.retry_exhausted_at is not None:
+        detail = f"ran out {ago(target.retry_exhausted_at)} at target version {target.retry_exhausted_version}; " + (
+            f"it fell back to the last version it fully deployed (as v{target.retry_fallback_version})."
+            if target.retry_fallback_version is not None
+            else "not retried there until staff act (a new target version, or a reset)."
+        )
+        return {"exhausted": True, "detail": detail}
+    if target.failed_applies:
+        budget = settings.SENSORSYNC_RETRY_BUDGET
+        return {
+            "exhausted": False,
+            "detail": f"{target.failed_applies} of {budget} failed applies of target version "
+            f"{target.failed_applies_version} used.",
+        }
+    return None
 
 
 def sensor_rows(device: Device) -> list[DeviceSensor]:
@@ -94,6 +114,7 @@ def convergence(device: Device) -> dict:
     offline_count = len(explained["deployedOfflineSensors"])
     return {
         **explained,
+        "retry": retry_budget(device.target_state),
         "label": label,
         "tone": tone,
         "offline": offline,

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -43,6 +44,45 @@ class FactsField(serializers.JSONField):
     """The device's latest metrics: a JSON object whose keys are documented in the schema (each optional)."""
 
 
+class RetryBudgetSerializer(serializers.ModelSerializer):
+    budget = serializers.SerializerMethodField(help_text="SENSORSYNC_RETRY_BUDGET (0: no budget).")
+    failedApplies = serializers.IntegerField(
+        source="failed_applies", help_text="Failed applies counted of failedAppliesVersion (0 once it converges)."
+    )
+    failedAppliesVersion = serializers.IntegerField(source="failed_applies_version", allow_null=True)
+    exhausted = serializers.SerializerMethodField(help_text="The budget ran out: not retried until staff act.")
+    exhaustedAt = serializers.DateTimeField(source="retry_exhausted_at", allow_null=True)
+    exhaustedVersion = serializers.IntegerField(source="retry_exhausted_version", allow_null=True)
+    fallbackVersion = serializers.IntegerField(
+        source="retry_fallback_version",
+        allow_null=True,
+        help_text="The version it fell back to (the last fully deployed version's content), if it did.",
+    )
+    deployedVersion = serializers.IntegerField(
+        source="deployed_version", allow_null=True, help_text="The last target version it fully deployed."
+    )
+
+    class Meta:
+        model = DeviceTargetState
+        fields = (
+            "budget",
+            "failedApplies",
+            "failedAppliesVersion",
+            "exhausted",
+            "exhaustedAt",
+            "exhaustedVersion",
+            "fallbackVersion",
+            "deployedVersion",
+        )
+        read_only_fields = fields
+
+    def get_budget(self, target: DeviceTargetState) -> int:
+        return settings.SENSORSYNC_RETRY_BUDGET
+
+    def get_exhausted(self, target: DeviceTargetState) -> bool:
+        return target.retry_exhausted_at is not None
+
+
 class DeviceSerializer(serializers.ModelSerializer):
     isActive = serializers.BooleanField(source="is_active")
     lastSeenAt = serializers.DateTimeField(source="last_seen_at", read_only=True, allow_null=True)
@@ -66,6 +106,12 @@ class DeviceSerializer(serializers.ModelSerializer):
     macAddress = serializers.CharField(source="mac_address", read_only=True)
     registeredBy = serializers.SerializerMethodField(
         help_text="The provisioning key the device registered itself with; null for a device staff created."
+    )
+    retryBudget = RetryBudgetSerializer(
+        source="target_state",
+        read_only=True,
+        help_text="Failed applies of the target version the agent runs; once they reach the budget the device is "
+        "not retried at that version until staff act (a new target version, or POST .../retry-budget/reset).",
     )
     createdAt = serializers.DateTimeField(source="created_at", read_only=True)
     updatedAt = serializers.DateTimeField(source="updated_at", read_only=True)
@@ -92,6 +138,7 @@ class DeviceSerializer(serializers.ModelSerializer):
             "targetVersion",
             "reportedVersion",
             "needsDeployment",
+            "retryBudget",
             "createdAt",
             "updatedAt",
         )

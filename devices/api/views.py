@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from devices import provisioning, selectors, services
 from devices.filtersets import DeviceFilterSet
 from devices.models import Device, DeviceTargetState, ProvisioningKey
-from reconciliation.services import targets
+from reconciliation.services import retry_budget, targets
 from sensorsync_project.api.input import body_fields
 from sensorsync_project.api.routers import UUID_REGEX
 from sensorsync_project.api.schema import IF_MATCH
@@ -54,7 +54,7 @@ class DeviceViewSet(
             return Device, "change"
         if self.action in ("target_state", "target_state_versions"):
             return DeviceTargetState, None
-        if self.action == "target_state_rollback":
+        if self.action in ("target_state_rollback", "retry_budget_reset"):
             return DeviceTargetState, "change"
         return Device, None
 
@@ -88,6 +88,14 @@ class DeviceViewSet(
         rotated = services.device_key_rotate(uuid=uuid, user=request.user)
         device = selectors.device_get(uuid=rotated.device.uuid)
         return Response(DeviceKeySerializer(device, context={"api_key": rotated.api_key}).data)
+
+    @extend_schema(request=None, responses=DeviceSerializer)
+    @action(detail=True, methods=["post"], url_path="retry-budget/reset")
+    def retry_budget_reset(self, request, uuid=None):
+        """Clear the device's retry budget (the failed applies counted, and an exhaustion): staff acted. The agent is
+        sent nothing new; publish a new target version to have it apply again."""
+        retry_budget.retry_budget_reset(uuid=uuid, user=request.user)
+        return Response(DeviceSerializer(selectors.device_get(uuid=uuid)).data)
 
     @extend_schema(
         methods=["GET"],

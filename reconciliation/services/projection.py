@@ -3,6 +3,10 @@
 Every writer of ``DeviceSensor`` rows (staff edits, agent reports, manual reconcile, rebuild) goes through
 ``device_reconcile``: one SELECT of the device's rows, the pure decision, then at most one upsert (changed rows
 only), one DELETE and one UPDATE of the target state, whatever the number of sensors.
+
+The same UPDATE keeps the device's retry budget (``retry_budget``): a report that brings a new failed result for the
+version it runs counts one failed apply, and the apply that reaches SENSORSYNC_RETRY_BUDGET marks the device
+exhausted at that version (its failed rows say so; ``device.retry_budget_exhausted``).
 """
 
 import logging
@@ -13,12 +17,14 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.db import connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from devices.locking import device_write
 from devices.models import Device, DeviceCurrentState, DeviceTargetState
+from events.choices import EventTypeChoices
 from events.context import RequestUser, actor_label
 from events.services import event_recording
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
@@ -48,6 +54,8 @@ class ReconcileResult:
     updated: int = 0
     removed: int = 0
     events: list[tuple[str, dict]] = field(default_factory=list)
+    # This reconciliation used up the device's retry budget, and the setting asks to fall back to this version.
+    fallback_version: int | None = None
 
     @property
     def failed(self) -> int:
@@ -145,6 +153,8 @@ def _target_changes(
         changes["needs_deployment"] = needs_deployment
         if decision.in_sync:
             changes["last_deployed_at"] = now
+    if decision.in_sync and target.deployed_version != decision.target_version:
+        changes["deployed_version"] = decision.target_version
     statuses = sensor_statuses(decision.rows)
     if statuses != target.sensor_statuses:
         changes["sensor_statuses"] = statuses
@@ -157,6 +167,48 @@ def _target_changes(
     return changes
 
 
+def _retry_budget_changes(target: DeviceTargetState, decision: Decision, *, applied_anew: bool, now: datetime) -> dict:
+    """What the decision does to the retry budget: one more failed apply when a report brought a new failed result
+    for the target version (``applied_anew``), the budget exhausted when that reaches SENSORSYNC_RETRY_BUDGET, and
+    convergence clearing the count (and an exhaustion at the version it converged at)."""
+    version = decision.target_version
+    if decision.in_sync:
+        changes: dict[str, Any] = {}
+        if target.failed_applies or target.failed_applies_version is not None:
+            changes.update(failed_applies=0, failed_applies_version=None)
+        if target.retry_exhausted:  # it recovered by itself (a restart of its agent applied it)
+            changes.update(retry_exhausted_at=None, retry_exhausted_version=None, retry_fallback_version=None)
+        return changes
+    budget = settings.SENSORSYNC_RETRY_BUDGET
+    failed = any(row.deployment_status == Status.FAILED for row in decision.rows.values())
+    if not (applied_anew and failed and budget > 0 and decision.reported_version == version):
+        return {}
+    if target.retry_exhausted:
+        return {}  # no longer counted: it waits for staff
+    count = target.failed_applies + 1 if target.failed_applies_version == version else 1
+    changes = {"failed_applies": count, "failed_applies_version": version}
+    if count >= budget:
+        changes.update(retry_exhausted_at=now, retry_exhausted_version=version, retry_fallback_version=None)
+    return changes
+
+
+def _fallback_version(target: DeviceTargetState) -> int | None:
+    """The version an exhausted budget falls back to (SENSORSYNC_RETRY_BUDGET_FALLBACK): the last one deployed."""
+    if not settings.SENSORSYNC_RETRY_BUDGET_FALLBACK or target.deployed_version in (None, target.version):
+        return None
+    return target.deployed_version
+
+
+def _with_episode(event_type: str, data: dict, *, before: dict, after: dict) -> dict:
+    """Drift events name their episode: ``device.config_drift`` says whether it started one (drift began) or the
+    drifting set changed within it, ``device.in_sync`` which one it ended (null: converged without one)."""
+    if event_type == EventTypeChoices.DEVICE_CONFIG_DRIFT:
+        return {**data, "episode": after.get("episode"), "episode_started": "episode" not in before}
+    if event_type == EventTypeChoices.DEVICE_IN_SYNC:
+        return {**data, "episode": before.get("episode")}
+    return data
+
+
 def device_reconcile(
     *,
     device: Device,
@@ -164,17 +216,26 @@ def device_reconcile(
     current: DeviceCurrentState | None,
     actor: str,
     cause: str = DriftEpisodeCauseChoices.MANUAL,
+    applied_anew: bool = False,
 ) -> ReconcileResult:
     """Re-project one device's rows from its target and current state.
 
     The caller holds the device row lock and the transaction; events go to the open ``event_recording`` scope
-    (one is opened here if the caller has none).
+    (one is opened here if the caller has none). ``applied_anew``: ``current`` is a report whose version or running
+    configuration differs from the one before it, which only an apply of the agent makes (the retry budget counts
+    it when it failed).
     """
     started = time.perf_counter()
     existing = sensor_rows_read(device_id=device.pk)
     decision = decide_for_device(target=target, current=current, existing=existing)
 
     now = timezone.now()
+    budget_changes = _retry_budget_changes(target, decision, applied_anew=applied_anew, now=now)
+    exhausted = budget_changes.get("retry_exhausted_at") is not None
+    if exhausted:  # decided again, so that its failed rows say why they are no longer retried
+        for name, value in budget_changes.items():
+            setattr(target, name, value)
+        decision = decide_for_device(target=target, current=current, existing=existing)
     changed = _changed_rows(device, decision, existing, actor=actor, now=now)
     inserted = sum(1 for row in changed if row["name"] not in existing)
     if changed:
@@ -182,14 +243,37 @@ def device_reconcile(
     if decision.removed:
         DeviceSensor.objects.filter(device=device, name__in=decision.removed).delete()
 
-    target_changes = _target_changes(device, target, decision, existing, cause=cause, now=now)
+    drift_before = target.drift or {}
+    target_changes = {**_target_changes(device, target, decision, existing, cause=cause, now=now), **budget_changes}
     if target_changes:
         DeviceTargetState.objects.filter(pk=target.pk).update(**target_changes)
         for name, value in target_changes.items():
             setattr(target, name, value)
 
+    events = [
+        (event_type, _with_episode(event_type, data, before=drift_before, after=target.drift or {}))
+        for event_type, data in decision.events
+    ]
+    fallback_version = _fallback_version(target) if exhausted else None
+    if exhausted:
+        events.append(
+            (
+                EventTypeChoices.DEVICE_RETRY_BUDGET_EXHAUSTED,
+                {
+                    "target_version": target.version,
+                    "failed_applies": target.failed_applies,
+                    "budget": settings.SENSORSYNC_RETRY_BUDGET,
+                    "failed_sensors": [
+                        {"name": name, "error": row.deployment_error}
+                        for name, row in sorted(decision.rows.items())
+                        if row.deployment_status == Status.FAILED
+                    ],
+                    "fallback_version": fallback_version,
+                },
+            )
+        )
     with event_recording(str(device.uuid)) as recorder:
-        for event_type, data in decision.events:
+        for event_type, data in events:
             recorder.record(event_type, data, actor=actor)
 
     result = ReconcileResult(
@@ -202,7 +286,8 @@ def device_reconcile(
         inserted=inserted,
         updated=len(changed) - inserted,
         removed=len(decision.removed),
-        events=decision.events,
+        events=events,
+        fallback_version=fallback_version,
     )
     elapsed = time.perf_counter() - started
     RECONCILE_SECONDS.observe(elapsed)
@@ -223,8 +308,8 @@ def device_reconcile(
     return result
 
 
-def current_state_reconcile(*, current: DeviceCurrentState, actor: str) -> ReconcileResult:
-    """Reconcile after a report is stored (the receiver of ``reconciliation.signals.state_report_stored``); the
+def current_state_reconcile(*, current: DeviceCurrentState, actor: str, applied_anew: bool = False) -> ReconcileResult:
+    """Reconcile after a report is stored (for the receiver of ``reconciliation.signals.state_report_stored``); the
     caller holds the device lock.
 
     Exceptions propagate: ``state_report_apply`` then stores the report without reconciling (see there).
@@ -236,6 +321,7 @@ def current_state_reconcile(*, current: DeviceCurrentState, actor: str) -> Recon
         current=current,
         actor=actor,
         cause=DriftEpisodeCauseChoices.AGENT_REPORT,
+        applied_anew=applied_anew,
     )
 
 

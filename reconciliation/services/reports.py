@@ -254,12 +254,23 @@ def _current_state_store(
     return current
 
 
-def _stored_report_reconcile(current: DeviceCurrentState) -> ReconcileResult:
+def _applied_anew(report: Report, previous: DeviceCurrentState | None) -> bool:
+    """Whether a report says the agent applied its target again: another version, or another running configuration
+    for the same one. The agent changes what it runs only by applying a target (when the target's content changes,
+    and once after each start); a report that differs only in health or apps is not an apply."""
+    if previous is None or previous.version != report.version:
+        return True
+    return report.config is not None and report.parts.get("config") != (previous.parts or {}).get("config")
+
+
+def _stored_report_reconcile(current: DeviceCurrentState, *, applied_anew: bool) -> ReconcileResult:
     """Hand the stored report to reconciliation: the receiver of ``state_report_stored``
     (``reconciliation.handlers``) re-projects the device's rows and answers with their ``ReconcileResult``.
     Exactly one receiver must answer so: a report stored and never reconciled would leave the rows behind."""
     # Any receiver may answer anything (the stubs say a str); only a ``ReconcileResult`` counts.
-    answers: Sequence[tuple[object, object]] = state_report_stored.send(sender=DeviceCurrentState, current=current)
+    answers: Sequence[tuple[object, object]] = state_report_stored.send(
+        sender=DeviceCurrentState, current=current, applied_anew=applied_anew
+    )
     results = [answer for _receiver, answer in answers if isinstance(answer, ReconcileResult)]
     if len(results) != 1:
         raise RuntimeError(f"state_report_stored: {len(results)} receivers reconciled the report, expected one")
@@ -347,10 +358,11 @@ def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> Re
             if previous is not None and previous.digest == report.digest:
                 return ReportVerdict(ReportOutcome.UNCHANGED, locked, report.version)
             effective = _report_effective(report, previous)
+            applied_anew = _applied_anew(report, previous)  # read before the stored report is overwritten
             with event_recording(str(locked.uuid)) as recorder:
                 _report_event(recorder, locked, report, effective, previous)
                 current = _current_state_store(locked, report, effective, now, reconciled=True)
-                result = _stored_report_reconcile(current)
+                result = _stored_report_reconcile(current, applied_anew=applied_anew)
             return ReportVerdict(ReportOutcome.APPLIED, locked, report.version, result=result)
     except (DatabaseError, InterfaceError, Device.DoesNotExist, DeviceAccessRevoked):
         raise  # the database failed, or the device or its key went away: nothing was written

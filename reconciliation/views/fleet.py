@@ -203,6 +203,10 @@ def fleet_overview(request):
         "devices_total": counts["total"],
         "devices_url": _changelist("devices_device"),
         "tiles": tiles,
+        "retry_exhausted": {
+            "count": counts["retry_exhausted"],
+            "url": _changelist("devices_device", retry="exhausted"),
+        },
         "heatmap": sensor_heatmap(matrix),
         "deployed_offline": deployed_offline(offline_by_protocol),
         "errors": fleet_failing_errors(),

@@ -3,6 +3,7 @@
 import pytest
 from rest_framework.test import APIClient
 
+from reconciliation.models import DriftEpisode
 from tests.factories import UserFactory
 from tests.helpers import (
     add_sensor,
@@ -173,20 +174,29 @@ def _drift_events(device, mark):
     return [(e.type, e.data) for e in events_after(device, mark, DRIFT, IN_SYNC)]
 
 
+def _episode(device) -> int:
+    return DriftEpisode.objects.filter(device=device).latest("started_at", "id").pk
+
+
 def test_drift_events_are_appended_per_change_not_per_report(admin_client, agent, device):
     add_sensor(admin_client, device, sensor_payload("a"))
     add_sensor(admin_client, device, sensor_payload("b", protocol="can", connection={"interface": "can0"}))
     everything = target_sensors(device)
     only_a = everything[:1]
 
-    # Converging: exactly one in_sync.
+    # Converging: exactly one in_sync, naming the episode it ends (opened by the first staff edit).
     mark = last_event_id()
+    first_episode = _episode(device)
     verdict(report(agent, device, 3, everything, seq=1), device)
-    assert _drift_events(device, mark) == [(IN_SYNC, {"target_version": 3, "reported_version": 3})]
+    assert _drift_events(device, mark) == [
+        (IN_SYNC, {"target_version": 3, "reported_version": 3, "episode": first_episode})
+    ]
 
-    # Drift starts (b stops): exactly one config_drift naming b, its status and its error.
+    # Drift starts (b stops): exactly one config_drift naming b, its status and its error, and the episode it starts.
     mark = last_event_id()
     verdict(report(agent, device, 3, only_a, seq=2, health={"b": {"healthy": False, "lastError": "e1"}}), device)
+    episode = _episode(device)
+    assert episode != first_episode
     assert _drift_events(device, mark) == [
         (
             DRIFT,
@@ -194,6 +204,8 @@ def test_drift_events_are_appended_per_change_not_per_report(admin_client, agent
                 "target_version": 3,
                 "reported_version": 3,
                 "drifting_sensors": [{"name": "b", "status": "failed", "error": "e1"}],
+                "episode": episode,
+                "episode_started": True,
             },
         )
     ]
@@ -221,17 +233,18 @@ def test_drift_events_are_appended_per_change_not_per_report(admin_client, agent
     )
     assert _drift_events(device, mark) == []
 
-    # The drifting set changes (a stops too): one new config_drift naming both.
+    # The drifting set changes (a stops too): one new config_drift naming both, within the same episode.
     mark = last_event_id()
     verdict(report(agent, device, 3, [], seq=7), device)
     events = _drift_events(device, mark)
     assert [t for t, _ in events] == [DRIFT]
     assert [s["name"] for s in events[0][1]["drifting_sensors"]] == ["a", "b"]
+    assert (events[0][1]["episode"], events[0][1]["episode_started"]) == (episode, False)
 
-    # Converged again: exactly one in_sync, and nothing more on the next (changed) in-sync report.
+    # Converged again: exactly one in_sync, ending that episode, and nothing more on the next (changed) report.
     mark = last_event_id()
     verdict(report(agent, device, 3, everything, seq=8), device)
-    assert [t for t, _ in _drift_events(device, mark)] == [IN_SYNC]
+    assert [(t, data["episode"]) for t, data in _drift_events(device, mark)] == [(IN_SYNC, episode)]
     mark = last_event_id()
     verdict(report(agent, device, 3, everything, seq=9, health={"a": {"healthy": True}}), device)
     assert _drift_events(device, mark) == []

@@ -42,6 +42,7 @@ DEVICE_KEYS = {
     "targetVersion",
     "reportedVersion",
     "needsDeployment",
+    "retryBudget",
     "createdAt",
     "updatedAt",
 }

@@ -20,6 +20,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 
+from devices.models import DeviceTargetState
 from devices.services import device_key_rotate
 from reconciliation.agent_protocol import report_parse
 from reconciliation.services.reports import state_report_apply
@@ -42,16 +43,18 @@ from tests.helpers import (
     world_snapshot,
     write_snapshot,
 )
+from webhooks.models import WebhookDelivery
+from webhooks.services import webhook_endpoint_create
 
 pytestmark = pytest.mark.django_db
 
-APPS = ("devices", "sensors", "events", "reconciliation")
+APPS = ("devices", "sensors", "events", "reconciliation", "webhooks")
 
 
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    path: str  # formatted with the world's uuids: {a} is the device acted on
+    path: str  # formatted with the world's uuids: {a} is the device acted on, {w} a webhook endpoint, {d} a delivery
     view: str  # the view permission of the endpoint's model
     perm: str  # the permission the call needs
     success: int
@@ -64,6 +67,8 @@ class Endpoint:
 
 DEVICE, TARGET, SENSOR = "devices.view_device", "devices.view_devicetargetstate", "sensors.view_devicesensor"
 CURRENT, EVENT, EPISODE = "devices.view_devicecurrentstate", "events.view_event", "reconciliation.view_driftepisode"
+HOOK, DELIVERY = "webhooks.view_webhookendpoint", "webhooks.view_webhookdelivery"
+HOOK_BODY = {"name": "pager", "url": "https://hooks.example.com/x", "eventTypes": ["device.in_sync"]}
 
 MANAGEMENT = {
     "devices-list": Endpoint("GET", "devices", DEVICE, DEVICE, 200),
@@ -106,6 +111,29 @@ MANAGEMENT = {
     "events": Endpoint("GET", "events", EVENT, EVENT, 200),
     "drift-episodes": Endpoint("GET", "drift-episodes", EPISODE, EPISODE, 200),
     "drift-stats": Endpoint("GET", "drift-episodes/stats", EPISODE, EPISODE, 200),
+    "retry-budget-reset": Endpoint(
+        "POST", "devices/{a}/retry-budget/reset", TARGET, "devices.change_devicetargetstate", 200
+    ),
+    "webhook-endpoints": Endpoint("GET", "webhook-endpoints", HOOK, HOOK, 200),
+    "webhook-endpoints-create": Endpoint(
+        "POST", "webhook-endpoints", HOOK, "webhooks.add_webhookendpoint", 201, HOOK_BODY
+    ),
+    "webhook-endpoint-get": Endpoint("GET", "webhook-endpoints/{w}", HOOK, HOOK, 200),
+    "webhook-endpoint-put": Endpoint(
+        "PUT", "webhook-endpoints/{w}", HOOK, "webhooks.change_webhookendpoint", 200, HOOK_BODY
+    ),
+    "webhook-endpoint-patch": Endpoint(
+        "PATCH", "webhook-endpoints/{w}", HOOK, "webhooks.change_webhookendpoint", 200, {"isActive": False}
+    ),
+    "webhook-endpoint-delete": Endpoint(
+        "DELETE", "webhook-endpoints/{w}", HOOK, "webhooks.delete_webhookendpoint", 204
+    ),
+    "webhook-rotate-secret": Endpoint(
+        "POST", "webhook-endpoints/{w}/rotate-secret", HOOK, "webhooks.change_webhookendpoint", 200
+    ),
+    "webhook-event-types": Endpoint("GET", "webhook-endpoints/event-types", HOOK, HOOK, 200),
+    "webhook-deliveries": Endpoint("GET", "webhook-deliveries", DELIVERY, DELIVERY, 200),
+    "webhook-delivery-get": Endpoint("GET", "webhook-deliveries/{d}", DELIVERY, DELIVERY, 200),
 }
 
 STAFF_ROLES = [
@@ -123,16 +151,23 @@ DEVICE_ROLES = ["own-key", "own-key-bearer", "other-device-key", "inactive-devic
 
 
 class World:
-    """Device ``a`` (sensor s-1, reported), ``b``, an inactive one, and one whose key was rotated away."""
+    """Device ``a`` (sensor s-1, reported, a failed apply counted), ``b``, an inactive one, one whose key was rotated
+    away, and a webhook endpoint with a delivery (a's drift)."""
 
     def __init__(self):
+        self.endpoint = webhook_endpoint_create(
+            name="matrix", url="https://hooks.example.com/m", event_types=["device.config_drift"]
+        ).endpoint
         self.a = device_with("s-1", name="a")
+        self.delivery = WebhookDelivery.objects.get(endpoint=self.endpoint)
         state_report_apply(
             device=type(self.a).objects.select_related("target_state").get(pk=self.a.pk),
             report=report_parse({"version": 1, "config": {"sensors": target_sensors(self.a)}}),
         )
         # Damage a's read model (as a bug or a manual edit would), so that an allowed reconcile has a row to repair.
         DeviceSensor.objects.filter(device=self.a).update(deployment_status="failed", deployment_error="damaged")
+        # ... and a failed apply counted, so that an allowed reset of its retry budget has something to clear.
+        DeviceTargetState.objects.filter(device=self.a).update(failed_applies=1, failed_applies_version=2)
         self.b = DeviceFactory(name="b")
         self.inactive = DeviceFactory(name="inactive", is_active=False)
         self.rotated = DeviceFactory(name="rotated")
@@ -225,7 +260,7 @@ def _management_call(world: World, name: str, role: str):
         client, headers = Client(raise_request_exception=False), world.device_key(role)
     else:
         client, headers = _staff_client(role, endpoint)
-    url = f"{API}/{endpoint.path.format(a=world.a.uuid)}"
+    url = f"{API}/{endpoint.path.format(a=world.a.uuid, w=world.endpoint.uuid, d=world.delivery.uuid)}"
     response = _call(client, endpoint.method, url, endpoint.body, headers)
     _assert_no_key_in(response, world)
     return response

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "devices",
     "sensors",
     "reconciliation",
+    "fleetconfig",  # sensor templates, assignments, overrides: rendering each device's desired sensors
     "ingest",  # MQTT ingestion
     "sensorsync_project.apps.SensorSyncProjectConfig",
 ]
@@ -195,6 +196,13 @@ SENSORSYNC_MQTT_ADMIN_PASSWORD = env.str("SENSORSYNC_MQTT_ADMIN_PASSWORD", defau
 # How long a request waits for the broker when it issues or revokes credentials.
 SENSORSYNC_MQTT_TIMEOUT_SECONDS = env.float("SENSORSYNC_MQTT_TIMEOUT_SECONDS", default=3.0)
 # --- end MQTT ingestion ---
+# --- Fleet configuration (fleetconfig/; README "Fleet configuration") ---
+# A change of a template, an assignment or labels re-renders the devices it reaches. Up to this many devices, at once
+# after the change commits (in the request); more, queued for the worker `manage.py render_fleet --watch`.
+SENSORSYNC_RENDER_INLINE_MAX_DEVICES = env.int("SENSORSYNC_RENDER_INLINE_MAX_DEVICES", default=200)
+# Devices read (and their problems written) per batch of a re-render; each device is written in its own transaction.
+SENSORSYNC_RENDER_BATCH_SIZE = env.int("SENSORSYNC_RENDER_BATCH_SIZE", default=500)
+# --- end fleet configuration ---
 # Proxies whose X-Forwarded-For names the client (comma-separated addresses): nginx in front of gunicorn, which
 # listens on loopback (deploy/nginx/sensorsync.conf). Per-address limits and the audit log then see the client.
 SENSORSYNC_TRUSTED_PROXIES = frozenset(env.list("SENSORSYNC_TRUSTED_PROXIES", default=["127.0.0.1", "::1"]))

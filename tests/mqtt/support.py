@@ -17,12 +17,13 @@ import paho.mqtt.client as mqtt
 import pytest
 from django.conf import settings
 from django.db import connection
+from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.models import Device
 from devices.services import device_create
 from ingest.broker import BrokerUnavailable, PrivateBroker, missing_reason
-from ingest.dynsec import BrokerAddress, client_connect
-from ingest.services import device_mqtt_credentials_issue
+from ingest.dynsec import BrokerAddress, BrokerUnreachable, client_connect
+from ingest.services import device_mqtt_credentials_issue, dynsec_control
 from ingest.worker import Ingestor
 
 
@@ -74,15 +75,38 @@ def mqtt_device(name: str | None = None) -> MqttDevice:
     return MqttDevice(created.device, created.api_key, password)
 
 
+def agent_connect(url: str, *, username: str, password: str, client_id: str, timeout: float = 5.0) -> mqtt.Client:
+    """A connection made as the real agents make theirs (mqtt.js 5 with their options, agent/src/agent.ts and
+    mqtt/manager.ts): MQTT 3.1.1 (mqtt.js's default protocol), clean session, keepalive 60 s; BrokerUnreachable if
+    the broker refuses it. MQTT 3.1.1 has no reason codes: a publish the broker refuses is acknowledged all the same."""
+    address = BrokerAddress.parse(url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=True)
+    client.username_pw_set(username, password)
+    connected = threading.Event()
+    outcome: dict = {}
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        outcome["reason"] = reason_code
+        connected.set()
+
+    client.on_connect = on_connect
+    client.connect(address.host, address.port, keepalive=60)
+    client.loop_start()
+    if not connected.wait(timeout) or outcome["reason"].is_failure:
+        client.disconnect()
+        client.loop_stop()
+        raise BrokerUnreachable(f"{url} refused the connection: {outcome.get('reason', 'no CONNACK in time')}")
+    client.on_connect = None
+    return client
+
+
 def device_connect(broker: PrivateBroker, device: MqttDevice, *, password: str | None = None, client_id=None):
-    """Connect as the agent does (client id device_<uuid>, MQTT 3.1.1, clean session); BrokerUnreachable if
-    refused."""
-    return client_connect(
-        BrokerAddress.parse(broker.url),
-        client_id=client_id or f"device_{device.uuid}",
+    """Connect as the agent does (``agent_connect``: client id device_<uuid>, its uuid as username)."""
+    return agent_connect(
+        broker.url,
         username=device.uuid,
         password=device.password if password is None else password,
-        timeout=5,
+        client_id=client_id or f"device_{device.uuid}",
     )
 
 
@@ -104,6 +128,62 @@ def publish(client: mqtt.Client, topic: str, payload, *, timeout: float = 5.0) -
         done.wait(0.05)
         done.clear()
     return codes[info.mid]
+
+
+class Observer:
+    """A client of the test's own that may read every ``iot/...`` topic (a role created through dynamic security),
+    collecting what the broker delivers: what a refused publish never reaches."""
+
+    def __init__(self, broker: PrivateBroker) -> None:
+        self.broker = broker
+        self.messages: list[tuple[str, bytes]] = []
+        self.client: mqtt.Client | None = None
+
+    def __enter__(self) -> "Observer":
+        password = secrets.token_urlsafe(16)
+        allow = {"priority": 0, "allow": True}
+        with dynsec_control() as control:
+            control.run(
+                [
+                    {
+                        "command": "createRole",
+                        "rolename": "test-observer",
+                        "acls": [
+                            {"acltype": "subscribePattern", "topic": "iot/#", **allow},
+                            {"acltype": "publishClientReceive", "topic": "iot/#", **allow},
+                        ],
+                    },
+                    {
+                        "command": "createClient",
+                        "username": "test-observer",
+                        "password": password,
+                        "roles": [{"rolename": "test-observer"}],
+                    },
+                ]
+            )
+        self.client = client_connect(
+            BrokerAddress.parse(self.broker.url),
+            client_id="test-observer",
+            username="test-observer",
+            password=password,
+            timeout=5,
+        )
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: subscribed.set()
+        self.client.on_message = lambda client, userdata, message: self.messages.append(
+            (message.topic, bytes(message.payload))
+        )
+        self.client.subscribe("iot/#", qos=1)
+        assert subscribed.wait(5), "the observer's subscription was not acknowledged"
+        return self
+
+    def topics(self) -> list[str]:
+        return [topic for topic, _ in self.messages]
+
+    def __exit__(self, *exc) -> None:
+        if self.client is not None:
+            self.client.disconnect()
+            self.client.loop_stop()
 
 
 def report(device: MqttDevice, *, version: int = 1, marker: int = 0, **fields) -> dict:

@@ -195,6 +195,10 @@ SENSORSYNC_MQTT_ADMIN_USERNAME = env.str("SENSORSYNC_MQTT_ADMIN_USERNAME", defau
 SENSORSYNC_MQTT_ADMIN_PASSWORD = env.str("SENSORSYNC_MQTT_ADMIN_PASSWORD", default="")
 # How long a request waits for the broker when it issues or revokes credentials.
 SENSORSYNC_MQTT_TIMEOUT_SECONDS = env.float("SENSORSYNC_MQTT_TIMEOUT_SECONDS", default=3.0)
+# Where each ingestion worker keeps its receipt journal (a small file per client id: when it first received each
+# message it has not acknowledged, so that a redelivered message keeps its place in the device's order). On a disk
+# that outlives the worker's process; `mqtt_ingest --journal-dir` overrides it.
+SENSORSYNC_MQTT_JOURNAL_DIR = Path(env.str("SENSORSYNC_MQTT_JOURNAL_DIR", default=str(BASE_DIR / "var" / "mqtt")))
 # --- end MQTT ingestion ---
 # --- Fleet configuration (fleetconfig/; README "Fleet configuration") ---
 # A change of a template, an assignment or labels re-renders the devices it reaches. Up to this many devices, at once

@@ -262,6 +262,8 @@ def _insert(model: type[models.Model], rows: list[dict]) -> list:
     through each field's ``get_db_prep_save``, as ``bulk_create`` would; serial keys are drawn from the table's
     sequence first, so clones can point at their new parents.
     """
+    if not rows:  # a model of which the templates have no rows (a sequence cannot hand out zero keys)
+        return []
     db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: the ``connection`` proxy costs a lookup per use
     if db.vendor != "postgresql":
         return _insert_bulk(model, rows)

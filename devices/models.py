@@ -39,6 +39,8 @@ class ProvisioningKey(models.Model):
     )
     expires_at = models.DateTimeField(null=True, blank=True)
     max_devices = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: no limit.")
+    # Labels every device it registers starts with (devices.labels), {"key": "value"}; fixed at creation.
+    default_labels = JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
     registrations = models.PositiveIntegerField(default=0, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -110,6 +112,12 @@ class Device(models.Model):
     # Bumped by every unit of work that writes the device, its states or its sensors (devices.locking): a report
     # that finds it one higher after taking the lock knows the states it read before are still current.
     revision = models.PositiveBigIntegerField(default=0, editable=False)
+    # Staff edits of the desired state collect in a draft (DeviceTargetDraft) the agent does not see until it is
+    # deployed; see reconciliation.services.drafts.
+    draft_mode = models.BooleanField(
+        default=False,
+        help_text="Staff edits of its sensors collect as a draft, which the agent gets only when it is deployed.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -133,6 +141,32 @@ class Device(models.Model):
             return self.current_state
         except DeviceCurrentState.DoesNotExist:
             return None
+
+    def target_draft_or_none(self) -> "DeviceTargetDraft | None":
+        """The undeployed draft, or None (one query, then cached on the instance, a missing draft too)."""
+        try:
+            return self.target_draft
+        except DeviceTargetDraft.DoesNotExist:
+            return None
+
+
+class DeviceLabel(models.Model):
+    """A ``key=value`` label on a device, one value per key; the rules for keys and values and the selectors over
+    them are in ``devices.labels``. Written only by the label services (``devices.services``)."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="labels")
+    key = models.CharField(max_length=317)  # a prefix of up to 253 characters, '/', a name of up to 63
+    value = models.CharField(max_length=63, blank=True)
+
+    class Meta:
+        ordering = ["device_id", "key"]
+        constraints = [models.UniqueConstraint(fields=["device", "key"], name="device_label_key_unique")]
+        # A selector's requirement (``plant=3``) is an EXISTS over this index; with the device last, the planner
+        # finds the matching devices in the index alone (an index-only scan).
+        indexes = [models.Index(fields=["key", "value", "device"], name="device_label_key_value_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}"
 
 
 class DeviceTargetState(models.Model):
@@ -191,6 +225,33 @@ class DeviceTargetState(models.Model):
     def retry_exhausted(self) -> bool:
         """The retry budget ran out at the version the device is asked to run: it is not retried at it."""
         return self.retry_exhausted_at is not None and self.retry_exhausted_version == self.version
+
+
+class DeviceTargetDraft(models.Model):
+    """Staff edits of a device in draft mode, not yet published: the whole desired state they make, on top of the
+    published ``base_version``. The agent's poll never reads this table; deploying it writes a new target version
+    through the normal path, discarding it deletes it."""
+
+    device = models.OneToOneField(Device, on_delete=models.CASCADE, primary_key=True, related_name="target_draft")
+    config = JSONField(encoder=DjangoJSONEncoder)
+    apps = JSONField(encoder=DjangoJSONEncoder)
+    base_version = models.PositiveIntegerField(help_text="The published target version the draft was started on.")
+    # What deploying it would change against the published target: {"added", "updated", "removed", "apps"}.
+    change = JSONField(default=dict, encoder=DjangoJSONEncoder)
+    # Bumped by every save: the draft's ETag, so that two people editing one draft do not overwrite each other.
+    revision = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    def __str__(self) -> str:
+        return f"draft of {self.device_id} on v{self.base_version}"
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.base_version}-draft-{self.revision}"'
 
 
 class DeviceTargetStateVersion(models.Model):

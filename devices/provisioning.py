@@ -24,9 +24,10 @@ from events.services import EventRecorder, event_recording
 from sensorsync_project.validation import has_control_characters
 
 from .keys import key_digest, key_generate, key_weakness
+from .labels import labels_validate
 from .locking import device_events, device_write
 from .models import Device, ProvisioningKey
-from .services import DEVICE_NAME_MAX, device_store
+from .services import DEVICE_NAME_MAX, device_labels_store_new, device_store
 
 PROVISIONING_KEY_AGGREGATE = "provisioning_key"
 NAME_MAX = 255
@@ -70,10 +71,17 @@ def _key_fields_validate(*, name: Any, expires_at: Any, max_devices: Any) -> Non
 
 @transaction.atomic
 def provisioning_key_create(
-    *, name: str, expires_at: datetime | None = None, max_devices: int | None = None, user: RequestUser = None
+    *,
+    name: str,
+    expires_at: datetime | None = None,
+    max_devices: int | None = None,
+    default_labels: dict[str, str] | None = None,
+    user: RequestUser = None,
 ) -> ProvisioningKeyWithSecret:
-    """A new provisioning key; its secret is returned once and stored only as a digest."""
+    """A new provisioning key; its secret is returned once and stored only as a digest. Every device it registers
+    starts with ``default_labels``."""
     _key_fields_validate(name=name, expires_at=expires_at, max_devices=max_devices)
+    labels = dict(sorted(labels_validate(default_labels or {}, field="defaultLabels").items()))
     secret = key_generate()
     key = ProvisioningKey.objects.create(
         name=name.strip(),
@@ -81,6 +89,7 @@ def provisioning_key_create(
         key_prefix=secret[:6],
         expires_at=expires_at,
         max_devices=max_devices,
+        default_labels=labels,
         created_by=signed_in_user(user),
     )
     with _key_events(key) as recorder:
@@ -90,6 +99,7 @@ def provisioning_key_create(
                 "name": key.name,
                 "expires_at": expires_at.isoformat() if expires_at else None,
                 "max_devices": max_devices,
+                "default_labels": labels,
             },
             actor=actor_label(user),
         )
@@ -230,6 +240,10 @@ def device_register(*, provisioning_key: str, request: RegistrationRequest) -> R
                     agent_version=request.agent_version,
                     actor=f"provisioning_key:{key.uuid}",
                 )
+                if key.default_labels:
+                    device_labels_store_new(
+                        device=device, labels=key.default_labels, actor=f"provisioning_key:{key.uuid}"
+                    )
         except IntegrityError:
             existing = Device.objects.filter(uuid=request.uuid).first()
             if existing is None:

@@ -5,7 +5,7 @@ import uuid as uuid_lib
 
 import orjson
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 
 from events.choices import EventTypeChoices
 from events.models import Event
@@ -15,12 +15,29 @@ from events.services import DEVICE_AGGREGATE
 from sensorsync_project.hot_queries import KeyedInstance
 
 from .keys import key_digest
-from .models import Device, DeviceTargetState, DeviceTargetStateVersion, ProvisioningKey
+from .models import Device, DeviceLabel, DeviceTargetState, DeviceTargetStateVersion, ProvisioningKey
 from .target_config import config_upcast
 
 
 def device_list() -> QuerySet[Device]:
     return Device.objects.select_related("target_state", "current_state", "provisioned_by").order_by("name", "id")
+
+
+def device_list_shown() -> QuerySet[Device]:
+    """Devices as the API and pages show them: with their labels (one more query per page) and their draft's
+    summary (joined; the draft's content left out)."""
+    return (
+        device_list()
+        .select_related("target_draft", "target_draft__updated_by")
+        .defer("target_draft__config", "target_draft__apps")
+        .prefetch_related(
+            Prefetch("labels", queryset=DeviceLabel.objects.order_by("key").only("device", "key", "value"))
+        )
+    )
+
+
+def device_shown_get(*, uuid: uuid_lib.UUID | str) -> Device:
+    return device_list_shown().get(uuid=uuid)
 
 
 def provisioning_key_list() -> QuerySet[ProvisioningKey]:

@@ -27,6 +27,20 @@ class EventTypeChoices(models.TextChoices):
     WEBHOOK_ENDPOINT_UPDATED = "webhook_endpoint.updated"
     WEBHOOK_ENDPOINT_SECRET_ROTATED = "webhook_endpoint.secret_rotated"
     WEBHOOK_ENDPOINT_DELETED = "webhook_endpoint.deleted"
+    DEVICE_LABELS_CHANGED = "device.labels_changed"
+    TARGET_STATE_DRAFT_SAVED = "target_state.draft_saved"
+    TARGET_STATE_DRAFT_DEPLOYED = "target_state.draft_deployed"
+    TARGET_STATE_DRAFT_DISCARDED = "target_state.draft_discarded"
+    # Fleet configuration (fleetconfig): templates and assignments are aggregates of their own; overrides are the
+    # device's.
+    SENSOR_TEMPLATE_CREATED = "sensor_template.created"
+    SENSOR_TEMPLATE_UPDATED = "sensor_template.updated"
+    SENSOR_TEMPLATE_DELETED = "sensor_template.deleted"
+    ASSIGNMENT_CREATED = "assignment.created"
+    ASSIGNMENT_UPDATED = "assignment.updated"
+    ASSIGNMENT_DELETED = "assignment.deleted"
+    SENSOR_OVERRIDE_SET = "sensor_override.set"
+    SENSOR_OVERRIDE_REMOVED = "sensor_override.removed"
 
 
 class EventSourceChoices(models.TextChoices):

@@ -9,6 +9,7 @@ class IngestConfig(AppConfig):
     def ready(self) -> None:
         from devices.signals import device_access_changed
 
+        from . import checks  # noqa: F401 (registers the system checks)
         from .services import device_mqtt_access_changed
 
         # Rotation, deactivation and deletion revoke the device's broker access (devices cannot import us).

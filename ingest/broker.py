@@ -3,13 +3,15 @@ private broker process for the test suite, ``make run`` and ``manage.py mqtt_bro
 
 The broker's state lives in one data directory: the rendered ``mosquitto.conf``, the dynamic-security plugin's
 ``dynamic-security.json`` (its clients, roles and password hashes: written here once, then only by the plugin), the
-persistence file (queued QoS 1 messages, sessions) and the log.
+persistence file (queued QoS 1 messages, sessions; before each start the workers' shared subscription is written
+back into it, see ``ingest.persistence``) and the log.
 """
 
 import base64
 import getpass
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -21,6 +23,10 @@ import time
 from pathlib import Path
 
 from django.conf import settings
+
+from .persistence import PersistenceUnreadable, shared_subscriptions_restore
+
+logger = logging.getLogger("sensorsync.mqtt")
 
 CONFIG_TEMPLATE = Path(settings.BASE_DIR) / "deploy" / "mosquitto" / "sensorsync.conf"
 DYNSEC_PLUGIN_PATHS = (
@@ -172,6 +178,24 @@ def data_dir_prepare(
     return conf
 
 
+def worker_subscriptions_restore(*, data_dir: Path, username: str) -> list[str]:
+    """Before the broker starts: the ingestion workers' sessions get their shared subscription back (their client
+    ids), so that no report published before they reconnect is lost (``ingest.persistence``). A file this cannot
+    read (or write) is left alone, and said so: the broker then starts as Mosquitto alone would."""
+    try:
+        restored = shared_subscriptions_restore(data_dir=data_dir, username=username, topic=SHARED_SUBSCRIPTION)
+    except (PersistenceUnreadable, OSError) as exc:
+        logger.warning(
+            "mqtt broker: shared subscriptions not restored (%s); reports published before a worker subscribes "
+            "again are lost",
+            exc,
+        )
+        return []
+    if restored:
+        logger.info("mqtt broker: shared subscription restored for %s", ", ".join(restored))
+    return restored
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -181,8 +205,9 @@ def free_port() -> int:
 class PrivateBroker:
     """A Mosquitto process of our own on a loopback port, configured by the project's files.
 
-    ``start`` waits until it accepts connections; ``stop`` ends it cleanly (SIGTERM: it saves its persistence
-    file), ``kill`` does not; ``start`` again restarts it on the same port with the same state."""
+    ``start`` gives the workers' sessions their shared subscription back, starts it and waits until it accepts
+    connections; ``stop`` ends it cleanly (SIGTERM: it saves its persistence file), ``kill`` does not; ``start``
+    again restarts it on the same port with the same state."""
 
     def __init__(
         self,
@@ -199,6 +224,7 @@ class PrivateBroker:
         self.port = port or free_port()
         self.bind = bind
         self.process: subprocess.Popen | None = None
+        self.restored: list[str] = []  # the workers' sessions given their shared subscription back at the last start
 
     @property
     def url(self) -> str:
@@ -225,6 +251,7 @@ class PrivateBroker:
             admin_password=self.admin_password,
             bind=self.bind,
         )
+        self.restored = worker_subscriptions_restore(data_dir=self.data_dir, username=self.admin_username)
         self.process = subprocess.Popen(
             [executable, "-c", str(conf)],
             stdout=subprocess.DEVNULL,

@@ -45,6 +45,13 @@ class BrokerAddress:
         tls = parts.scheme in ("mqtts", "ssl", "tls")
         return cls(parts.hostname, parts.port or (8883 if tls else 1883), tls)
 
+    @property
+    def url(self) -> str:
+        """``mqtt://host:port`` or ``mqtts://host:port``, every part spelled out: the form mqtt.js, the agents' MQTT
+        client, reads as meant (given a bare ``host:port`` it takes the port for the host's name)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
+
 
 def client_connect(
     address: BrokerAddress,

@@ -30,7 +30,10 @@ LAG_SECONDS = Histogram(
 )
 REDELIVERIES = Counter(
     "sensorsync_mqtt_redeliveries",
-    "Messages the broker delivered again (DUP set): a worker died or lost its connection before acknowledging.",
+    "Messages the broker delivered again (a worker died or lost its connection before acknowledging), by where "
+    "their stamp came from: journal (their first receipt, from the worker's receipt journal) or unknown (not in "
+    "the journal: stamped with the time the connection started, which can let them overwrite a newer report).",
+    ["first_receipt"],
 )
 DATABASE_RETRIES = Counter(
     "sensorsync_mqtt_database_retries",
@@ -51,6 +54,8 @@ CONVERGED = Counter(
 
 for _outcome in ("applied", "unchanged", "stale", "queued", "dropped"):
     MESSAGES.labels(_outcome)
+for _source in ("journal", "unknown"):
+    REDELIVERIES.labels(_source)
 for _action in ("issue", "revoke", "disable", "enable"):
     for _result in ("ok", "failed"):
         ACCESS_CHANGES.labels(_action, _result)

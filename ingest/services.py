@@ -22,7 +22,7 @@ from django.utils import timezone
 from devices.models import Device
 
 from .broker import DEVICE_ROLE
-from .dynsec import BrokerUnreachable, DynsecControl, DynsecError
+from .dynsec import BrokerAddress, BrokerUnreachable, DynsecControl, DynsecError
 from .metrics import ACCESS_CHANGES, CONVERGED
 from .models import DeviceMqttCredentials
 
@@ -40,12 +40,23 @@ def mqtt_enabled() -> bool:
 
 
 def dynsec_control() -> DynsecControl:
-    return DynsecControl(
-        settings.SENSORSYNC_MQTT_URL,
-        username=settings.SENSORSYNC_MQTT_ADMIN_USERNAME,
-        password=settings.SENSORSYNC_MQTT_ADMIN_PASSWORD,
-        timeout=settings.SENSORSYNC_MQTT_TIMEOUT_SECONDS,
-    )
+    """The admin connection; BrokerUnreachable when ``SENSORSYNC_MQTT_URL`` is no broker URL (system check
+    ingest.E001), as when the broker is down: callers log it and the device stays on HTTP."""
+    try:
+        return DynsecControl(
+            settings.SENSORSYNC_MQTT_URL,
+            username=settings.SENSORSYNC_MQTT_ADMIN_USERNAME,
+            password=settings.SENSORSYNC_MQTT_ADMIN_PASSWORD,
+            timeout=settings.SENSORSYNC_MQTT_TIMEOUT_SECONDS,
+        )
+    except ValueError as exc:
+        raise BrokerUnreachable(f"SENSORSYNC_MQTT_URL: {exc}") from exc
+
+
+def agent_broker_url() -> str:
+    """``SENSORSYNC_MQTT_BROKER_URL`` as registration hands it to the agents (``BrokerAddress.url``); ValueError when
+    it is no broker URL."""
+    return BrokerAddress.parse(settings.SENSORSYNC_MQTT_BROKER_URL).url
 
 
 def device_topics(device_uuid: uuid_lib.UUID | str) -> dict:
@@ -73,7 +84,7 @@ def mqtt_answer(device: Device, *, password: str | None) -> dict:
     answer = {
         "username": str(device.uuid),
         "password": password or "",
-        "broker": settings.SENSORSYNC_MQTT_BROKER_URL if password else "",
+        "broker": agent_broker_url() if password else "",
         "topics": device_topics(device.uuid),
     }
     # No "brokerConfig": it is optional for the agent, which reads the broker from "broker" alone.
@@ -148,6 +159,12 @@ def device_mqtt_credentials_issue(*, device: Device) -> str | None:
     the broker gets the client, then the database is read again, so a key rotation or deactivation that committed
     in between is not undone (and if this process dies in between, the convergence loop removes the client)."""
     if not mqtt_enabled():
+        return None
+    try:
+        agent_broker_url()
+    except ValueError as exc:  # also a system check (ingest.E001); a registration must not fail for it
+        ACCESS_CHANGES.labels("issue", "failed").inc()
+        logger.error("mqtt credentials not issued device=%s: SENSORSYNC_MQTT_BROKER_URL: %s", device.uuid, exc)
         return None
     password = secrets.token_urlsafe(32)
     DeviceMqttCredentials.objects.update_or_create(

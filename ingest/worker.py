@@ -14,8 +14,13 @@ committed. So:
   retries it; the broker sends at most ``receive_maximum`` unacknowledged messages, so nothing piles up in here.
 - Order per device across workers: each message is stamped with its time of receipt (``received_at``, a report
   clock of its own, ``Device.last_report_received_us``), so a message received earlier never overwrites one
-  received later by another worker. A redelivered message (DUP) is stamped with the time this connection started,
-  an upper bound of its first receipt. This costs one UPDATE per MQTT report, the unchanged ones included.
+  received later by another worker. This costs one UPDATE per MQTT report, the unchanged ones included.
+- A message that comes back (the broker redelivers what was not acknowledged, to the same client id with the same
+  packet id) keeps the time it was first received, from the worker's receipt journal (``ingest.journal``: in memory
+  across reconnections, in a file per client id across a kill). Only when the journal does not know it (the
+  machine crashed, or the worker moved to another machine or journal directory) is it stamped with the time this
+  connection started, an upper bound of its first receipt: that stamp can let it overwrite a newer report of the
+  same device another worker applied while this one was away, until the device's next report.
 """
 
 import contextlib
@@ -29,6 +34,7 @@ import threading
 import time
 import uuid as uuid_lib
 from dataclasses import dataclass
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from django.conf import settings
@@ -45,6 +51,7 @@ from sensorsync_project.database import database_unavailable
 
 from .broker import SHARED_SUBSCRIPTION
 from .dynsec import BrokerAddress, BrokerUnreachable, DynsecError
+from .journal import ReceiptJournal, journal_path, message_digest
 from .metrics import (
     DATABASE_RETRIES,
     DROPPED,
@@ -60,6 +67,7 @@ logger = logging.getLogger("sensorsync.mqtt")
 
 TOPIC = re.compile(r"^iot/device/([^/]+)/state$")
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
+RETIRE_QUIET = 2.0  # seconds without a message before a retiring worker ends its session
 
 
 class Dropped(Exception):
@@ -126,7 +134,7 @@ class Delivery:
     payload: bytes
     mid: int
     qos: int
-    dup: bool
+    digest: bytes  # of topic and payload: with ``mid``, the message's key in the receipt journal
     received_us: int
     received_at: float  # monotonic, for the lag
 
@@ -141,6 +149,7 @@ class Ingestor:
         username: str,
         password: str,
         client_id: str,
+        journal_dir: Path,
         receive_maximum: int = 32,
         session_expiry: int = 86_400,
         converge_interval: float = 60.0,
@@ -149,13 +158,22 @@ class Ingestor:
         self.client_id = client_id
         self.receive_maximum = receive_maximum
         self.converge_interval = converge_interval
-        self.stop_event = threading.Event()
-        # Never full: the broker sends at most receive_maximum unacknowledged messages per connection, and the
-        # deliveries of an older connection are dropped here (the broker redelivers them).
+        # The broker should send at most receive_maximum unacknowledged messages per connection; Mosquitto 2.0.11
+        # sends more once some are acknowledged (2.0.13 reworked its "inflight quota"). Then this queue fills, the
+        # network thread waits to put the next one, and TCP holds the rest back in the broker: memory stays bounded.
+        # The deliveries of an older connection are dropped here (the broker redelivers them).
         self.deliveries: queue.Queue[Delivery] = queue.Queue(maxsize=receive_maximum * 4)
+        # Raises JournalLocked when a worker with this client id already runs here. What it must remember is what
+        # the worker received and has not acknowledged: the queue, the message in hand and the one the network
+        # thread waits to put, of this connection and the one before.
+        self.journal = ReceiptJournal(journal_path(journal_dir, client_id), capacity=2 * (self.deliveries.maxsize + 2))
+        self.stop_event = threading.Event()
         self.generation = 0
         self.connected_us = 0
         self.processed = 0
+        self.retiring = False
+        self.left_at: float | None = None  # when the broker confirmed this worker left the shared subscription
+        self.retired = False
         self._lock = threading.Lock()
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -174,6 +192,7 @@ class Ingestor:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         self.client = client
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = session_expiry
@@ -196,6 +215,8 @@ class Ingestor:
         with self._lock:
             self.generation += 1
             self.connected_us = now_us()
+        if not flags.session_present:
+            self.journal.clear()  # a new session: nothing of the old one comes back, and packet ids start over
         logger.info(
             "mqtt worker %s connected to %s:%s (session present: %s)",
             self.client_id,
@@ -203,7 +224,10 @@ class Ingestor:
             self.address.port,
             flags.session_present,
         )
-        client.subscribe(SHARED_SUBSCRIPTION, qos=1)
+        if self.retiring:
+            client.unsubscribe(SHARED_SUBSCRIPTION)
+        else:
+            client.subscribe(SHARED_SUBSCRIPTION, qos=1)
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: object, mid: int, reason_codes: list[ReasonCode], properties: object
@@ -211,6 +235,12 @@ class Ingestor:
         failed = [code for code in reason_codes if code.is_failure]
         if failed:
             logger.error("mqtt worker %s may not subscribe to %s: %s", self.client_id, SHARED_SUBSCRIPTION, failed)
+
+    def _on_unsubscribe(
+        self, client: mqtt.Client, userdata: object, mid: int, reason_codes: list[ReasonCode], properties: object
+    ) -> None:
+        logger.info("mqtt worker %s left %s", self.client_id, SHARED_SUBSCRIPTION)
+        self.left_at = time.monotonic()
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: object, flags: object, reason_code: ReasonCode, properties: object
@@ -221,17 +251,40 @@ class Ingestor:
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         with self._lock:
             generation, connected_us = self.generation, self.connected_us
-        if message.dup:
-            REDELIVERIES.inc()
+        payload = bytes(message.payload)
+        digest = message_digest(message.topic, payload)
+        received_us = now_us()
+        if message.qos > 0:  # a QoS 0 message is never redelivered (and has no packet id)
+            first = self.journal.first_receipt(mid=message.mid, digest=digest)
+            if first is not None:
+                REDELIVERIES.labels("journal").inc()
+                logger.info(
+                    "mqtt message redelivered topic=%s packet=%d: stamped with its first receipt, %.1f s ago",
+                    message.topic,
+                    message.mid,
+                    (received_us - first) / 1e6,
+                )
+                received_us = first
+            elif message.dup:
+                # Received before this connection started, by this process or one that died: no later than that.
+                REDELIVERIES.labels("unknown").inc()
+                logger.warning(
+                    "mqtt message redelivered topic=%s packet=%d: not in the receipt journal, stamped with the "
+                    "start of this connection",
+                    message.topic,
+                    message.mid,
+                )
+                received_us = connected_us
+            # Before the message is handed on: a kill from here on finds its first receipt in the file.
+            self.journal.receive(mid=message.mid, digest=digest, received_us=received_us)
         delivery = Delivery(
             generation=generation,
             topic=message.topic,
-            payload=bytes(message.payload),
+            payload=payload,
             mid=message.mid,
             qos=message.qos,
-            dup=bool(message.dup),
-            # A redelivery was first received before this connection started: no later than that.
-            received_us=connected_us if message.dup else now_us(),
+            digest=digest,
+            received_us=received_us,
             received_at=time.monotonic(),
         )
         IN_FLIGHT.inc()
@@ -247,6 +300,7 @@ class Ingestor:
         IN_FLIGHT.dec()
         if delivery.qos > 0 and self._current(delivery):
             self.client.ack(delivery.mid, delivery.qos)
+            self.journal.acknowledge(mid=delivery.mid, digest=delivery.digest)
 
     def _process(self, delivery: Delivery) -> None:
         """Apply one delivery; retry it while the database is unavailable; acknowledge it once done."""
@@ -312,7 +366,16 @@ class Ingestor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stop_event.set())
 
-    def run(self, *, max_messages: int | None = None) -> None:
+    def _drained(self, last_message_at: float) -> bool:
+        """Retiring: out of the shared subscription, and nothing more came for a while (the broker sends what it
+        holds for this client as fast as it is acknowledged)."""
+        return self.left_at is not None and time.monotonic() - max(self.left_at, last_message_at) >= RETIRE_QUIET
+
+    def run(self, *, max_messages: int | None = None, retire: bool = False) -> None:
+        """Ingest until stopped. With ``retire``: leave the shared subscription instead of joining it, apply what
+        the broker still holds for this client id, then end its session on the broker (``retired``): a stopped
+        worker's session stays a member and takes its share of the reports until it expires, and they with it."""
+        self.retiring = retire
         self.client.connect_async(
             self.address.host,
             self.address.port,
@@ -321,7 +384,9 @@ class Ingestor:
             properties=self.connect_properties,
         )
         self.client.loop_start()
-        next_converge = time.monotonic() + min(self.converge_interval, 5.0) if self.converge_interval else None
+        converging = self.converge_interval and not retire
+        next_converge = time.monotonic() + min(self.converge_interval, 5.0) if converging else None
+        last_message_at = time.monotonic()
         try:
             while not self.stop_event.is_set():
                 if max_messages is not None and self.processed >= max_messages:
@@ -332,14 +397,27 @@ class Ingestor:
                 try:
                     delivery = self.deliveries.get(timeout=0.2)
                 except queue.Empty:
+                    if retire and self._drained(last_message_at):
+                        self.retired = True
+                        break
                     continue
                 self._process(delivery)
+                last_message_at = time.monotonic()
         finally:
-            # The session (and every message not acknowledged) stays on the broker for this client id.
-            self.client.disconnect()
-            self.client.loop_stop()
-            connection.close()
-            logger.info("mqtt worker %s stopped after %d messages", self.client_id, self.processed)
+            self._disconnect()
+
+    def _disconnect(self) -> None:
+        if self.retired:
+            ended = Properties(PacketTypes.DISCONNECT)
+            ended.SessionExpiryInterval = 0  # the broker forgets the session now
+            self.client.disconnect(properties=ended)
+        else:
+            self.client.disconnect()  # the session, and every message not acknowledged, stays for this client id
+        self.client.loop_stop()
+        self.journal.close(discard=self.retired)
+        connection.close()
+        outcome = "retired (its session ended)" if self.retired else "stopped"
+        logger.info("mqtt worker %s %s after %d messages", self.client_id, outcome, self.processed)
 
 
 def default_client_id(index: int) -> str:

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from devices.labels import Selector
 from devices.models import Device, DeviceCurrentState, DeviceTargetState
 from devices.target_config import config_sensors
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
@@ -24,6 +25,7 @@ from .decision import Decision, SensorRow, decide
 from .models import DriftEpisode
 
 ROW_FIELDS = tuple(SensorRow.__dataclass_fields__)
+ALL_DEVICES = Selector()  # the fleet selectors' default: every device
 
 # What reconciliation reads of a device's rows: the decision's fields, as plain values (no model instances on the
 # hot path), in one query written once per process.
@@ -197,11 +199,18 @@ def _summary(durations: list[float]) -> dict:
     }
 
 
-def drift_stats(*, since: datetime, until: datetime | None = None, device_uuid: uuid.UUID | str | None = None) -> dict:
+def drift_stats(
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    device_uuid: uuid.UUID | str | None = None,
+    selector: Selector = ALL_DEVICES,
+) -> dict:
     """Time-to-converge (episodes that ended) and time in drift (all episodes, clipped to the window), overall
-    and per protocol of the sensors that drifted, for episodes that overlap [since, until)."""
+    and per protocol of the sensors that drifted, for episodes that overlap [since, until) of the devices the
+    label selector selects."""
     until = until or timezone.now()
-    episodes = DriftEpisode.objects.filter(started_at__lt=until).filter(
+    episodes = DriftEpisode.objects.filter(selector.q("device_id"), started_at__lt=until).filter(
         Q(ended_at__isnull=True) | Q(ended_at__gte=since)
     )
     if device_uuid is not None:
@@ -262,22 +271,27 @@ def device_state_q(state: str, *, now: datetime | None = None) -> Q:
     raise ValueError(f"Unknown device state {state!r}; expected one of {', '.join(FLEET_DEVICE_STATES)}.")
 
 
-def fleet_device_counts(*, now: datetime | None = None) -> dict[str, int]:
-    """How many devices are in each fleet state, and in all, and how many ran out of retry budget: one query."""
-    return Device.objects.aggregate(
+def fleet_device_counts(*, now: datetime | None = None, selector: Selector = ALL_DEVICES) -> dict[str, int]:
+    """How many of the devices the label selector selects are in each fleet state, in draft mode, with a draft not
+    deployed, out of retry budget, and in all: one aggregate query."""
+    return Device.objects.filter(selector.q()).aggregate(
         total=Count("id"),
         retry_exhausted=Count("id", filter=Q(target_state__retry_exhausted_at__isnull=False)),
+        draft_mode=Count("id", filter=Q(draft_mode=True)),
+        drafts=Count("id", filter=Q(target_draft__isnull=False)),
         **{state: Count("id", filter=device_state_q(state, now=now)) for state in FLEET_DEVICE_STATES},
     )
 
 
-def fleet_sensor_counts() -> tuple[dict[str, dict[str, int]], dict[str, int]]:
-    """Sensor rows by protocol, then deployment status (every protocol and status present, zeros included), and
-    the deployed sensors whose adapter reports them offline, by protocol (every protocol present): one query."""
+def fleet_sensor_counts(*, selector: Selector = ALL_DEVICES) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    """Sensor rows (of the devices the label selector selects) by protocol, then deployment status (every protocol
+    and status present, zeros included), and the deployed sensors whose adapter reports them offline, by protocol
+    (every protocol present): one query."""
     matrix = {protocol: dict.fromkeys(Status.values, 0) for protocol in DeviceSensorProtocolChoices.values}
     offline = dict.fromkeys(DeviceSensorProtocolChoices.values, 0)
     grouped = (
-        DeviceSensor.objects.values_list("protocol", "deployment_status")
+        DeviceSensor.objects.filter(selector.q("device_id"))
+        .values_list("protocol", "deployment_status")
         .annotate(n=Count("id"), offline=Count("id", filter=Q(health_status=Health.OFFLINE)))
         .order_by()
     )
@@ -293,21 +307,24 @@ def fleet_sensor_matrix() -> dict[str, dict[str, int]]:
     return fleet_sensor_counts()[0]
 
 
-def fleet_failing_errors(*, limit: int = 8) -> list[tuple[str, int]]:
-    """The most common errors of failed sensors, with how many sensors report each."""
+def fleet_failing_errors(*, limit: int = 8, selector: Selector = ALL_DEVICES) -> list[tuple[str, int]]:
+    """The most common errors of failed sensors (of the devices the label selector selects), with how many sensors
+    report each."""
     return list(
-        DeviceSensor.objects.filter(deployment_status=Status.FAILED)
+        DeviceSensor.objects.filter(selector.q("device_id"), deployment_status=Status.FAILED)
         .values_list("deployment_error")
         .annotate(n=Count("id"))
         .order_by("-n", "deployment_error")[:limit]
     )
 
 
-def drift_episodes_overlapping(*, since: datetime, until: datetime | None = None) -> QuerySet[DriftEpisode]:
+def drift_episodes_overlapping(
+    *, since: datetime, until: datetime | None = None, selector: Selector = ALL_DEVICES
+) -> QuerySet[DriftEpisode]:
     """Episodes that overlap [since, until) (the same window as ``drift_stats``), newest first, with their device."""
     until = until or timezone.now()
     return (
-        DriftEpisode.objects.filter(started_at__lt=until)
+        DriftEpisode.objects.filter(selector.q("device_id"), started_at__lt=until)
         .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=since))
         .select_related("device")
         .only(
@@ -327,14 +344,18 @@ def drift_episodes_overlapping(*, since: datetime, until: datetime | None = None
     )
 
 
-def time_to_converge_series(*, since: datetime, until: datetime | None = None) -> dict:
+def time_to_converge_series(
+    *, since: datetime, until: datetime | None = None, selector: Selector = ALL_DEVICES
+) -> dict:
     """Durations (seconds) of the episodes that ended in [since, until), and their p50 / p95 per hour of ending.
 
     ``hours`` has one entry per hour slot from ``since`` (a slot with no episode has ``episodes`` 0 and no
     percentiles), so a chart can show the gaps. One query.
     """
     until = until or timezone.now()
-    ended = DriftEpisode.objects.filter(ended_at__gte=since, ended_at__lt=until).values_list("started_at", "ended_at")
+    ended = DriftEpisode.objects.filter(selector.q("device_id"), ended_at__gte=since, ended_at__lt=until).values_list(
+        "started_at", "ended_at"
+    )
     slots = max(1, math.ceil((until - since).total_seconds() / 3600))
     per_hour: list[list[float]] = [[] for _ in range(slots)]
     durations: list[float] = []

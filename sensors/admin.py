@@ -4,16 +4,21 @@ it."""
 
 import contextlib
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
-from reconciliation.services.sensors import sensor_create, sensor_delete, sensor_update
+from reconciliation.services.sensors import DraftedSensor, sensor_create, sensor_delete, sensor_update
 from sensorsync_project.exceptions import SensorNotFound
-from sensorsync_project.ui.admin import SERVICE_REJECTIONS, ServiceAdminMixin, ServiceRejected
+from sensorsync_project.ui.admin import (
+    SERVICE_REJECTIONS,
+    SensorSelectorListFilter,
+    ServiceAdminMixin,
+    ServiceRejected,
+)
 from sensorsync_project.ui.html import (
     ago,
     error_parts,
@@ -30,6 +35,7 @@ from .choices import DeviceSensorHealthStatusChoices as Health
 from .filtersets import HEALTH_UNKNOWN
 from .forms import DESIRED_FIELDS, DeviceSensorAdminForm
 from .models import DeviceSensor
+from .selectors import sensor_draft
 from .validation import sensors_differences
 
 STATUS_FIELDS = (
@@ -110,8 +116,17 @@ class DeviceSensorAdmin(ServiceAdminMixin, admin.ModelAdmin):
         "version",
         "error",
         "status_since",
+        "draft",
     )
-    list_filter = ("protocol", "deployment_status", HealthFilter, "running", "enabled", "synced_to_config")
+    list_filter = (
+        SensorSelectorListFilter,
+        "protocol",
+        "deployment_status",
+        HealthFilter,
+        "running",
+        "enabled",
+        "synced_to_config",
+    )
     list_select_related = ("device", "device__target_state")
     search_fields = ("name", "device__name", "device__uuid")
     search_help_text = "Search by sensor name, device name or device uuid."
@@ -120,7 +135,12 @@ class DeviceSensorAdmin(ServiceAdminMixin, admin.ModelAdmin):
     # --- pages ---
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("device", "device__target_state")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("device", "device__target_state", "device__target_draft")
+            .defer("device__target_draft__apps")
+        )
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
@@ -215,10 +235,36 @@ class DeviceSensorAdmin(ServiceAdminMixin, admin.ModelAdmin):
                 row = sensor_create(device_uuid=obj.device.uuid, data=form.sensor_data(), user=request.user)
         except SERVICE_REJECTIONS as exc:
             raise ServiceRejected(exc) from exc
+        if isinstance(row, DraftedSensor):
+            # Saved in the device's draft: no row changed (a new sensor has none yet); the device page shows it.
+            request.drafted_sensor = row
+            return
         # A rename can make it another row (the old name's row stays while the agent still runs it).
         self.adopt(obj, row)
 
+    def _drafted_response(self, request):
+        drafted: DraftedSensor = request.drafted_sensor
+        self.message_user(
+            request,
+            f"Saved “{drafted.name}” in the draft of {drafted.device.name}: the agent gets it once the draft is "
+            "deployed (from the device's page).",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:devices_device_change", args=[drafted.device.pk]) + "#draft")
+
+    def log_addition(self, request, obj, message):
+        if hasattr(request, "drafted_sensor"):
+            return None  # no row was added: the draft's own event records the edit
+        return super().log_addition(request, obj, message)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        if hasattr(request, "drafted_sensor"):
+            return self._drafted_response(request)
+        return super().response_add(request, obj, post_url_continue)
+
     def response_change(self, request, obj):
+        if hasattr(request, "drafted_sensor"):
+            return self._drafted_response(request)
         if "_continue" in request.POST and str(obj.pk) != request.resolver_match.kwargs.get("object_id"):
             # Renamed into another row: continue on that row's page, not on the old one (which may be gone).
             super().response_change(request, obj)  # its success message
@@ -316,6 +362,15 @@ class DeviceSensorAdmin(ServiceAdminMixin, admin.ModelAdmin):
             adapter,
             Truncator(adapter).chars(80),
         )
+
+    @admin.display(description="Draft")
+    def draft(self, obj: DeviceSensor):
+        """What the device's undeployed draft does to this sensor, if anything."""
+        draft = obj.device.target_draft_or_none()
+        shown = sensor_draft(name=obj.name, desired=obj.desired, draft_config=draft.config if draft else None)
+        if shown is None:
+            return ""
+        return format_html('<span class="ss-badge ss-badge--draft-{0}">draft: {0}</span>', shown["change"])
 
     @admin.display(description="Since", ordering="status_changed_at")
     def status_since(self, obj: DeviceSensor):

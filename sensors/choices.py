@@ -23,3 +23,11 @@ class DeviceSensorHealthStatusChoices(models.TextChoices):
     ONLINE = "online", "Online"
     OFFLINE = "offline", "Offline"
     DISABLED = "disabled", "Disabled"
+
+
+class DeviceSensorDraftChangeChoices(models.TextChoices):
+    """What a device's undeployed draft does to a sensor, against the published target."""
+
+    ADDED = "added", "Added"
+    UPDATED = "updated", "Changed"
+    REMOVED = "removed", "Removed"

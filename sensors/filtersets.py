@@ -1,6 +1,6 @@
 import django_filters
 
-from sensorsync_project.api.filters import StrictBooleanFilter
+from sensorsync_project.api.filters import SelectorFilter, StrictBooleanFilter
 
 from .choices import DeviceSensorDeploymentStatusChoices, DeviceSensorHealthStatusChoices, DeviceSensorProtocolChoices
 from .models import DeviceSensor
@@ -27,6 +27,7 @@ class DeviceSensorFilterSet(django_filters.FilterSet):
         method="filter_health_status",
         help_text="The adapter's health: online, offline, disabled, or unknown (no health reported).",
     )
+    selector = SelectorFilter(device_field="device_id")
 
     class Meta:
         model = DeviceSensor
@@ -37,6 +38,7 @@ class DeviceSensorFilterSet(django_filters.FilterSet):
             "running",
             "syncedToConfig",
             "healthStatus",
+            "selector",
         )
 
     def filter_health_status(self, queryset, name, value):

@@ -10,6 +10,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.forms.fields import InvalidJSONInput
 from django.http import QueryDict
 
+from devices.target_config import config_sensors
 from sensorsync_project.exceptions import PreconditionFailed, SensorNotFound
 from sensorsync_project.ui.forms import JSONEditorWidget, ServiceModelForm
 
@@ -73,9 +74,10 @@ class DeviceSensorAdminForm(ServiceModelForm):
     metadata = PrettyJSONField(
         json_type="object", initial=dict, required=False, help_text="A JSON object. Empty means {}."
     )
-    # The target version this page was rendered from: saving is refused if someone changed the device's target
-    # configuration since, instead of silently overwriting their change.
-    target_version = forms.IntegerField(widget=forms.HiddenInput, required=False)
+    # The target version this page was rendered from (for a device with a draft, the draft's revision, "5-draft-2"):
+    # saving is refused if someone changed the device's target configuration (or draft) since, instead of silently
+    # overwriting their change.
+    target_version = forms.CharField(widget=forms.HiddenInput, required=False)
 
     service_fields: ClassVar[dict[str, str]] = {wire: field for field, wire in WIRE_NAMES.items()}
 
@@ -88,11 +90,15 @@ class DeviceSensorAdminForm(ServiceModelForm):
         row = self.instance
         if row.pk is None:
             return
-        if row.desired is not None:
-            self.initial.update({field: row.desired.get(wire) for field, wire in WIRE_NAMES.items()})
+        draft = row.device.target_draft_or_none() if row.device.draft_mode else None
+        drafted = next((s for s in config_sensors(draft.config) if s.get("name") == row.name), None) if draft else None
+        desired = drafted if drafted is not None else row.desired
+        if desired is not None:
+            self.initial.update({field: desired.get(wire) for field, wire in WIRE_NAMES.items()})
         else:
             self.initial.update({field: getattr(row, field) for field in DESIRED_FIELDS})
-        self.initial["target_version"] = row.device.target_state.version
+        etag = draft.etag if draft is not None else row.device.target_state.etag
+        self.initial["target_version"] = etag.strip('"')
 
     def sensor_data(self) -> dict:
         """The sensor object to hand to the service, in wire names. Empty optional fields take their defaults."""
@@ -104,7 +110,7 @@ class DeviceSensorAdminForm(ServiceModelForm):
 
     def if_match(self) -> str | None:
         version = self.cleaned_data.get("target_version")
-        return None if version is None else f'"{version}"'
+        return f'"{version}"' if version else None
 
     def add_service_error(self, error: Exception) -> None:
         if isinstance(error, PreconditionFailed):

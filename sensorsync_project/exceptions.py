@@ -25,3 +25,12 @@ class SensorNotFound(LookupError):
     def __init__(self, name: str) -> None:
         super().__init__(f"No sensor named '{name}' in this device's target configuration.")
         self.name = name
+
+
+class StateConflict(Exception):
+    """The request is valid but the resource's state does not allow it now (HTTP 409): deploying a device that has
+    no draft, leaving draft mode with a draft undeployed. ``code`` is the error's stable name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "devices",
     "sensors",
     "reconciliation",
+    "fleetconfig",  # sensor templates, assignments, overrides: rendering each device's desired sensors
     "ingest",  # MQTT ingestion
     "webhooks",  # outbound webhooks (the top layer)
     "sensorsync_project.apps.SensorSyncProjectConfig",
@@ -152,7 +153,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # One name for a choice set that several fields use (a webhook attempt's result, an endpoint's latest).
-    "ENUM_NAME_OVERRIDES": {"WebhookAttemptResultEnum": "webhooks.choices.WebhookAttemptResultChoices"},
+    "ENUM_NAME_OVERRIDES": {
+        "WebhookAttemptResultEnum": "webhooks.choices.WebhookAttemptResultChoices",
+        "WebhookDeliveryStatusEnum": "webhooks.choices.WebhookDeliveryStatusChoices",
+        "RenderJobStatusEnum": "fleetconfig.choices.RenderJobStatusChoices",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "sensorsync_project.api.schema.add_agent_endpoints",
@@ -197,6 +202,10 @@ SENSORSYNC_MQTT_ADMIN_USERNAME = env.str("SENSORSYNC_MQTT_ADMIN_USERNAME", defau
 SENSORSYNC_MQTT_ADMIN_PASSWORD = env.str("SENSORSYNC_MQTT_ADMIN_PASSWORD", default="")
 # How long a request waits for the broker when it issues or revokes credentials.
 SENSORSYNC_MQTT_TIMEOUT_SECONDS = env.float("SENSORSYNC_MQTT_TIMEOUT_SECONDS", default=3.0)
+# Where each ingestion worker keeps its receipt journal (a small file per client id: when it first received each
+# message it has not acknowledged, so that a redelivered message keeps its place in the device's order). On a disk
+# that outlives the worker's process; `mqtt_ingest --journal-dir` overrides it.
+SENSORSYNC_MQTT_JOURNAL_DIR = Path(env.str("SENSORSYNC_MQTT_JOURNAL_DIR", default=str(BASE_DIR / "var" / "mqtt")))
 # --- end MQTT ingestion ---
 # --- Retry budget (reconciliation/services/retry_budget.py; README "Retry budget") ---
 # Failed applies of one target version after which a device is no longer retried at it until staff act; 0: no budget.
@@ -218,6 +227,13 @@ SENSORSYNC_WEBHOOK_SUBSCRIPTIONS_TTL_SECONDS = env.float("SENSORSYNC_WEBHOOK_SUB
 # Delivered and failed deliveries (with their attempts) are deleted this many days after they ended; 0 keeps them.
 SENSORSYNC_WEBHOOK_RETENTION_DAYS = env.int("SENSORSYNC_WEBHOOK_RETENTION_DAYS", default=30)
 # --- end webhooks ---
+# --- Fleet configuration (fleetconfig/; README "Fleet configuration") ---
+# A change of a template, an assignment or labels re-renders the devices it reaches. Up to this many devices, at once
+# after the change commits (in the request); more, queued for the worker `manage.py render_fleet --watch`.
+SENSORSYNC_RENDER_INLINE_MAX_DEVICES = env.int("SENSORSYNC_RENDER_INLINE_MAX_DEVICES", default=200)
+# Devices read (and their problems written) per batch of a re-render; each device is written in its own transaction.
+SENSORSYNC_RENDER_BATCH_SIZE = env.int("SENSORSYNC_RENDER_BATCH_SIZE", default=500)
+# --- end fleet configuration ---
 # Proxies whose X-Forwarded-For names the client (comma-separated addresses): nginx in front of gunicorn, which
 # listens on loopback (deploy/nginx/sensorsync.conf). Per-address limits and the audit log then see the client.
 SENSORSYNC_TRUSTED_PROXIES = frozenset(env.list("SENSORSYNC_TRUSTED_PROXIES", default=["127.0.0.1", "::1"]))

@@ -11,6 +11,7 @@ api_v1 = [
     path("", include("devices.api.urls")),
     path("", include("sensors.api.urls")),
     path("", include("reconciliation.api.urls")),
+    path("", include("fleetconfig.api.urls")),
     path("", include("events.api.urls")),
     path("", include("webhooks.api.urls")),
 ]

@@ -5,7 +5,7 @@ import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
-from devices.services import device_create
+from devices.services import device_create, device_labels_set
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -53,9 +53,12 @@ class DeviceFactory(factory.Factory):
 
     @classmethod
     def _create(cls, model_class, **kwargs):
+        labels = kwargs.pop("labels", None)  # DeviceFactory(labels={"plant": "3"}): set through the label service
         created = device_create(**kwargs)
         device = created.device
         device.api_key = created.api_key
+        if labels:
+            device_labels_set(device_uuid=device.uuid, labels=labels, user=None)
         return device
 
     _build = _create

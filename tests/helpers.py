@@ -339,7 +339,7 @@ SENSOR_ROW_KEYS = [
     "updatedAt",
     "createdBy",
     "updatedBy",
-    # The SPEC's list, then the adapter's health and the fields the agent did not report.
+    # The SPEC's list, then the adapter's health, the fields the agent did not report and the draft.
     "unreportedFields",
     "healthStatus",
     "connected",
@@ -348,6 +348,7 @@ SENSOR_ROW_KEYS = [
     "healthErrorCount",
     "healthLastSeen",
     "healthChangedAt",
+    "draft",
 ]
 
 
@@ -559,7 +560,7 @@ def write_snapshot() -> WriteSnapshot:
     )
 
 
-SNAPSHOT_APPS = ("devices", "sensors", "reconciliation", "events", "webhooks")
+SNAPSHOT_APPS = ("devices", "sensors", "reconciliation", "events", "fleetconfig", "webhooks")
 
 
 def world_snapshot() -> dict:

@@ -26,7 +26,7 @@ from reconciliation.services.targets import config_change_summary, target_state_
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
 from sensorsync_project.exceptions import PreconditionFailed
-from sensorsync_project.ui.admin import SERVICE_REJECTIONS, ServiceAdminMixin, ServiceRejected
+from sensorsync_project.ui.admin import SERVICE_REJECTIONS, SelectorListFilter, ServiceAdminMixin, ServiceRejected
 from sensorsync_project.ui.html import EMPTY_VALUE_DISPLAY, ago, json_text, pretty_json, shown_value, version_chip
 
 from ..forms import DeviceAdminForm, ProvisioningKeyAdminForm
@@ -35,6 +35,7 @@ from ..provisioning import provisioning_key_create, provisioning_key_revoke
 from ..selectors import provisioning_key_devices
 from ..services import DeviceWithKey, device_create, device_delete, device_key_rotate, device_update
 from . import panels
+from .fleet import DeviceFleetAdminMixin, DraftFilter
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
@@ -47,7 +48,7 @@ class _SensorCounts(TypedDict):
     drifting_count: int
 
 
-EDITABLE_FIELDS = ("name", "description", "is_active")
+EDITABLE_FIELDS = ("name", "description", "is_active", "draft_mode")
 READ_ONLY_FIELDSETS = (
     (
         "Target history",
@@ -168,7 +169,7 @@ def has_model_permission(request, model, verb: str) -> bool:
 
 
 @admin.register(Device)
-class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
+class DeviceAdmin(DeviceFleetAdminMixin, ServiceAdminMixin, admin.ModelAdmin):
     form = DeviceAdminForm
     list_display = (
         "name",
@@ -178,9 +179,13 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         "reported_version",
         "sensor_count",
         "last_seen",
+        "labels_shown",
+        "draft_shown",
     )
     list_filter = (
+        SelectorListFilter,
         DriftFilter,
+        DraftFilter,
         RetryBudgetFilter,
         "is_active",
         ("provisioned_by", admin.RelatedOnlyFieldListFilter),
@@ -189,7 +194,16 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
     search_fields = ("name", "uuid")
     search_help_text = "Search by name or uuid."
     ordering = ("name", "id")
-    actions = ("reconcile_now", "rotate_api_key", "reset_retry_budget")
+    actions = (
+        "reconcile_now",
+        "rotate_api_key",
+        "reset_retry_budget",
+        "labels_change",
+        "deploy_drafts",
+        "discard_drafts",
+        "draft_mode_on",
+        "draft_mode_off",
+    )
 
     # --- permissions: the API's, for the same writes ---
 
@@ -289,8 +303,11 @@ class DeviceAdmin(ServiceAdminMixin, admin.ModelAdmin):
             if change:
                 saved = device_update(uuid=obj.uuid, user=request.user, **values)
             else:
+                draft_mode = values.pop("draft_mode")
                 created = device_create(**values, user=request.user)
                 saved = created.device
+                if draft_mode:
+                    saved = device_update(uuid=saved.uuid, draft_mode=True, user=request.user)
         except SERVICE_REJECTIONS as exc:
             raise ServiceRejected(exc) from exc
         self.adopt(obj, saved)
@@ -676,13 +693,13 @@ class ProvisioningKeyAdmin(ServiceAdminMixin, admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ("name", "expires_at", "max_devices")
-        return ("name", "expires_at", "max_devices", *self.readonly_fields)
+            return ("name", "expires_at", "max_devices", "default_labels")
+        return ("name", "expires_at", "max_devices", "default_labels_shown", *self.readonly_fields)
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()
-        return ("name", "expires_at", "max_devices", *self.readonly_fields)
+        return ("name", "expires_at", "max_devices", "default_labels_shown", *self.readonly_fields)
 
     def has_delete_permission(self, request, obj=None):
         return False
@@ -693,7 +710,11 @@ class ProvisioningKeyAdmin(ServiceAdminMixin, admin.ModelAdmin):
         data = form.cleaned_data
         try:
             created = provisioning_key_create(
-                name=data["name"], expires_at=data["expires_at"], max_devices=data["max_devices"], user=request.user
+                name=data["name"],
+                expires_at=data["expires_at"],
+                max_devices=data["max_devices"],
+                default_labels=data["default_labels"],
+                user=request.user,
             )
         except SERVICE_REJECTIONS as exc:
             raise ServiceRejected(exc) from exc
@@ -724,6 +745,10 @@ class ProvisioningKeyAdmin(ServiceAdminMixin, admin.ModelAdmin):
         if refusal is None:
             return state_badge("in_sync", "active")
         return state_badge("failed", refusal[0].removeprefix("provisioning_key_"))
+
+    @admin.display(description="Default labels")
+    def default_labels_shown(self, obj: ProvisioningKey):
+        return ", ".join(f"{key}={value}" for key, value in sorted(obj.default_labels.items())) or "none"
 
     @admin.display(description="Devices registered")
     def devices_registered(self, obj: ProvisioningKey):

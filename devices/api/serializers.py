@@ -3,7 +3,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from devices.models import Device, DeviceTargetState, DeviceTargetStateVersion, ProvisioningKey
+from devices.models import Device, DeviceTargetDraft, DeviceTargetState, DeviceTargetStateVersion, ProvisioningKey
 from devices.selectors import KEY_DEVICES_SHOWN, provisioning_key_devices
 
 _PROCESS_SCHEMA = {
@@ -83,8 +83,58 @@ class RetryBudgetSerializer(serializers.ModelSerializer):
         return target.retry_exhausted_at is not None
 
 
+DRAFT_SUMMARY_SCHEMA = {
+    "type": "object",
+    "nullable": True,
+    "description": "The undeployed draft, or null: the published version it was started on, what deploying it "
+    "would change (added, updated, removed sensors; apps), and its ETag.",
+    "properties": {
+        "baseVersion": {"type": "integer"},
+        "revision": {"type": "integer"},
+        "etag": {"type": "string"},
+        "change": {"type": "object"},
+        "createdAt": {"type": "string", "format": "date-time"},
+        "updatedAt": {"type": "string", "format": "date-time"},
+        "updatedBy": {"type": "string", "nullable": True},
+    },
+}
+
+
+def draft_summary(draft: DeviceTargetDraft | None) -> dict | None:
+    if draft is None:
+        return None
+    return {
+        "baseVersion": draft.base_version,
+        "revision": draft.revision,
+        "etag": draft.etag,
+        "change": draft.change,
+        "createdAt": serializers.DateTimeField().to_representation(draft.created_at),
+        "updatedAt": serializers.DateTimeField().to_representation(draft.updated_at),
+        "updatedBy": draft.updated_by.get_username() if draft.updated_by is not None else None,
+    }
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}})
+class LabelsField(serializers.Field):
+    """A device's labels, ``{"key": "value"}`` (read from the prefetched rows)."""
+
+    def to_representation(self, labels) -> dict[str, str]:
+        return {label.key: label.value for label in labels.all()}
+
+
 class DeviceSerializer(serializers.ModelSerializer):
     isActive = serializers.BooleanField(source="is_active")
+    labels = LabelsField(
+        read_only=True,
+        help_text="Key-value labels that selectors select devices by (?selector=plant=3,role=boiler).",
+    )
+    draftMode = serializers.BooleanField(
+        source="draft_mode",
+        read_only=True,
+        help_text="Staff edits of the desired state collect in a draft, which the agent gets only once deployed "
+        "(POST devices/<uuid>/deploy).",
+    )
+    draft = serializers.SerializerMethodField()
     lastSeenAt = serializers.DateTimeField(source="last_seen_at", read_only=True, allow_null=True)
     osVersion = serializers.CharField(source="os_version", read_only=True)
     agentVersion = serializers.CharField(source="agent_version", read_only=True)
@@ -123,6 +173,9 @@ class DeviceSerializer(serializers.ModelSerializer):
             "name",
             "description",
             "isActive",
+            "labels",
+            "draftMode",
+            "draft",
             "lastSeenAt",
             "osVersion",
             "agentVersion",
@@ -155,6 +208,10 @@ class DeviceSerializer(serializers.ModelSerializer):
         key = device.provisioned_by
         return {"uuid": str(key.uuid), "name": key.name} if key is not None else None
 
+    @extend_schema_field(DRAFT_SUMMARY_SCHEMA)
+    def get_draft(self, device: Device) -> dict | None:
+        return draft_summary(device.target_draft_or_none())
+
     @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_reportedVersion(self, device: Device) -> int | None:
         current = device.current_state_or_none()
@@ -167,6 +224,10 @@ class DeviceWriteSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=255)
     description = serializers.CharField(required=False, allow_blank=True)
     isActive = serializers.BooleanField(required=False)
+    labels = serializers.DictField(
+        child=serializers.CharField(allow_blank=True), required=False, help_text="Replaces the device's labels."
+    )
+    draftMode = serializers.BooleanField(required=False)
 
 
 class DeviceKeySerializer(DeviceSerializer):
@@ -187,7 +248,11 @@ class TargetStateSerializer(serializers.ModelSerializer):
     updatedAt = serializers.DateTimeField(source="updated_at", read_only=True)
     updatedBy = serializers.SerializerMethodField()
     lastDeployedAt = serializers.DateTimeField(source="last_deployed_at", read_only=True, allow_null=True)
-    etag = serializers.CharField(read_only=True)
+    etag = serializers.CharField(read_only=True, help_text="The published version's ETag.")
+    draft = serializers.SerializerMethodField(
+        help_text="The undeployed draft of a device in draft mode, whole (config and apps), or null. Writes to a "
+        "device with a draft go to it, and their If-Match is checked against its etag (the ETag header)."
+    )
 
     class Meta:
         model = DeviceTargetState
@@ -201,11 +266,29 @@ class TargetStateSerializer(serializers.ModelSerializer):
             "updatedBy",
             "lastDeployedAt",
             "etag",
+            "draft",
         )
         read_only_fields = fields
 
     def get_updatedBy(self, target) -> str | None:
         return target.updated_by.get_username() if target.updated_by_id else None
+
+    @extend_schema_field(
+        {
+            **DRAFT_SUMMARY_SCHEMA,
+            "properties": {
+                **DRAFT_SUMMARY_SCHEMA["properties"],  # type: ignore[dict-item]
+                "config": {"type": "object"},
+                "apps": {"type": "object"},
+            },
+        }
+    )
+    def get_draft(self, target: DeviceTargetState) -> dict | None:
+        draft = target.device.target_draft_or_none()
+        summary = draft_summary(draft)
+        if draft is None or summary is None:
+            return None
+        return {**summary, "config": draft.config, "apps": draft.apps}
 
 
 class TargetStateWriteSerializer(serializers.Serializer):
@@ -245,6 +328,12 @@ class ProvisioningKeySerializer(serializers.ModelSerializer):
     keyPrefix = serializers.CharField(source="key_prefix", read_only=True)
     expiresAt = serializers.DateTimeField(source="expires_at", read_only=True, allow_null=True)
     maxDevices = serializers.IntegerField(source="max_devices", read_only=True, allow_null=True)
+    defaultLabels = serializers.DictField(
+        source="default_labels",
+        child=serializers.CharField(allow_blank=True),
+        read_only=True,
+        help_text="Labels every device it registers starts with.",
+    )
     lastUsedAt = serializers.DateTimeField(source="last_used_at", read_only=True, allow_null=True)
     revokedAt = serializers.DateTimeField(source="revoked_at", read_only=True, allow_null=True)
     createdAt = serializers.DateTimeField(source="created_at", read_only=True)
@@ -262,6 +351,7 @@ class ProvisioningKeySerializer(serializers.ModelSerializer):
             "state",
             "expiresAt",
             "maxDevices",
+            "defaultLabels",
             "registrations",
             "lastUsedAt",
             "revokedAt",
@@ -310,3 +400,36 @@ class ProvisioningKeyWriteSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=255)
     expiresAt = serializers.DateTimeField(required=False, allow_null=True)
     maxDevices = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    defaultLabels = serializers.DictField(
+        child=serializers.CharField(allow_blank=True),
+        required=False,
+        help_text="Labels every device it registers starts with, {key: value}.",
+    )
+
+
+class LabelsChangeSerializer(serializers.Serializer):
+    """Request body of a change of labels (validated by the service; declared here for the schema)."""
+
+    set = serializers.DictField(
+        child=serializers.CharField(allow_blank=True), required=False, help_text="Labels added or replaced."
+    )
+    remove = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="Keys removed (an absent key is no error)."
+    )
+
+
+class DraftModeWriteSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField()
+
+
+class BulkResultSerializer(serializers.Serializer):
+    selector = serializers.CharField(help_text="The selector, in its canonical form.")
+    matched = serializers.IntegerField(help_text="Devices it selected.")
+    changed = serializers.IntegerField(help_text="Of which this call changed.")
+
+
+class DeployResultSerializer(serializers.Serializer):
+    selector = serializers.CharField(help_text="The selector, in its canonical form.")
+    matched = serializers.IntegerField(help_text="Devices it selected that had a draft.")
+    done = serializers.IntegerField(help_text="Drafts deployed (or discarded).")
+    refused = serializers.DictField(child=serializers.CharField(), help_text="Device uuid -> why its draft was not.")

@@ -1,22 +1,29 @@
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from devices import provisioning, selectors, services
 from devices.filtersets import DeviceFilterSet
+from devices.labels import Selector, SelectorError, labels_validate
 from devices.models import Device, DeviceTargetState, ProvisioningKey
-from reconciliation.services import retry_budget, targets
+from reconciliation.services import drafts, retry_budget, targets
 from sensorsync_project.api.input import body_fields
 from sensorsync_project.api.routers import UUID_REGEX
 from sensorsync_project.api.schema import IF_MATCH
 
 from .serializers import (
+    BulkResultSerializer,
+    DeployResultSerializer,
     DeviceKeySerializer,
     DeviceSerializer,
     DeviceWriteSerializer,
+    DraftModeWriteSerializer,
+    LabelsChangeSerializer,
     ProvisioningKeyCreatedSerializer,
     ProvisioningKeyDetailSerializer,
     ProvisioningKeySerializer,
@@ -27,7 +34,28 @@ from .serializers import (
     TargetStateWriteSerializer,
 )
 
-DEVICE_FIELDS = {"name": "name", "description": "description", "isActive": "is_active"}
+DEVICE_FIELDS = {
+    "name": "name",
+    "description": "description",
+    "isActive": "is_active",
+    "draftMode": "draft_mode",
+    "labels": "labels",
+}
+LABELS_CHANGE_FIELDS = {"set": "set", "remove": "remove"}
+
+
+def _labels_apart(fields: dict) -> tuple[dict, dict | None]:
+    """The device's own fields, and the labels sent (checked first, so that nothing is written if they are bad)."""
+    labels = fields.pop("labels", None)
+    if labels is not None:
+        labels_validate(labels)
+    return fields, labels
+
+
+def _change_response(uuid) -> Response:
+    """A device write's answer: the device as it is now, with the ETag its next target write is checked
+    against."""
+    return Response(DeviceSerializer(selectors.device_shown_get(uuid=uuid)).data)
 
 
 @extend_schema_view(
@@ -47,21 +75,27 @@ class DeviceViewSet(
     lookup_value_regex = UUID_REGEX
 
     def get_queryset(self):
-        return selectors.device_list()
+        return selectors.device_list_shown()
 
     def permission_for(self, request):
-        if self.action == "rotate_key":
+        if self.action in ("rotate_key", "labels"):
             return Device, "change"
         if self.action in ("target_state", "target_state_versions"):
             return DeviceTargetState, None
-        if self.action in ("target_state_rollback", "retry_budget_reset"):
+        if self.action in ("target_state_rollback", "retry_budget_reset", "deploy", "deploy_cancel"):
             return DeviceTargetState, "change"
         return Device, None
 
     def create(self, request):
-        fields = body_fields(request.data, DEVICE_FIELDS, required=("name",))
-        created = services.device_create(**fields, user=request.user)
-        device = selectors.device_get(uuid=created.device.uuid)
+        fields, labels = _labels_apart(body_fields(request.data, DEVICE_FIELDS, required=("name",)))
+        draft_mode = fields.pop("draft_mode", None)
+        with transaction.atomic():
+            created = services.device_create(**fields, user=request.user)
+            if draft_mode is not None:
+                services.device_update(uuid=created.device.uuid, draft_mode=draft_mode, user=request.user)
+            if labels:
+                services.device_labels_set(device_uuid=created.device.uuid, labels=labels, user=request.user)
+        device = selectors.device_shown_get(uuid=created.device.uuid)
         return Response(
             DeviceKeySerializer(device, context={"api_key": created.api_key}).data,
             status=status.HTTP_201_CREATED,
@@ -70,10 +104,16 @@ class DeviceViewSet(
 
     def update(self, request, uuid=None, partial=False):
         fields = body_fields(request.data, DEVICE_FIELDS, required=() if partial else ("name",))
-        if not partial:  # PUT replaces: what it leaves out takes the default a new device would have
+        if not partial:
+            # PUT replaces: what it leaves out takes the default a new device would have; labels and draft mode,
+            # which clients that predate them do not send, stay as they are.
             fields = {"description": "", "is_active": True} | fields
-        services.device_update(uuid=uuid, user=request.user, **fields)
-        return Response(DeviceSerializer(selectors.device_get(uuid=uuid)).data)
+        fields, labels = _labels_apart(fields)
+        with transaction.atomic():
+            services.device_update(uuid=uuid, user=request.user, **fields)
+            if labels is not None:
+                services.device_labels_set(device_uuid=uuid, labels=labels, user=request.user)
+        return _change_response(uuid)
 
     def partial_update(self, request, uuid=None):
         return self.update(request, uuid=uuid, partial=True)
@@ -86,7 +126,7 @@ class DeviceViewSet(
     @action(detail=True, methods=["post"], url_path="rotate-key")
     def rotate_key(self, request, uuid=None):
         rotated = services.device_key_rotate(uuid=uuid, user=request.user)
-        device = selectors.device_get(uuid=rotated.device.uuid)
+        device = selectors.device_shown_get(uuid=rotated.device.uuid)
         return Response(DeviceKeySerializer(device, context={"api_key": rotated.api_key}).data)
 
     @extend_schema(request=None, responses=DeviceSerializer)
@@ -116,8 +156,52 @@ class DeviceViewSet(
 
     @staticmethod
     def _target_state_response(uuid) -> Response:
-        target = DeviceTargetState.objects.select_related("device", "updated_by").get(device__uuid=uuid)
-        return Response(TargetStateSerializer(target).data, headers={"ETag": target.etag})
+        """The published target with the draft, if any; the ETag is what the next write is checked against."""
+        target = DeviceTargetState.objects.select_related(
+            "device", "updated_by", "device__target_draft", "device__target_draft__updated_by"
+        ).get(device__uuid=uuid)
+        draft = target.device.target_draft_or_none()
+        etag = draft.etag if draft is not None else target.etag
+        return Response(TargetStateSerializer(target).data, headers={"ETag": etag})
+
+    @extend_schema(
+        request=LabelsChangeSerializer,
+        responses={200: {"type": "object", "additionalProperties": {"type": "string"}}},
+    )
+    @action(detail=True, methods=["post"])
+    def labels(self, request, uuid=None):
+        """Set some labels (added or replaced) and remove others; answers with all the device's labels."""
+        body = body_fields(request.data, LABELS_CHANGE_FIELDS)
+        labels = services.device_labels_update(
+            device_uuid=uuid, set=body.get("set", {}), remove=body.get("remove", []), user=request.user
+        )
+        return Response(labels)
+
+    @extend_schema(
+        request=None,
+        parameters=[IF_MATCH],
+        responses={
+            200: TargetStateSerializer,
+            409: OpenApiResponse(description="No draft to deploy, or the published target changed under it"),
+            412: OpenApiResponse(description="If-Match did not match the draft's ETag"),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def deploy(self, request, uuid=None):
+        """Publish the device's draft as a new target version, which the agent gets on its next poll."""
+        drafts.draft_deploy(device_uuid=uuid, user=request.user, if_match=request.headers.get("If-Match"))
+        return self._target_state_response(uuid)
+
+    @extend_schema(
+        request=None,
+        parameters=[IF_MATCH],
+        responses={200: TargetStateSerializer, 409: OpenApiResponse(description="No draft to discard")},
+    )
+    @action(detail=True, methods=["post"], url_path="deploy/cancel")
+    def deploy_cancel(self, request, uuid=None):
+        """Discard the device's draft; the published target stays as it is."""
+        drafts.draft_discard(device_uuid=uuid, user=request.user, if_match=request.headers.get("If-Match"))
+        return self._target_state_response(uuid)
 
     @extend_schema(responses=TargetStateVersionSerializer(many=True))
     @action(detail=True, methods=["get"], url_path="target-state/versions", filter_backends=[])
@@ -143,7 +227,12 @@ class DeviceViewSet(
         return self._target_state_response(uuid)
 
 
-PROVISIONING_KEY_FIELDS = {"name": "name", "expiresAt": "expires_at", "maxDevices": "max_devices"}
+PROVISIONING_KEY_FIELDS = {
+    "name": "name",
+    "expiresAt": "expires_at",
+    "maxDevices": "max_devices",
+    "defaultLabels": "default_labels",
+}
 
 
 def _expiry_parse(value):
@@ -197,3 +286,79 @@ class ProvisioningKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         """No device registers with this key from now on; the devices it registered keep working."""
         key = provisioning.provisioning_key_revoke(uuid=uuid, user=request.user)
         return Response(ProvisioningKeySerializer(selectors.provisioning_key_list().get(pk=key.pk)).data)
+
+
+SELECTOR_PARAMETER = OpenApiParameter(
+    "selector",
+    required=True,
+    description="A label selector (plant=3,role!=spare); required, and an empty one selects every device.",
+)
+
+
+def selector_param(request) -> Selector:
+    """The ``selector`` a fleet-wide write applies to: required, so that no write reaches the whole fleet by a
+    parameter left out (``?selector=`` is every device, said so)."""
+    if "selector" not in request.query_params:
+        raise ValidationError({"selector": ["Required: the label selector of the devices to change (empty: all)."]})
+    try:
+        return Selector.parse(request.query_params["selector"])
+    except SelectorError as exc:
+        raise ValidationError({"selector": [str(exc)]}) from exc
+
+
+class LabelsBulkView(APIView):
+    """Set and remove labels on every device the selector selects, in batches."""
+
+    queryset = Device.objects.all()
+
+    def permission_for(self, request):
+        return Device, "change"
+
+    @extend_schema(parameters=[SELECTOR_PARAMETER], request=LabelsChangeSerializer, responses=BulkResultSerializer)
+    def post(self, request):
+        selector = selector_param(request)
+        body = body_fields(request.data, LABELS_CHANGE_FIELDS)
+        result = services.devices_labels_update(
+            selector=selector, set=body.get("set", {}), remove=body.get("remove", []), user=request.user
+        )
+        return Response({"selector": str(selector), "matched": result.matched, "changed": result.changed})
+
+
+class DraftModeBulkView(APIView):
+    """Put every device the selector selects in draft mode (or take it out: refused while one has a draft)."""
+
+    queryset = Device.objects.all()
+
+    def permission_for(self, request):
+        return Device, "change"
+
+    @extend_schema(
+        parameters=[SELECTOR_PARAMETER],
+        request=DraftModeWriteSerializer,
+        responses={200: BulkResultSerializer, 409: OpenApiResponse(description="A selected device has a draft")},
+    )
+    def post(self, request):
+        selector = selector_param(request)
+        body = body_fields(request.data, {"enabled": "enabled"}, required=("enabled",))
+        result = services.devices_draft_mode_set(selector=selector, enabled=body["enabled"], user=request.user)
+        return Response({"selector": str(selector), "matched": result.matched, "changed": result.changed})
+
+
+class DeployBulkView(APIView):
+    """Deploy (or, at ``deploy/cancel``, discard) the draft of every device the selector selects that has one,
+    each device in a unit of work of its own."""
+
+    queryset = DeviceTargetState.objects.all()
+    cancel = False
+
+    def permission_for(self, request):
+        return DeviceTargetState, "change"
+
+    @extend_schema(parameters=[SELECTOR_PARAMETER], request=None, responses=DeployResultSerializer)
+    def post(self, request):
+        selector = selector_param(request)
+        act = drafts.drafts_discard if self.cancel else drafts.drafts_deploy
+        result = act(selector=selector, user=request.user)
+        return Response(
+            {"selector": str(selector), "matched": result.matched, "done": result.done, "refused": result.refused}
+        )

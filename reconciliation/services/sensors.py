@@ -1,8 +1,10 @@
 """Staff writes to one sensor of a device's desired state. The target configuration is written first (a new
 version), then the read model is re-projected from it (``targets.target_state_write``), in one transaction holding
-the device row lock."""
+the device row lock. A device in draft mode collects the edit in its draft instead: nothing is published and no
+row changes, and the service answers with the sensor as the draft now has it (``DraftedSensor``)."""
 
 import uuid as uuid_lib
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -17,7 +19,17 @@ from sensors.models import DeviceSensor
 from sensors.validation import COMPARED_FIELDS, sensor_validate, sensors_limit, sensors_limit_message
 from sensorsync_project.exceptions import SensorNotFound, if_match_check
 
-from .targets import target_state_write
+from .targets import WorkingTarget, desired_config_checked, target_state_write, target_working
+
+
+@dataclass(frozen=True)
+class DraftedSensor:
+    """A sensor edit stored in the device's draft: not deployed, so no row of the read model changed."""
+
+    device: Device
+    name: str
+    sensor: dict | None  # as the draft has it now; None once removed
+    etag: str  # the draft's, for the next If-Match
 
 
 def _sensors(config: dict) -> list[dict]:
@@ -38,7 +50,12 @@ def _strip_own_id(data: Any, sensor_id: str | None) -> Any:
     return data
 
 
-def _row(device: Device, name: str) -> DeviceSensor:
+def _row(device: Device, name: str) -> DeviceSensor | DraftedSensor:
+    """The answer to an edit: the row as re-projected, or, for a device with a draft, the drafted sensor."""
+    draft = device.target_draft_or_none() if device.draft_mode else None
+    if draft is not None:
+        sensor = next((s for s in config_sensors(draft.config) if s["name"] == name), None)
+        return DraftedSensor(device=device, name=name, sensor=sensor, etag=draft.etag)
     row = DeviceSensor.objects.get(device=device, name=name)
     row.device = device  # the locked instance, whose target state is the one just written
     return row
@@ -47,6 +64,7 @@ def _row(device: Device, name: str) -> DeviceSensor:
 def _target_sensors_write(
     *,
     device: Device,
+    working: WorkingTarget,
     recorder: EventRecorder,
     sensors: list[dict],
     user: RequestUser,
@@ -54,13 +72,16 @@ def _target_sensors_write(
     event: str,
     data: dict,
 ) -> None:
-    """Record the sensor event for the version about to be written, then write the target with ``sensors``."""
-    target = device.target_state
-    recorder.record(event, {**data, "version": target.version + 1}, actor=actor_label(user))
+    """Record the sensor event for the version about to be written (or for the draft), then write the working
+    state with ``sensors``."""
+    config = {**config_upcast(working.config), SENSORS_KEY: sensors}
+    config = desired_config_checked(device=device, working=working, config=config, edit="sensor", user=user)
+    stamp: dict[str, Any] = {"draft": True} if working.drafting else {"version": device.target_state.version + 1}
+    recorder.record(event, {**data, **stamp}, actor=actor_label(user))
     target_state_write(
         device=device,
-        config={**config_upcast(target.config), SENSORS_KEY: sensors},
-        apps=target.apps,
+        config=config,
+        apps=working.apps,
         user=user,
         change=change,
     )
@@ -68,12 +89,12 @@ def _target_sensors_write(
 
 def sensor_create(
     *, device_uuid: uuid_lib.UUID | str, data: Any, user: RequestUser, if_match: str | None = None
-) -> DeviceSensor:
+) -> DeviceSensor | DraftedSensor:
     with device_write(uuid=device_uuid) as device, device_events(device) as recorder:
-        target = device.target_state
-        if_match_check(if_match, target.etag)
+        working = target_working(device)
+        if_match_check(if_match, working.etag)
         sensor = sensor_validate(data)
-        sensors = _sensors(target.config)
+        sensors = _sensors(working.config)
         if any(s["name"] == sensor["name"] for s in sensors):
             raise ValidationError({"name": [f"A sensor named '{sensor['name']}' already exists on this device."]})
         if len(sensors) >= sensors_limit():
@@ -82,6 +103,7 @@ def sensor_create(
         sensors.append(sensor)
         _target_sensors_write(
             device=device,
+            working=working,
             recorder=recorder,
             sensors=sensors,
             user=user,
@@ -100,13 +122,13 @@ def sensor_update(
     partial: bool,
     user: RequestUser,
     if_match: str | None = None,
-) -> DeviceSensor:
+) -> DeviceSensor | DraftedSensor:
     """PUT replaces the sensor (fields left out take their defaults); PATCH changes only the fields sent.
     Sending another ``name`` renames the sensor; its id stays."""
     with device_write(uuid=device_uuid) as device, device_events(device) as recorder:
-        target = device.target_state
-        if_match_check(if_match, target.etag)
-        sensors = _sensors(target.config)
+        working = target_working(device)
+        if_match_check(if_match, working.etag)
+        sensors = _sensors(working.config)
         index = _index_of(sensors, name)
         current = sensors[index]
         data = _strip_own_id(data, current["id"])
@@ -125,6 +147,7 @@ def sensor_update(
             change["renamed"] = {name: sensor["name"]}
         _target_sensors_write(
             device=device,
+            working=working,
             recorder=recorder,
             sensors=sensors,
             user=user,
@@ -145,12 +168,13 @@ def sensor_delete(
 ) -> None:
     """Remove the sensor from the target; its row stays (``reconciling``) while the agent still runs it."""
     with device_write(uuid=device_uuid) as device, device_events(device) as recorder:
-        target = device.target_state
-        if_match_check(if_match, target.etag)
-        sensors = _sensors(target.config)
+        working = target_working(device)
+        if_match_check(if_match, working.etag)
+        sensors = _sensors(working.config)
         removed = sensors.pop(_index_of(sensors, name))
         _target_sensors_write(
             device=device,
+            working=working,
             recorder=recorder,
             sensors=sensors,
             user=user,

@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
+from devices.labels import Selector, SelectorError
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.choices import DeviceSensorHealthStatusChoices as Health
 from sensors.choices import DeviceSensorProtocolChoices
@@ -45,12 +46,14 @@ TILES = (
 )
 
 
-def _changelist(name: str, **query) -> str:
+def _changelist(name: str, narrowed: dict | None = None, **query) -> str:
+    """An admin list's URL with ``query``, narrowed to the page's label selector (``narrowed``), if any."""
+    query = {**(narrowed or {}), **query}
     url = reverse(f"admin:{name}_changelist")
     return f"{url}?{urlencode(query)}" if query else url
 
 
-def sensor_heatmap(matrix: dict[str, dict[str, int]]) -> dict:
+def sensor_heatmap(matrix: dict[str, dict[str, int]], narrowed: dict | None = None) -> dict:
     """The sensors-by-protocol-and-status table, each cell shaded by its share of the largest cell."""
     largest = max((count for row in matrix.values() for count in row.values()), default=0)
     labels = dict(DeviceSensorProtocolChoices.choices)
@@ -67,7 +70,7 @@ def sensor_heatmap(matrix: dict[str, dict[str, int]]) -> dict:
                     "heat": f"{heat:.2f}",
                     "strong": heat >= 0.5,
                     "url": _changelist(
-                        "sensors_devicesensor", protocol__exact=protocol, deployment_status__exact=status
+                        "sensors_devicesensor", narrowed, protocol__exact=protocol, deployment_status__exact=status
                     ),
                 }
             )
@@ -77,14 +80,14 @@ def sensor_heatmap(matrix: dict[str, dict[str, int]]) -> dict:
                 "label": labels.get(protocol, protocol),
                 "cells": cells,
                 "total": sum(statuses.values()),
-                "url": _changelist("sensors_devicesensor", protocol__exact=protocol),
+                "url": _changelist("sensors_devicesensor", narrowed, protocol__exact=protocol),
             }
         )
     totals = [
         {
             "status": status,
             "count": sum(statuses.get(status, 0) for statuses in matrix.values()),
-            "url": _changelist("sensors_devicesensor", deployment_status__exact=status),
+            "url": _changelist("sensors_devicesensor", narrowed, deployment_status__exact=status),
         }
         for status in Status.values
     ]
@@ -93,18 +96,18 @@ def sensor_heatmap(matrix: dict[str, dict[str, int]]) -> dict:
         "rows": rows,
         "totals": totals,
         "total": sum(t["count"] for t in totals),
-        "url": _changelist("sensors_devicesensor"),
+        "url": _changelist("sensors_devicesensor", narrowed),
     }
 
 
-def deployed_offline(by_protocol: dict[str, int]) -> dict:
+def deployed_offline(by_protocol: dict[str, int], narrowed: dict | None = None) -> dict:
     """The sensors deployed as desired whose adapter reports them offline, in all and by protocol, each count
     linking to the admin's sensor list filtered to exactly those rows."""
     labels = dict(DeviceSensorProtocolChoices.choices)
 
     def url(**query) -> str:
         return _changelist(
-            "sensors_devicesensor", deployment_status__exact=Status.DEPLOYED, health=Health.OFFLINE, **query
+            "sensors_devicesensor", narrowed, deployment_status__exact=Status.DEPLOYED, health=Health.OFFLINE, **query
         )
 
     return {
@@ -163,15 +166,27 @@ def fleet_overview(request):
     # The window starts on a whole hour, so the hourly chart's slots are clock hours (24 of them, plus the one
     # running now).
     since = (now - WINDOW).replace(minute=0, second=0, microsecond=0)
-    counts = fleet_device_counts(now=now)
-    stats = drift_stats(since=since, until=now)
-    series = time_to_converge_series(since=since, until=now)
-    episodes = list(drift_episodes_overlapping(since=since, until=now)[:EPISODES_SHOWN])
+    # ``?selector=plant=3``: the page for the devices a label selector selects; one that does not parse is a 400
+    # that says why, with the form to correct it.
+    selector_text = request.GET.get("selector", "").strip()
+    try:
+        selector = Selector.parse(selector_text)
+    except SelectorError as exc:
+        context = {**admin.site.each_context(request), "title": "Fleet overview", "selector_text": selector_text}
+        return TemplateResponse(
+            request, "reconciliation/fleet.html", {**context, "selector_error": str(exc)}, status=400
+        )
+    counts = fleet_device_counts(now=now, selector=selector)
+    stats = drift_stats(since=since, until=now, selector=selector)
+    series = time_to_converge_series(since=since, until=now, selector=selector)
+    episodes = list(drift_episodes_overlapping(since=since, until=now, selector=selector)[:EPISODES_SHOWN])
     converge = stats["timeToConverge"]
     total_episodes = converge["episodes"] + stats["openEpisodes"]
     offline = duration_text(settings.SENSORSYNC_OFFLINE_AFTER_SECONDS)
-    matrix, offline_by_protocol = fleet_sensor_counts()
+    matrix, offline_by_protocol = fleet_sensor_counts(selector=selector)
     refresh = request.GET.get("refresh") != "0"
+    # The admin lists the page links to, narrowed to the same devices.
+    narrowed = {"selector": str(selector)} if selector else {}
 
     tiles = [
         {
@@ -180,7 +195,7 @@ def fleet_overview(request):
             "count": counts[state],
             "share": round(100 * counts[state] / counts["total"]) if counts["total"] else 0,
             "hint": hint.format(offline=offline),
-            "url": _changelist("devices_device", drift=state),
+            "url": _changelist("devices_device", narrowed, drift=state),
         }
         for state, label, hint in TILES
     ]
@@ -200,17 +215,24 @@ def fleet_overview(request):
         "now": now,
         "since": since,
         "refresh_seconds": REFRESH_SECONDS if refresh else None,
+        "selector_text": str(selector),
         "devices_total": counts["total"],
-        "devices_url": _changelist("devices_device"),
+        "devices_url": _changelist("devices_device", narrowed),
+        "drafts": {
+            "mode": counts["draft_mode"],
+            "pending": counts["drafts"],
+            "mode_url": _changelist("devices_device", narrowed, draft="mode"),
+            "pending_url": _changelist("devices_device", narrowed, draft="pending"),
+        },
         "tiles": tiles,
         "retry_exhausted": {
             "count": counts["retry_exhausted"],
-            "url": _changelist("devices_device", retry="exhausted"),
+            "url": _changelist("devices_device", narrowed, retry="exhausted"),
         },
-        "heatmap": sensor_heatmap(matrix),
-        "deployed_offline": deployed_offline(offline_by_protocol),
-        "errors": fleet_failing_errors(),
-        "failed_url": _changelist("sensors_devicesensor", deployment_status__exact=Status.FAILED),
+        "heatmap": sensor_heatmap(matrix, narrowed),
+        "deployed_offline": deployed_offline(offline_by_protocol, narrowed),
+        "errors": fleet_failing_errors(selector=selector),
+        "failed_url": _changelist("sensors_devicesensor", narrowed, deployment_status__exact=Status.FAILED),
         "converge": {
             "episodes": converge["episodes"],
             "open": stats["openEpisodes"],

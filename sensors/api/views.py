@@ -5,7 +5,7 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.response import Response
 
 from devices.selectors import device_exists
-from reconciliation.services.sensors import sensor_create, sensor_delete, sensor_update
+from reconciliation.services.sensors import DraftedSensor, sensor_create, sensor_delete, sensor_update
 from sensors import selectors
 from sensors.filtersets import DeviceSensorFilterSet, FleetSensorFilterSet
 from sensors.models import DeviceSensor
@@ -19,10 +19,15 @@ from .serializers import DeviceSensorSerializer, FleetSensorSerializer, SensorWr
 NAME_REGEX = r"[A-Za-z0-9._-]{1,255}"
 
 
-def _written(row: DeviceSensor, code: int = status.HTTP_200_OK) -> Response:
-    """A write's answer: the row as the list shows it, and the new target ETag (for the next If-Match)."""
+def _written(row: DeviceSensor | DraftedSensor, code: int = status.HTTP_200_OK) -> Response:
+    """A write's answer: the row as the list shows it, and the new target ETag (for the next If-Match); for a
+    device in draft mode, 202 and the sensor as the draft has it, with the draft's ETag."""
+    if isinstance(row, DraftedSensor):
+        body = {"draft": True, "deviceUuid": str(row.device.uuid), "name": row.name, "sensor": row.sensor}
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"ETag": row.etag})
     listed = cast(ListedSensor, row)
     listed.device_uuid = row.device.uuid
+    listed.device_draft_config = None  # the device has no draft: the edit was published
     return Response(DeviceSensorSerializer(listed).data, status=code, headers={"ETag": row.device.target_state.etag})
 
 

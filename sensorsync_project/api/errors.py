@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from sensorsync_project.database import database_unavailable
-from sensorsync_project.exceptions import PreconditionFailed, SensorNotFound
+from sensorsync_project.exceptions import PreconditionFailed, SensorNotFound, StateConflict
 
 from .parsers import PayloadTooLarge
 
@@ -106,6 +106,8 @@ def _domain_error_response(exc: Exception) -> Response | None:
         return Response(error_body("precondition_failed", str(exc)), status=412, headers={"ETag": exc.current_etag})
     if isinstance(exc, SensorNotFound):
         return Response(error_body("not_found", str(exc)), status=404)
+    if isinstance(exc, StateConflict):
+        return Response(error_body(exc.code, str(exc)), status=409)
     if isinstance(exc, (Http404, ObjectDoesNotExist)):
         return Response(error_body("not_found", "Not found."), status=404)
     return None

@@ -4,6 +4,10 @@ import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
 from django_filters.fields import IsoDateTimeField
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+
+from devices.labels import Selector, SelectorError
 
 TRUE_VALUES = frozenset({"true", "1", "yes"})
 FALSE_VALUES = frozenset({"false", "0", "no"})
@@ -47,3 +51,39 @@ class UTCDateTimeField(IsoDateTimeField):
 
 class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = UTCDateTimeField
+
+
+class SelectorField(forms.CharField):
+    """A label selector (``devices.labels``): ``plant=3,role!=x``; one that does not parse is the client's 400,
+    with the parser's message (what is wrong, and where)."""
+
+    def to_python(self, value):
+        text = super().to_python(value)
+        if not text:
+            return None
+        try:
+            return Selector.parse(text)
+        except SelectorError as exc:
+            raise ValidationError(str(exc), code="invalid") from exc
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class SelectorFilter(django_filters.Filter):
+    """Rows whose device the label selector selects. ``device_field`` names the model's device id: ``pk`` on
+    devices, ``device_id`` on sensor rows."""
+
+    field_class = SelectorField
+
+    def __init__(self, *, device_field: str = "pk", **kwargs):
+        kwargs.setdefault(
+            "help_text",
+            "A label selector: requirements separated by commas, all of which must hold: key=value, key!=value, "
+            "key in (a,b), key notin (a,b), key (has the label), !key (has not). E.g. plant=3,role!=spare.",
+        )
+        super().__init__(**kwargs)
+        self.device_field = device_field
+
+    def filter(self, qs, value):
+        if value is None:
+            return qs
+        return qs.filter(value.q(self.device_field))

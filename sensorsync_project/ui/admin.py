@@ -4,7 +4,8 @@ action), and a service's refusal is shown on the form, like any invalid form, no
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 
-from sensorsync_project.exceptions import PreconditionFailed, SensorNotFound
+from devices.labels import Selector, SelectorError
+from sensorsync_project.exceptions import PreconditionFailed, SensorNotFound, StateConflict
 
 
 class ServiceRejected(Exception):
@@ -16,7 +17,7 @@ class ServiceRejected(Exception):
 
 
 # What a service may refuse with, as opposed to a bug (which must stay a 500 with a traceback).
-SERVICE_REJECTIONS = (ValidationError, PreconditionFailed, SensorNotFound)
+SERVICE_REJECTIONS = (ValidationError, PreconditionFailed, SensorNotFound, StateConflict)
 
 
 class ServiceAdminMixin(admin.ModelAdmin):
@@ -49,3 +50,54 @@ class ServiceAdminMixin(admin.ModelAdmin):
         obj.pk = saved.pk
         obj.refresh_from_db()
         obj._state.adding = False
+
+
+class SelectorListFilter(admin.ListFilter):
+    """A label selector typed into the change list's sidebar (``plant=3,role!=spare``): the rows whose device it
+    selects. ``device_field`` names the model's device id (``pk`` on devices). A selector that does not parse
+    lists nothing and says what is wrong."""
+
+    title = "label selector"
+    parameter_name = "selector"
+    device_field = "pk"
+    template = "admin/selector_filter.html"
+
+    def __init__(self, request, params, model, model_admin):
+        super().__init__(request, params, model, model_admin)
+        value = params.pop(self.parameter_name, None)
+        # Django hands list filters each parameter as a list of its values.
+        self.text = (value[-1] if isinstance(value, list) else value or "").strip()
+        self.error = ""
+        self.selector = None
+        if self.text:
+            try:
+                self.selector = Selector.parse(self.text)
+            except SelectorError as exc:
+                self.error = str(exc)
+        # The other parameters of the list, kept as hidden fields of the filter's form.
+        self.kept = [
+            (key, item)
+            for key, values in request.GET.lists()
+            if key not in (self.parameter_name, "p")
+            for item in values
+        ]
+
+    def has_output(self) -> bool:
+        return True
+
+    def expected_parameters(self) -> list[str | None]:
+        return [self.parameter_name]
+
+    def choices(self, changelist):
+        return []
+
+    def queryset(self, request, queryset):
+        if self.error:
+            return queryset.none()
+        if self.selector is None:
+            return queryset
+        return queryset.filter(self.selector.q(self.device_field))
+
+
+class SensorSelectorListFilter(SelectorListFilter):
+    device_field = "device_id"

@@ -11,7 +11,7 @@ from django.contrib.admin.models import LogEntry
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from devices.models import Device, DeviceCurrentState
+from devices.models import Device, DeviceCurrentState, DeviceLabel
 from devices.services import device_update
 from events.choices import EventSourceChoices, EventTypeChoices
 from events.models import Event
@@ -161,7 +161,7 @@ def running_only_sensor(device, superuser) -> DeviceSensor:
 # --- changelists: 200 and a query count that does not grow with the rows ---
 
 # Session, user, then the page's own queries (a constant number whatever the number of rows).
-DEVICE_CHANGELIST_QUERIES = 6  # ... including the provisioning keys that registered a device (its filter)
+DEVICE_CHANGELIST_QUERIES = 7  # ... including the provisioning keys that registered a device (its filter) and labels
 SENSOR_CHANGELIST_QUERIES = 5
 EVENT_CHANGELIST_QUERIES = 6  # plus the date hierarchy's range and its days
 
@@ -323,7 +323,8 @@ def test_device_change_page_shows_sensors_and_states_read_only(admin_browser, de
         running[1]["name"]: Status.DEPLOYED,
         state.config["sensors"][2]["name"]: Status.FAILED,
     }
-    assert response.context["inline_admin_formsets"] == []  # shown, not edited here
+    # the sensors are shown, not edited here; the one inline is the labels
+    assert [inline.formset.model for inline in response.context["inline_admin_formsets"]] == [DeviceLabel]
     readonly = {field.field["name"]: field.contents() for fs in response.context["adminform"] for line in fs
                 for field in line if field.is_readonly}  # fmt: skip
     assert readonly["target_version"] == "4"

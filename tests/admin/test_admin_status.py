@@ -113,9 +113,9 @@ def test_device_list_shows_drift_and_versions_side_by_side(admin_browser, fleet,
     assert "sensorsync/sensorsync.css" in content
 
 
-# Session, user, the count, the page of rows (with their sensor counts), the filter's own "all" count, and the
-# provisioning keys that registered a device (the "registered by" filter).
-DEVICE_CHANGELIST_FILTERED_QUERIES = 6
+# Session, user, the count, the page of rows (with their sensor counts and drafts), their labels, the filter's own
+# "all" count, and the provisioning keys that registered a device (the "registered by" filter).
+DEVICE_CHANGELIST_FILTERED_QUERIES = 7
 
 
 @pytest.mark.parametrize("state", ["in_sync", "drifting", "never_reported", "offline"])
@@ -234,10 +234,10 @@ def test_device_page_panel_follows_the_loop(admin_browser, superuser, setup, sta
     assert f'<h2 id="convergence-heading">\n    {heading}' in response.content.decode()
 
 
-# Session, user, the device (with its states, the target's author and its sensor counts), its sensor rows, the
-# drifting rows (drift_explain), the open drift episode, the target history and the history's authors: a constant
-# number, whatever the number of sensors and versions.
-DEVICE_PAGE_QUERIES = 7
+# Session, user, the device (with its states, its draft, the target's author and its sensor counts), its labels (the
+# inline), its sensor rows, the drifting rows (drift_explain), the open drift episode, the target history and the
+# history's authors: a constant number, whatever the number of sensors and versions.
+DEVICE_PAGE_QUERIES = 8
 
 
 def test_device_page_query_count_does_not_grow_with_sensors_or_versions(

@@ -56,8 +56,8 @@ def _fleet(devices: int, sensors: int, user) -> list:
     return created
 
 
-# COUNT(*) + the page (devices joined with their target and current state).
-DEVICE_LIST_QUERIES = 2
+# COUNT(*) + the page (devices joined with their target and current state and their draft) + their labels.
+DEVICE_LIST_QUERIES = 3
 # The device exists? + COUNT(*) + the page (device uuid joined in).
 DEVICE_SENSOR_LIST_QUERIES = 3
 # The page only: cursor pagination needs no COUNT(*).

@@ -22,6 +22,7 @@ TARGET_KEYS = {
     "updatedBy",
     "lastDeployedAt",
     "etag",
+    "draft",
 }
 
 

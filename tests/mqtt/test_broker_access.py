@@ -4,18 +4,20 @@ and how revocation reaches a connected device at once, or later when the broker 
 import threading
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.test import Client
 
 from devices.models import Device
 from devices.provisioning import provisioning_key_create
 from devices.services import device_delete, device_key_rotate, device_update
-from ingest.dynsec import BrokerUnreachable
+from ingest.dynsec import BrokerAddress, BrokerUnreachable
 from ingest.metrics import ACCESS_CHANGES
 from ingest.models import DeviceMqttCredentials
 from ingest.services import device_role, dynsec_control, mqtt_access_converge
 from tests.provisioning.test_register import Agent
 
-from .support import device_connect, mqtt_device, publish
+from .support import Observer, agent_connect, device_connect, mqtt_device, publish, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -33,30 +35,46 @@ def _disconnected(client) -> threading.Event:
     return gone
 
 
-def test_a_device_connects_with_its_credentials_only_and_publishes_only_to_its_own_topic(broker):
+def test_a_device_connects_with_its_credentials_only_and_what_else_it_publishes_reaches_no_one(broker):
     a, b = mqtt_device("a"), mqtt_device("b")
 
     assert "Not authorized" in _refused(broker, a, password="not-its-password")
     assert "Not authorized" in _refused(broker, a, password=b.password)  # B's password is not A's
     assert "Not authorized" in _refused(broker, a, client_id="someone-else")  # the client id is bound too
 
-    client = device_connect(broker, a)
-    try:
-        assert not publish(client, a.topic, {"ok": 1}).is_failure
-        refused = publish(client, b.topic, {a.uuid: {"version": 1}})
-        assert refused.is_failure and str(refused) == "Not authorized"
-        assert publish(client, "iot/device/+/state".replace("+", "x"), b"{}").is_failure
-        assert publish(client, "$CONTROL/dynamic-security/v1", b'{"commands":[]}').is_failure
+    intrusion = {"commands": [{"command": "createClient", "username": "intruder", "password": "x" * 20}]}
+    with Observer(broker) as observer:
+        client = device_connect(broker, a)
+        try:
+            # MQTT 3.1.1, the agents' protocol, has no refusal in a PUBACK: the broker acknowledges what its ACL
+            # refuses and drops it, and the connection stays up.
+            for topic, body in (
+                (b.topic, {a.uuid: {"version": 1}}),
+                ("iot/device/x/state", {}),
+                # What the 2025-11-22 agent publishes besides its reports, with its optional features on.
+                (f"iot/device/{a.uuid}/sensor/modbus", {"temperature": 21.5}),
+                (f"iot/device/{a.uuid}/agent/status", {"type": "update_command_received"}),
+                (f"iot/device/{a.uuid}/jobs/7/update", {"status": "SUCCEEDED"}),
+                ("$CONTROL/dynamic-security/v1", intrusion),
+                (a.topic, {"ok": 1}),
+            ):
+                assert not publish(client, topic, body).is_failure
+            # Delivered in the order published: once the last one arrived, whatever of the others was let through
+            # arrived before it.
+            wait_until(lambda: a.topic in observer.topics(), timeout=5)
+            assert observer.topics() == [a.topic] and client.is_connected()
 
-        granted = []
-        done = threading.Event()
-        client.on_subscribe = lambda c, u, mid, codes, p: (granted.extend(codes), done.set())
-        client.subscribe([(f"iot/device/{a.uuid}/#", 1), (f"iot/device/{b.uuid}/#", 1), ("iot/#", 1)])
-        assert done.wait(5)
-        assert [code.is_failure for code in granted] == [False, True, True]
-    finally:
-        client.disconnect()
-        client.loop_stop()
+            granted = []
+            done = threading.Event()
+            client.on_subscribe = lambda c, u, mid, codes, p: (granted.extend(codes), done.set())
+            client.subscribe([(f"iot/device/{a.uuid}/#", 1), (f"iot/device/{b.uuid}/#", 1), ("iot/#", 1)])
+            assert done.wait(5)
+            assert [code.is_failure for code in granted] == [False, True, True]
+        finally:
+            client.disconnect()
+            client.loop_stop()
+    with dynsec_control() as control:
+        assert "intruder" not in control.clients()
 
 
 def test_registration_answers_with_the_broker_and_a_fresh_password(broker):
@@ -210,3 +228,38 @@ def test_a_device_created_by_staff_gets_its_credentials_from_the_key_exchange(br
         url, {}, content_type="application/json", headers={"Authorization": f"Bearer {created.api_key}"}
     )
     assert again.status_code == 200 and "mqtt" not in again.json()
+
+
+@pytest.mark.parametrize("configured", ["127.0.0.1:{port}", "tcp://127.0.0.1:{port}", "mqtt://127.0.0.1:{port}/"])
+def test_the_broker_url_reaches_the_agent_in_the_form_its_mqtt_client_reads(broker, settings, configured):
+    """mqtt.js reads a bare ``host:port`` as host "<port>", port 1883, and the agent never connects: whatever form
+    the setting has, the registration answer spells out the scheme, the host and the port."""
+    settings.SENSORSYNC_MQTT_BROKER_URL = configured.format(port=broker.port)
+    agent = Agent()
+    answer = agent.register(Client(), provisioning_key_create(name="k").secret).json()["mqtt"]
+    assert answer["broker"] == f"mqtt://127.0.0.1:{broker.port}" == broker.url
+    client = agent_connect(
+        answer["broker"], username=agent.uuid, password=answer["password"], client_id=f"device_{agent.uuid}"
+    )
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_the_url_handed_to_agents_names_scheme_host_and_port():
+    assert BrokerAddress.parse("mqtts://mqtt.example.com").url == "mqtts://mqtt.example.com:8883"
+    assert BrokerAddress.parse("ssl://mqtt.example.com:9883").url == "mqtts://mqtt.example.com:9883"
+    assert BrokerAddress.parse("mqtt://[2001:db8::7]").url == "mqtt://[2001:db8::7]:1883"
+
+
+@pytest.mark.parametrize("setting", ["SENSORSYNC_MQTT_BROKER_URL", "SENSORSYNC_MQTT_URL"])
+def test_a_broker_url_that_is_none_keeps_devices_on_http_and_fails_the_system_check(broker, settings, setting):
+    setattr(settings, setting, "https://mqtt.example.com")
+    failed = ACCESS_CHANGES.labels("issue", "failed")._value.get()
+    response = Agent().register(Client(), provisioning_key_create(name="k").secret)
+    assert response.status_code == 201, response.content
+    assert response.json()["mqtt"]["broker"] == "" and response.json()["mqtt"]["password"] == ""
+    assert ACCESS_CHANGES.labels("issue", "failed")._value.get() == failed + 1
+    device = Device.objects.get(uuid=response.json()["uuid"])
+    device_key_rotate(uuid=device.uuid, user=None)  # its revocation is logged and counted, not raised
+    with pytest.raises(SystemCheckError, match=f"ingest.E001.*{setting}"):
+        call_command("check")

@@ -7,15 +7,27 @@ import orjson
 import pytest
 from django.test import Client
 
-from devices.models import Device, DeviceCurrentState
+from devices.models import Device, DeviceCurrentState, DeviceTargetState
+from devices.provisioning import provisioning_key_create
 from events.models import Event
 from ingest.metrics import DROPPED, MESSAGES
 from ingest.services import device_mqtt_credentials_issue
 from ingest.worker import Dropped, message_apply, now_us
+from reconciliation.services.sensors import sensor_create
 from sensors.models import DeviceSensor
-from tests.helpers import device_with, target_sensors
+from tests.helpers import device_with, sensor_payload, state_url, target_sensors
+from tests.provisioning.test_register import Agent
 
-from .support import InProcessWorker, MqttDevice, device_connect, mqtt_device, publish, report, wait_until
+from .support import (
+    InProcessWorker,
+    MqttDevice,
+    agent_connect,
+    device_connect,
+    mqtt_device,
+    publish,
+    report,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -61,6 +73,47 @@ def test_a_report_over_mqtt_lands_in_the_read_model_as_the_patch_would(broker):
         "/api/v1/device/state", orjson.dumps(body), content_type="application/json", HTTP_X_DEVICE_API_KEY=mqtt.api_key
     )
     assert response.status_code == 200 and response.json()[mqtt.uuid]["outcome"] == "unchanged"
+
+
+def test_an_agent_registered_with_mqtt_configured_reports_over_mqtt_and_its_sensors_converge(broker):
+    """The agent's whole path: it registers with a provisioning key, staff give it sensors, it polls its target over
+    HTTP, deploys it and reports over MQTT with the credentials the registration answered; the worker applies it."""
+    agent, http = Agent(), Client()
+    registered = agent.register(http, provisioning_key_create(name="mqtt roll-out").secret)
+    assert registered.status_code == 201, registered.content
+    credentials = registered.json()["mqtt"]
+    assert agent.exchange(http).status_code == 200
+    for name in ("line-1", "line-2"):
+        sensor_create(device_uuid=agent.uuid, data=sensor_payload(name), user=None)
+    device = Device.objects.get(uuid=agent.uuid)
+    assert DeviceTargetState.objects.get(device=device).needs_deployment
+
+    polled = http.get(state_url(agent.uuid), headers={"X-Device-API-Key": agent.api_key})
+    target = polled.json()[agent.uuid]
+    body = {
+        agent.uuid: {
+            "apps": target["apps"],
+            "is_online": True,
+            "version": target["version"],
+            "config": target["config"],  # deployed as served
+            "agent_version": "1.0.84",
+        }
+    }
+    with InProcessWorker(broker):
+        client = agent_connect(
+            credentials["broker"], username=credentials["username"], password=credentials["password"]
+        )
+        assert client.publish(credentials["topics"]["publish"], orjson.dumps(body), qos=1).rc == 0
+        wait_until(
+            lambda: not DeviceTargetState.objects.get(device=device).needs_deployment,
+            message=lambda: f"not converged: {list(DeviceSensor.objects.values_list('name', 'deployment_status'))}",
+        )
+        client.disconnect()
+        client.loop_stop()
+    statuses = dict(DeviceSensor.objects.filter(device=device).values_list("name", "deployment_status"))
+    assert statuses == {"line-1": "deployed", "line-2": "deployed"}
+    assert DeviceCurrentState.objects.get(device=device).version == target["version"]
+    assert Device.objects.get(pk=device.pk).agent_version == "1.0.84"
 
 
 def test_malformed_foreign_and_invalid_messages_are_dropped_counted_acknowledged_and_the_worker_goes_on(broker):

@@ -30,6 +30,16 @@ def _expiry(options: dict[str, Any]) -> datetime | None:
     return None
 
 
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals:
+            raise CommandError(f"--label {pair!r} is not KEY=VALUE.")
+        labels[key] = value
+    return labels
+
+
 class Command(OperatorCommand):
     help = "Create a provisioning key and print it (shown only this once)."
     epilog = """\
@@ -38,6 +48,7 @@ API key. The key is stored only as a digest.
 
 examples:
   manage.py create_provisioning_key "plant 3 roll-out" --expires-in-days 14 --max-devices 200
+  manage.py create_provisioning_key "plant 3" --label plant=3 --label site=north
   manage.py create_provisioning_key lab --json
 
 exit status: 0 created; 1 invalid input (nothing written); 2 usage error (from the shell)"""
@@ -48,6 +59,13 @@ exit status: 0 created; 1 invalid input (nothing written); 2 usage error (from t
         expiry.add_argument("--expires-in-days", type=float, metavar="DAYS", help="valid for this many days")
         expiry.add_argument("--expires-at", metavar="TIME", help="valid until this ISO 8601 time")
         parser.add_argument("--max-devices", type=int, metavar="N", help="register at most N devices")
+        parser.add_argument(
+            "--label",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a label every device it registers starts with (repeatable)",
+        )
         parser.add_argument("--json", action="store_true", help='print {"uuid", "name", "key", ...} as JSON')
         parser.add_argument("--user", metavar="USERNAME", help="record this existing user as the author")
 
@@ -56,7 +74,11 @@ exit status: 0 created; 1 invalid input (nothing written); 2 usage error (from t
         with self.audit_context():
             try:
                 created = provisioning_key_create(
-                    name=options["name"], expires_at=_expiry(options), max_devices=options["max_devices"], user=user
+                    name=options["name"],
+                    expires_at=_expiry(options),
+                    max_devices=options["max_devices"],
+                    default_labels=_labels(options["label"]),
+                    user=user,
                 )
             except ValidationError as exc:
                 problems = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items())
@@ -72,6 +94,7 @@ exit status: 0 created; 1 invalid input (nothing written); 2 usage error (from t
                         "key": created.secret,
                         "expiresAt": expires,
                         "maxDevices": key.max_devices,
+                        "defaultLabels": key.default_labels,
                     }
                 )
             )
@@ -81,5 +104,7 @@ exit status: 0 created; 1 invalid input (nothing written); 2 usage error (from t
         self.stdout.write(f"  key:         {created.secret}")
         self.stdout.write(f"  expires:     {expires or 'never'}")
         self.stdout.write(f"  max devices: {key.max_devices or 'no limit'}")
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(key.default_labels.items()))
+        self.stdout.write(f"  labels:      {labels or 'none'}")
         self.stdout.write("")
         self.stdout.write(self.style.WARNING(KEY_NOTICE))

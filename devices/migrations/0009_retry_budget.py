@@ -13,7 +13,7 @@ def deployed_version_from_sync(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('devices', '0007_report_received_clock'),
+        ('devices', '0008_labels_and_drafts'),
     ]
 
     operations = [

@@ -68,12 +68,12 @@ def api_key_from(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def body_inflate(raw: bytes, content_encoding: str, *, limit: int) -> bytes:
+def body_inflate(raw: bytes, content_encoding: str, *, limit: int, what: str = "report") -> bytes:
     """The request body, gunzipped if the agent compressed it, refusing anything that inflates past ``limit``."""
     encoding = content_encoding.strip().lower()
     if encoding in ("", "identity"):
         if len(raw) > limit:
-            raise ProtocolError(413, "payload_too_large", f"The report is larger than {limit} bytes.")
+            raise ProtocolError(413, "payload_too_large", f"The {what} is larger than {limit} bytes.")
         return raw
     if encoding != "gzip":
         raise ProtocolError(415, "unsupported_encoding", f"Content-Encoding '{encoding}' is not supported; use gzip.")
@@ -88,7 +88,7 @@ def body_inflate(raw: bytes, content_encoding: str, *, limit: int) -> bytes:
             raise ProtocolError(400, "malformed_request", f"The gzip body could not be decompressed: {exc}.") from exc
         size += len(part)
         if size > limit or inflater.unconsumed_tail:
-            raise ProtocolError(413, "payload_too_large", f"The report decompresses to more than {limit} bytes.")
+            raise ProtocolError(413, "payload_too_large", f"The {what} decompresses to more than {limit} bytes.")
         if not inflater.eof:
             raise ProtocolError(400, "malformed_request", "The gzip body is truncated.")
         parts.append(part)

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "reconciliation",
     "fleetconfig",  # sensor templates, assignments, overrides: rendering each device's desired sensors
     "ingest",  # MQTT ingestion
+    "devicelogs",  # the logs the agents upload
     "webhooks",  # outbound webhooks (the top layer)
     "sensorsync_project.apps.SensorSyncProjectConfig",
 ]
@@ -167,6 +168,14 @@ SPECTACULAR_SETTINGS = {
 
 # Agent protocol limits; and the largest management API body (a target state of a few thousand sensors).
 SENSORSYNC_MAX_REPORT_BYTES = env.int("SENSORSYNC_MAX_REPORT_BYTES", default=1024 * 1024)
+# The devices' logs (README, "Device logs"): kept per device, newest first, up to SENSORSYNC_DEVICE_LOG_KEEP lines
+# and SENSORSYNC_DEVICE_LOG_RETENTION_DAYS days (manage.py prune_device_logs, daily). Off: uploads are answered
+# and dropped. An upload (decompressed) is at most SENSORSYNC_DEVICE_LOG_MAX_BYTES; a longer message is cut.
+SENSORSYNC_DEVICE_LOGS = env.bool("SENSORSYNC_DEVICE_LOGS", default=True)
+SENSORSYNC_DEVICE_LOG_KEEP = env.int("SENSORSYNC_DEVICE_LOG_KEEP", default=2000)
+SENSORSYNC_DEVICE_LOG_RETENTION_DAYS = env.int("SENSORSYNC_DEVICE_LOG_RETENTION_DAYS", default=14)
+SENSORSYNC_DEVICE_LOG_MAX_BYTES = env.int("SENSORSYNC_DEVICE_LOG_MAX_BYTES", default=1024 * 1024)
+SENSORSYNC_DEVICE_LOG_MESSAGE_MAX = env.int("SENSORSYNC_DEVICE_LOG_MESSAGE_MAX", default=8000)
 SENSORSYNC_MAX_BODY_BYTES = env.int("SENSORSYNC_MAX_BODY_BYTES", default=1024 * 1024)
 # The most sensors one device may have (desired, or reported by its agent): it bounds the work one request causes
 # (rows reconciled, and events appended: about two per sensor at most). Beyond it: a 400 naming config.sensors.
@@ -186,6 +195,9 @@ SENSORSYNC_EVENT_RETENTION_DAYS = env.int("SENSORSYNC_EVENT_RETENTION_DAYS", def
 # Rate limits, "COUNT/SECONDS" ("off" disables). An agent polls and reports every 60 s (2 a minute); the budget
 # leaves room for flushing its queue of offline reports without letting one device flood the server.
 SENSORSYNC_AGENT_RATE_LIMIT = env.str("SENSORSYNC_AGENT_RATE_LIMIT", default="600/60")
+# The agent's log uploads have their own budget: it flushes its log 100 ms after a line, so a busy device uploads
+# often, and that must never cost it a poll or a report.
+SENSORSYNC_DEVICE_LOG_RATE_LIMIT = env.str("SENSORSYNC_DEVICE_LOG_RATE_LIMIT", default="300/60")
 SENSORSYNC_ADMIN_LOGIN_RATE_LIMIT = env.str("SENSORSYNC_ADMIN_LOGIN_RATE_LIMIT", default="5/300")
 # Device registrations per client address: a device registers once, then retries only on failure (with backoff);
 # a plant behind one NAT address may register a few dozen at once.

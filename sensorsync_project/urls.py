@@ -2,18 +2,21 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from devicelogs.api.urls import agent_urlpatterns as agent_log_urlpatterns
 from reconciliation.api.urls import agent_urlpatterns
 
 from . import observability
 
 api_v1 = [
     path("", include(agent_urlpatterns)),
+    path("", include(agent_log_urlpatterns)),
     path("", include("devices.api.urls")),
     path("", include("sensors.api.urls")),
     path("", include("reconciliation.api.urls")),
     path("", include("fleetconfig.api.urls")),
     path("", include("events.api.urls")),
     path("", include("webhooks.api.urls")),
+    path("", include("devicelogs.api.urls")),
 ]
 
 urlpatterns = [

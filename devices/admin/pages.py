@@ -280,6 +280,7 @@ class DeviceAdmin(DeviceFleetAdminMixin, ServiceAdminMixin, admin.ModelAdmin):
                 add_sensor_url=reverse("admin:sensors_devicesensor_add") + "?" + urlencode({"device": obj.pk}),
                 sensors_url=reverse("admin:sensors_devicesensor_changelist") + "?" + urlencode({"q": obj.uuid}),
                 events_url=reverse("admin:events_event_changelist") + "?" + urlencode({"q": obj.uuid}),
+                logs_url=reverse("admin:devicelogs_devicelogline_changelist") + "?" + urlencode({"q": obj.uuid}),
                 can_add_sensor=request.user.has_perm("sensors.add_devicesensor"),
                 can_reconcile=self.has_reconcile_permission(request, obj),
                 can_reset_retry_budget=self.has_reset_retry_budget_permission(request, obj),

@@ -130,10 +130,12 @@ def _database_failure_response(request: HttpRequest, exc: DatabaseError | Interf
     )
 
 
-def device_authenticate(request, *, select, uuid=None) -> Device:
+def device_authenticate(request, *, select, uuid=None, budget: tuple[str, str, str] | None = None) -> Device:
     """401 for a missing or unknown key, 403 for another device's URL or an inactive device, 429 over budget.
 
-    ``select`` is the selector that loads what the endpoint needs in the same query (poll or report)."""
+    ``select`` is the selector that loads what the endpoint needs in the same query (poll or report). ``budget``
+    is the rate limit counted: (its name, its "COUNT/SECONDS" setting, what it counts), the agent's requests by
+    default; the log uploads have their own, so a chatty log never holds back a poll or a report."""
     api_key = api_key_from(request.headers)
     if not api_key:
         raise ProtocolError(
@@ -146,7 +148,8 @@ def device_authenticate(request, *, select, uuid=None) -> Device:
         raise ProtocolError(403, "permission_denied", "This key belongs to another device.")
     if not device.is_active:
         raise ProtocolError(403, "device_inactive", "This device is deactivated.")
-    _rate_limit(f"agent:{device.uuid}", settings.SENSORSYNC_AGENT_RATE_LIMIT, who="This device", what="requests")
+    name, setting, what = budget or ("agent", settings.SENSORSYNC_AGENT_RATE_LIMIT, "requests")
+    _rate_limit(f"{name}:{device.uuid}", setting, who="This device", what=what)
     return device
 
 

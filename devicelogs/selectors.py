@@ -5,6 +5,7 @@ from django.db.models import QuerySet
 from devices.keys import key_digest
 from devices.models import Device
 
+from .choices import LogLevelChoices
 from .models import DeviceLogLine
 
 
@@ -17,3 +18,14 @@ def device_log_lines(*, device_uuid: uuid_lib.UUID | str) -> QuerySet[DeviceLogL
     """The device's log, newest first; Device.DoesNotExist for an unknown device (a 404, not an empty log)."""
     device_id = Device.objects.values_list("id", flat=True).get(uuid=device_uuid)
     return DeviceLogLine.objects.filter(device_id=device_id).order_by("-id")
+
+
+RECENT_PROBLEMS_SHOWN = 10
+
+
+def device_log_recent_problems(*, device_id: int, limit: int = RECENT_PROBLEMS_SHOWN) -> list[DeviceLogLine]:
+    """The device's latest warnings and errors, newest first (one query on the device's index, bounded by the
+    per-device cap): what its agent last complained about, for the device page."""
+    lines = DeviceLogLine.objects.filter(device_id=device_id).order_by("-id")
+    problems = lines.filter(level__in=(LogLevelChoices.WARN, LogLevelChoices.ERROR))
+    return list(problems[:limit])

@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
+from devicelogs.selectors import device_log_recent_problems
 from reconciliation.selectors import device_state_q, offline_cutoff
 from reconciliation.services.projection import ReconcileResult, device_reconcile_now
 from reconciliation.services.retry_budget import retry_budget_reset
@@ -281,6 +282,7 @@ class DeviceAdmin(DeviceFleetAdminMixin, ServiceAdminMixin, admin.ModelAdmin):
                 sensors_url=reverse("admin:sensors_devicesensor_changelist") + "?" + urlencode({"q": obj.uuid}),
                 events_url=reverse("admin:events_event_changelist") + "?" + urlencode({"q": obj.uuid}),
                 logs_url=reverse("admin:devicelogs_devicelogline_changelist") + "?" + urlencode({"q": obj.uuid}),
+                log_problems=device_log_recent_problems(device_id=obj.pk),
                 can_add_sensor=request.user.has_perm("sensors.add_devicesensor"),
                 can_reconcile=self.has_reconcile_permission(request, obj),
                 can_reset_retry_budget=self.has_reset_retry_budget_permission(request, obj),

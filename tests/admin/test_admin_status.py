@@ -236,8 +236,9 @@ def test_device_page_panel_follows_the_loop(admin_browser, superuser, setup, sta
 
 # Session, user, the device (with its states, its draft, the target's author and its sensor counts), its labels (the
 # inline), its sensor rows, the drifting rows (drift_explain), the open drift episode, the target history and the
-# history's authors: a constant number, whatever the number of sensors and versions.
-DEVICE_PAGE_QUERIES = 8
+# history's authors, its log's latest warnings and errors: a constant number, whatever the number of sensors, versions
+# and log lines.
+DEVICE_PAGE_QUERIES = 9
 
 
 def test_device_page_query_count_does_not_grow_with_sensors_or_versions(

@@ -121,3 +121,20 @@ def test_deleting_a_device_deletes_its_log():
     _line(device, "x")
     device_delete(uuid=device.uuid, user=None)
     assert not DeviceLogLine.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_device_page_shows_the_latest_warnings_and_errors_of_its_log(admin_browser):
+    device = DeviceFactory()
+    page_url = f"/admin/devices/device/{device.pk}/change/"
+    _line(device, "all is well", level="info")
+    assert "device-log-problems" not in admin_browser.get(page_url).content.decode()  # nothing to complain about
+
+    for n in range(12):
+        _line(device, f"modbus timeout {n}", level="error" if n % 2 else "warn", service_name="sensors")
+    _line(device, "later info", level="info")
+    response = admin_browser.get(page_url)
+    shown = [line.message for line in response.context["log_problems"]]
+    assert shown == [f"modbus timeout {n}" for n in range(11, 1, -1)]  # the newest ten, info lines left out
+    html = response.content.decode()
+    assert 'id="device-log-problems"' in html and "modbus timeout 11" in html and "later info" not in html

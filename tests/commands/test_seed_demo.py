@@ -146,3 +146,13 @@ def test_out_of_range_options_are_errors(db, option):
 
     assert exc.value.returncode == 1
     assert not Device.objects.exists()
+
+
+def test_the_devices_that_reported_have_a_log_with_their_adapters_errors(db):
+    from devicelogs.models import DeviceLogLine
+
+    run("seed_demo")
+    errors = DeviceLogLine.objects.filter(device__name="boiler-room", level="error").values_list("message", flat=True)
+    assert [message for message in errors if message.endswith("connection refused")]
+    assert DeviceLogLine.objects.filter(device__name="press-line-1", level="info").exists()
+    assert not DeviceLogLine.objects.filter(device__name="packaging-cell").exists()  # it never connected

@@ -14,6 +14,8 @@ from django.core.management.base import CommandError
 from django.db import transaction
 from django.utils import timezone
 
+from devicelogs.parsing import log_body_parse
+from devicelogs.services import device_logs_store
 from devices.selectors import device_get, device_list
 from devices.services import DeviceWithKey, device_create
 from devices.target_config import config_sensors
@@ -231,6 +233,22 @@ class _DemoAgent:
         verdict = state_report_apply(device=device, report=report)
         if verdict.outcome != ReportOutcome.APPLIED or verdict.reconciliation_failed:
             raise CommandError(f"The demo report for {device.name} was not applied ({verdict.outcome}).")
+        self._log(device, running=running, offline=offline)
+
+    def _log(self, device, *, running: list[str], offline: dict[str, str]) -> None:
+        """What the agent's log upload would have brought: its start, each sensor registered, each adapter's
+        error; through the upload's own parser."""
+        moment = int(timezone.now().timestamp() * 1000)
+
+        def line(message: str, level: str, component: str) -> bytes:
+            source = {"type": "system", "name": component}
+            return orjson.dumps({"message": message, "timestamp": moment, "level": level, "source": source})
+
+        lines = [line("Device Agent initialized successfully", "info", "Agent")]
+        lines += [line(f"Device saved to sensors table: {name}", "info", "ConfigManager") for name in running]
+        lines += [line(f"{name}: {error}", "error", "Sensor") for name, error in offline.items()]
+        parsed = log_body_parse(b"\n".join(lines), received_at=timezone.now(), message_max=8000)
+        device_logs_store(device_id=device.pk, lines=parsed.lines, received_at=timezone.now())
 
 
 class Command(OperatorCommand):

@@ -10,7 +10,7 @@ from devicelogs.parsing import LogBodyInvalid, ParsedLogs, dropped_summaries_par
 from devicelogs.selectors import device_for_log_upload
 from devicelogs.services import device_logs_store
 from reconciliation.agent_protocol import ProtocolError, body_inflate
-from reconciliation.api.agent_views import agent_endpoint, device_authenticate
+from sensorsync_project.api.agent import agent_endpoint, device_authenticate
 
 
 def _upload(request, uuid, parse) -> ParsedLogs:

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "reconciliation",
     "fleetconfig",  # sensor templates, assignments, overrides: rendering each device's desired sensors
     "ingest",  # MQTT ingestion
+    "rollouts",  # staged rollouts of fleet configuration changes
     "webhooks",  # outbound webhooks (the top layer)
     "sensorsync_project.apps.SensorSyncProjectConfig",
 ]
@@ -157,6 +158,9 @@ SPECTACULAR_SETTINGS = {
         "WebhookAttemptResultEnum": "webhooks.choices.WebhookAttemptResultChoices",
         "WebhookDeliveryStatusEnum": "webhooks.choices.WebhookDeliveryStatusChoices",
         "RenderJobStatusEnum": "fleetconfig.choices.RenderJobStatusChoices",
+        "RolloutStatusEnum": "rollouts.choices.RolloutStatusChoices",
+        "RolloutKindEnum": "rollouts.choices.RolloutKindChoices",
+        "RolloutPauseReasonEnum": "rollouts.choices.RolloutPauseReasonChoices",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -36,7 +36,8 @@ install: $(INSTALLED)
 # simulate_fleet: agents polling and reporting over HTTP), started once the server answers and stopped with it
 # (Ctrl-C stops them all). FLEET=off runs the server (and the workers) alone. The server's log
 # leaves out the fleet's successful polls and reports (refused ones still show); its staff requests all show. The
-# render worker (manage.py render_fleet --watch) runs beside it, for re-renders too big to run in a request.
+# render worker (manage.py render_fleet --watch) runs beside it, for re-renders too big to run in a request, and the
+# rollout driver (manage.py drive_rollouts --watch), which moves staged rollouts on.
 FLEET ?= on
 FLEET_ARGS ?= --devices 6 --sensors 4 --failure-rate 0.15 --poll-interval 10 --report-interval 10 --metrics-interval 30
 # MQTT (README "MQTT"): when Mosquitto is installed (Debian: apt-get install mosquitto) and MQTT is not off, `make run`
@@ -48,10 +49,11 @@ MQTT_DEVICES ?= 3
 run: $(INSTALLED)
 	DJANGO_DEBUG=true $(BIN)/python manage.py migrate --noinput
 	DJANGO_DEBUG=true $(BIN)/python manage.py quickstart --url http://$(HOST):$(PORT)
-	@export DJANGO_DEBUG=true PYTHONUNBUFFERED=1; fleet=; broker=; ingest=; webhooks=; render=; fleet_args=; \
+	@export DJANGO_DEBUG=true PYTHONUNBUFFERED=1; fleet=; broker=; ingest=; webhooks=; render=; rollouts=; fleet_args=; \
 	$(BIN)/python manage.py deliver_webhooks & webhooks=$$!; \
 	echo "== Webhooks: one deliver_webhooks worker sends what the endpoints configured in the admin subscribe to"; \
 	$(BIN)/python manage.py render_fleet --watch --interval 2 & render=$$!; \
+	$(BIN)/python manage.py drive_rollouts --watch --interval 5 & rollouts=$$!; \
 	if [ "$(MQTT)" != off ] && { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; }; then \
 	  mkdir -p var; [ -s var/mqtt-admin.secret ] || $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))' > var/mqtt-admin.secret; \
 	  export SENSORSYNC_MQTT_BROKER_URL=mqtt://127.0.0.1:$(MQTT_PORT) SENSORSYNC_MQTT_ADMIN_USERNAME=sensorsync-admin \
@@ -73,7 +75,7 @@ run: $(INSTALLED)
 	    exec $(BIN)/python manage.py simulate_fleet --url http://$(HOST):$(PORT) $(FLEET_ARGS) $$fleet_args --duration 604800 --quiet \
 	  ) & fleet=$$!; \
 	fi; \
-	trap 'for p in $$fleet $$ingest $$broker $$webhooks $$render; do kill $$p 2>/dev/null; done' EXIT INT TERM; \
+	trap 'for p in $$fleet $$ingest $$broker $$webhooks $$render $$rollouts; do kill $$p 2>/dev/null; done' EXIT INT TERM; \
 	$(BIN)/python manage.py runserver $(HOST):$(PORT) 2>&1 \
 	  | grep --line-buffered -v -E '"(GET|PATCH) /api/v1/device/[^"]*" (200|304) '
 

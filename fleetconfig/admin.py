@@ -153,7 +153,7 @@ class SensorTemplateAdmin(PreviewBeforeSaveMixin, ServiceAdminMixin, admin.Model
     form = SensorTemplateAdminForm
     list_display = ("name", "version", "sensor_count", "assignments_shown", "updated_at", "updated_by")
     search_fields = ("name", "description")
-    readonly_fields = ("uuid", "history")
+    readonly_fields = ("uuid", "history", "staged")
 
     class Media:
         css = CSS
@@ -165,7 +165,18 @@ class SensorTemplateAdmin(PreviewBeforeSaveMixin, ServiceAdminMixin, admin.Model
         editing = (None, {"fields": ("name", "description", "sensors", "note", "version")})
         if obj is None:
             return [editing]
-        return [editing, ("History", {"fields": ("uuid", "history")})]
+        return [editing, ("In stages", {"fields": ("staged",)}), ("History", {"fields": ("uuid", "history")})]
+
+    @admin.display(description="Roll out in stages")
+    def staged(self, obj):
+        # A link by URL name: the rollouts app sits above this one and is not imported here.
+        url = reverse("admin:rollouts_rollout_add") + "?" + urlencode({"template": obj.pk})
+        return format_html(
+            '<a href="{}" id="rollout-template">Roll a change of these sensors out in stages</a> '
+            "<span class='ss-quiet'>(stages of devices, a success and an error threshold; saving here instead "
+            "changes every device at once)</span>",
+            url,
+        )
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         kwargs["fields"] = ["description"]  # the rest are the form's own fields, validated by the service
@@ -268,7 +279,7 @@ class AssignmentAdmin(PreviewBeforeSaveMixin, ServiceAdminMixin, admin.ModelAdmi
     )
     list_filter = ("template",)
     search_fields = ("name", "selector", "template__name")
-    readonly_fields = ("uuid", "reach", "problems_found")
+    readonly_fields = ("uuid", "reach", "problems_found", "staged")
 
     class Media:
         css = CSS
@@ -283,7 +294,12 @@ class AssignmentAdmin(PreviewBeforeSaveMixin, ServiceAdminMixin, admin.ModelAdmi
         )
         if obj is None:
             return [editing]
-        return [editing, ("On the fleet", {"fields": ("uuid", "reach", "problems_found")})]
+        return [editing, ("On the fleet", {"fields": ("uuid", "reach", "problems_found", "staged")})]
+
+    @admin.display(description="Roll out in stages")
+    def staged(self, obj):
+        url = reverse("admin:rollouts_rollout_add") + "?" + urlencode({"assignment": obj.pk})
+        return format_html('<a href="{}">Move it to another template version in stages</a>', url)
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         kwargs["fields"] = ["description"]  # the rest are the form's own fields, validated by the service

@@ -91,6 +91,41 @@ class Assignment(models.Model):
         return self.name
 
 
+class AssignmentHold(models.Model):
+    """An assignment held at an earlier template version while its change goes out in stages: the devices it
+    selects keep rendering ``version``, except those released (``AssignmentHoldRelease``), which render what the
+    assignment itself says (its pinned version, or its template's latest). Written by whoever stages the change (the
+    ``rollouts`` app); rendering only reads it. At most one hold per assignment."""
+
+    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="hold")
+    version = models.PositiveIntegerField(help_text="The template version the devices not released keep rendering.")
+    reason = models.CharField(max_length=255, blank=True, help_text="Who holds it and why (a rollout).")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["assignment"]
+        constraints = [models.CheckConstraint(condition=models.Q(version__gte=1), name="assignment_hold_version")]
+
+    def __str__(self) -> str:
+        return f"{self.assignment_id} held at v{self.version}"
+
+
+class AssignmentHoldRelease(models.Model):
+    """A device let through a hold: it renders the assignment's own version."""
+
+    hold = models.ForeignKey(AssignmentHold, on_delete=models.CASCADE, related_name="releases")
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="+")
+    released_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["hold", "device"]
+        constraints = [models.UniqueConstraint(fields=["hold", "device"], name="assignment_hold_release_unique")]
+        indexes = [models.Index(fields=["device", "hold"], name="hold_release_device_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} released from {self.hold_id}"
+
+
 class SensorOverride(models.Model):
     """One field of one rendered sensor, set for one device: it wins over every template."""
 

@@ -135,6 +135,16 @@ class AssignmentInput:
     template: str
     version: int
     sensors: tuple[Mapping[str, Any], ...]  # complete, validated sensor objects without ids
+    # While the assignment's change goes out in stages (``fleetconfig.models.AssignmentHold``): the assignment as
+    # the devices not yet released render it (the held version), and the hold's id.
+    held: "AssignmentInput | None" = None
+    hold_id: int | None = None
+
+    def for_device(self, released: "frozenset[int] | set[int]") -> "AssignmentInput":
+        """The assignment as a device released from the holds ``released`` (their ids) renders it."""
+        if self.held is None or self.hold_id in released:
+            return self
+        return self.held
 
     def source(self) -> dict[str, Any]:
         return {

@@ -17,7 +17,16 @@ from sensors.validation import sensors_limit
 from sensorsync_project.fields import JSONField
 
 from .choices import RenderJobStatusChoices
-from .models import Assignment, RenderJob, RenderProblem, SensorOverride, SensorTemplate, SensorTemplateVersion
+from .models import (
+    Assignment,
+    AssignmentHold,
+    AssignmentHoldRelease,
+    RenderJob,
+    RenderProblem,
+    SensorOverride,
+    SensorTemplate,
+    SensorTemplateVersion,
+)
 from .rendering import (
     AssignmentInput,
     OverrideInput,
@@ -80,10 +89,15 @@ def _selector_or_none(text: str) -> Selector | None:
         return None  # stored through the services, so always valid; a hand-edited row selects nothing
 
 
+def _hold_of(assignment: Assignment) -> AssignmentHold | None:
+    return getattr(assignment, "hold", None)  # the reverse one-to-one raises (an AttributeError) when there is none
+
+
 def assignment_inputs() -> list[AssignmentInput]:
-    """Every assignment with its template version's sensors: two queries."""
+    """Every assignment with its template version's sensors (and, for one held while its change goes out in stages,
+    the held version's): two queries."""
     assignments = list(
-        Assignment.objects.select_related("template").only(
+        Assignment.objects.select_related("template", "hold").only(
             "uuid",
             "name",
             "priority",
@@ -92,9 +106,12 @@ def assignment_inputs() -> list[AssignmentInput]:
             "template__uuid",
             "template__name",
             "template__version",
+            "hold__id",
+            "hold__version",
         )
     )
     wanted = {(a.template_id, a.template_version or a.template.version) for a in assignments}
+    wanted |= {(a.template_id, hold.version) for a in assignments if (hold := _hold_of(a)) is not None}
     condition = Q()
     for template_id, version in wanted:
         condition |= Q(template_id=template_id, version=version)
@@ -108,19 +125,36 @@ def assignment_inputs() -> list[AssignmentInput]:
         version = a.template_version or a.template.version
         if selector is None or (a.template_id, version) not in sensors:
             continue
-        inputs.append(
-            AssignmentInput(
-                uuid=str(a.uuid),
-                name=a.name,
-                priority=a.priority,
-                selector=selector,
-                template_uuid=str(a.template.uuid),
-                template=a.template.name,
-                version=version,
-                sensors=tuple(sensors[(a.template_id, version)]),
-            )
+        made = AssignmentInput(
+            uuid=str(a.uuid),
+            name=a.name,
+            priority=a.priority,
+            selector=selector,
+            template_uuid=str(a.template.uuid),
+            template=a.template.name,
+            version=version,
+            sensors=tuple(sensors[(a.template_id, version)]),
         )
+        hold = _hold_of(a)
+        if hold is not None and (a.template_id, hold.version) in sensors:
+            held = replace(made, version=hold.version, sensors=tuple(sensors[(a.template_id, hold.version)]))
+            made = replace(made, held=held, hold_id=hold.pk)
+        inputs.append(made)
     return inputs
+
+
+def releases_of(device_ids: Iterable[int], assignments: Sequence[AssignmentInput]) -> dict[int, frozenset[int]]:
+    """The holds (ids) each device is released from, by device id: one query, none when nothing is held."""
+    holds = [a.hold_id for a in assignments if a.hold_id is not None]
+    if not holds:
+        return {}
+    found: dict[int, set[int]] = {}
+    rows = AssignmentHoldRelease.objects.filter(hold_id__in=holds, device_id__in=list(device_ids)).values_list(
+        "device_id", "hold_id"
+    )
+    for device_id, hold_id in rows:
+        found.setdefault(device_id, set()).add(hold_id)
+    return {device_id: frozenset(ids) for device_id, ids in found.items()}
 
 
 def overrides_of(device_ids: Iterable[int]) -> dict[int, list[OverrideInput]]:
@@ -143,16 +177,18 @@ class RenderInputs:
     labels: dict[int, dict[str, str]]
     overrides: dict[int, list[OverrideInput]]
     assignments: list[AssignmentInput]
+    released: dict[int, frozenset[int]] = field(default_factory=dict)  # device id -> holds it is released from
 
     def render(self, device_id: int, *, assignments: Sequence[AssignmentInput] | None = None) -> Rendering:
         state = self.states[device_id]
         own, previous = sensors_split(state.device_uuid, config_sensors(state.config))
+        released = self.released.get(device_id, frozenset())
         return device_render(
             device_uuid=state.device_uuid,
             own=own,
             previous=previous,
             labels=self.labels.get(device_id, {}),
-            assignments=self.assignments if assignments is None else assignments,
+            assignments=[a.for_device(released) for a in (self.assignments if assignments is None else assignments)],
             overrides=self.overrides.get(device_id, []),
             sensors_max=sensors_limit(),
         )
@@ -161,11 +197,13 @@ class RenderInputs:
 def render_inputs(device_ids: Sequence[int], *, assignments: list[AssignmentInput] | None = None) -> RenderInputs:
     states = desired_states(device_ids)
     present = list(states)
+    assignments = assignment_inputs() if assignments is None else assignments
     return RenderInputs(
         states=states,
         labels=labels_of([Device(pk=pk) for pk in present]),
         overrides=overrides_of(present),
-        assignments=assignment_inputs() if assignments is None else assignments,
+        assignments=assignments,
+        released=releases_of(present, assignments),
     )
 
 

@@ -46,7 +46,16 @@ from sensorsync_project.validation import has_control_characters, is_int
 
 from .choices import RenderJobStatusChoices as JobStatus
 from .choices import RenderProblemKindChoices
-from .models import Assignment, RenderJob, RenderProblem, SensorOverride, SensorTemplate, SensorTemplateVersion
+from .models import (
+    Assignment,
+    AssignmentHold,
+    AssignmentHoldRelease,
+    RenderJob,
+    RenderProblem,
+    SensorOverride,
+    SensorTemplate,
+    SensorTemplateVersion,
+)
 from .rendering import AssignmentInput, Problem, Rendering, diff_is_empty, override_value_validate, sensors_diff
 from .selectors import (
     DesiredState,
@@ -518,6 +527,8 @@ def sensor_template_update(
         latest = template.versions.get(version=template.version).sensors
         if new_sensors == latest:
             new_sensors = None
+        else:
+            _held_refuse(template.assignments.filter(template_version__isnull=True), "sensors")
     if not changes and new_sensors is None:
         return Change(template, None)
     author = signed_in_user(user)
@@ -708,6 +719,8 @@ def assignment_update(*, uuid: uuid_lib.UUID | str, user: RequestUser, **sent: A
     changed = [key for key, value in new_values.items() if getattr(assignment, key) != value]
     if not changed:
         return Change(assignment, None)
+    if {"template", "template_version"} & set(changed):
+        _held_refuse(Assignment.objects.filter(pk=assignment.pk), "templateVersion")
     for key in changed:
         setattr(assignment, key, new_values[key])
     assignment.updated_at, assignment.updated_by = timezone.now(), signed_in_user(user)
@@ -823,3 +836,39 @@ def sensor_override_delete(*, uuid: uuid_lib.UUID | str, user: RequestUser) -> b
         override.delete()
         rendered, _ = _override_render(device, sensor, user)
         return rendered
+
+
+# --- holds: a change going out in stages ---------------------------------------------------------------------------
+
+
+def _held_refuse(assignments: Any, key: str) -> None:
+    """Refuse a change of what held assignments render: a change already going out in stages must finish or be
+    aborted first (else the devices already released would take a change nobody staged)."""
+    held = list(AssignmentHold.objects.filter(assignment__in=assignments).values_list("assignment__name", "reason")[:5])
+    if held:
+        names = ", ".join(f"'{name}' ({reason or 'held'})" for name, reason in held)
+        raise ValidationError(
+            {key: [f"A change of {names} is going out in stages: let it finish or abort it before another."]}
+        )
+
+
+def assignment_hold_set(*, assignment: Assignment, version: int, reason: str) -> AssignmentHold:
+    """Hold ``assignment`` at template ``version``: the devices it selects keep rendering that version until they
+    are released (``assignment_holds_release``). Made in the caller's transaction; refused if already held."""
+    if AssignmentHold.objects.filter(assignment=assignment).exists():
+        raise ValidationError({"assignment": [f"Assignment '{assignment.name}' is already held by another change."]})
+    if not SensorTemplateVersion.objects.filter(template_id=assignment.template_id, version=version).exists():
+        raise ValidationError({"templateVersion": [f"Version {version} of the template does not exist."]})
+    return AssignmentHold.objects.create(assignment=assignment, version=version, reason=reason[:255])
+
+
+def assignment_holds_release(*, hold_ids: Sequence[int], device_ids: Sequence[int]) -> None:
+    """Let devices through holds (they render the assignments' own versions at their next render): one INSERT,
+    a device already released is left as it is."""
+    rows = [AssignmentHoldRelease(hold_id=h, device_id=d) for h in hold_ids for d in device_ids]
+    AssignmentHoldRelease.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+
+
+def assignment_holds_remove(*, hold_ids: Sequence[int]) -> None:
+    """End holds (with their releases): every device renders the assignments' own versions at its next render."""
+    AssignmentHold.objects.filter(pk__in=list(hold_ids)).delete()

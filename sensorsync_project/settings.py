@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "fleetconfig",  # sensor templates, assignments, overrides: rendering each device's desired sensors
     "ingest",  # MQTT ingestion
     "devicelogs",  # the logs the agents upload
+    "rollouts",  # staged rollouts of fleet configuration changes
     "webhooks",  # outbound webhooks (the top layer)
     "sensorsync_project.apps.SensorSyncProjectConfig",
 ]
@@ -158,6 +159,9 @@ SPECTACULAR_SETTINGS = {
         "WebhookAttemptResultEnum": "webhooks.choices.WebhookAttemptResultChoices",
         "WebhookDeliveryStatusEnum": "webhooks.choices.WebhookDeliveryStatusChoices",
         "RenderJobStatusEnum": "fleetconfig.choices.RenderJobStatusChoices",
+        "RolloutStatusEnum": "rollouts.choices.RolloutStatusChoices",
+        "RolloutKindEnum": "rollouts.choices.RolloutKindChoices",
+        "RolloutPauseReasonEnum": "rollouts.choices.RolloutPauseReasonChoices",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -14,6 +14,7 @@ api_v1 = [
     path("", include("sensors.api.urls")),
     path("", include("reconciliation.api.urls")),
     path("", include("fleetconfig.api.urls")),
+    path("", include("rollouts.api.urls")),
     path("", include("events.api.urls")),
     path("", include("webhooks.api.urls")),
     path("", include("devicelogs.api.urls")),

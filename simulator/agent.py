@@ -171,6 +171,9 @@ class AgentSettings:
     metrics_interval: float = 300.0
     agent: str = DEFAULT_AGENT  # AGENT_2025_11_06 or AGENT_2025_11_22
     base_path: str = ""
+    # What a failed sensor becomes, drawn among these: left out of the report (NOT_RUN), or registered but unable to
+    # reach its device (UNREACHABLE, a health problem, deployed all the same). Names, since the states follow.
+    failure_states: tuple[str, ...] = ("not_run", "unreachable")
 
 
 # What became of a sensor the agent was asked to run.
@@ -589,7 +592,7 @@ class Agent:
             run.state = DISABLED
         elif self.settings.failure_rate > 0 and decisions.random() < self.settings.failure_rate:
             run.error = decisions.choice(FAILURE_ERRORS.get(run.protocol, GENERIC_ERRORS))
-            run.state = decisions.choice((NOT_RUN, UNREACHABLE))
+            run.state = decisions.choice(self.settings.failure_states)
         if self.generation == AGENT_2025_11_22:
             connection = sensor.get("connection")
             if not isinstance(connection, dict):

@@ -12,9 +12,9 @@ class WebhooksConfig(AppConfig):
     def ready(self) -> None:
         from events.services import event_sink_register
 
-        from .event_types import BUILT_IN, webhook_event_type_register
+        from .event_types import BUILT_IN, ROLLOUTS, webhook_event_type_register
         from .services import webhook_deliveries_enqueue
 
-        for event_type in BUILT_IN:
+        for event_type in (*BUILT_IN, *ROLLOUTS):
             webhook_event_type_register(event_type)
         event_sink_register("webhooks", webhook_deliveries_enqueue)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from events.choices import EventTypeChoices
 from events.models import Event
+from rollouts import choices as rollout_events
 
 
 def _always(event: Event) -> bool:
@@ -73,4 +74,22 @@ BUILT_IN = (
         "Retry budget exhausted: the device failed to apply one target version too many times and is no longer "
         "retried at it until staff act.",
     ),
+)
+
+# A staged rollout's steps (``rollouts``): a receiver is told of each, with the rollout's progress where it has one.
+ROLLOUTS = (
+    WebhookEventType(
+        rollout_events.ROLLOUT_STAGE_STARTED,
+        "Rollout stage started: a staged rollout admitted the devices of its next stage.",
+    ),
+    WebhookEventType(
+        rollout_events.ROLLOUT_PAUSED,
+        "Rollout paused: by staff, or by itself when failures crossed its error threshold (with the reasons).",
+    ),
+    WebhookEventType(rollout_events.ROLLOUT_RESUMED, "Rollout resumed by staff."),
+    WebhookEventType(
+        rollout_events.ROLLOUT_ABORTED,
+        "Rollout aborted: its change is taken back and every device it touched returns to what it ran before.",
+    ),
+    WebhookEventType(rollout_events.ROLLOUT_FINISHED, "Rollout finished: every stage reached its success threshold."),
 )

@@ -16,6 +16,8 @@ from django.utils import timezone
 from django.utils.http import urlencode
 
 from devices.labels import Selector, SelectorError
+from rollouts.charts import progress_chart
+from rollouts.selectors import rollouts_active, rollouts_progress
 from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.choices import DeviceSensorHealthStatusChoices as Health
 from sensors.choices import DeviceSensorProtocolChoices
@@ -35,6 +37,7 @@ from .charts import duration_text, histogram, hourly_chart
 
 WINDOW = timedelta(hours=24)
 EPISODES_SHOWN = 50
+ROLLOUTS_SHOWN = 5
 SENSORS_SHOWN_PER_EPISODE = 6
 REFRESH_SECONDS = 15
 
@@ -249,5 +252,23 @@ def fleet_overview(request):
         "episodes_total": total_episodes,
         "drift_events_url": _changelist("events_event", type__exact="device.config_drift"),
         "episodes_api_url": reverse("drift-episode-list"),
+        "rollouts": _rollout_rows(),
+        "rollouts_url": _changelist("rollouts_rollout"),
     }
     return TemplateResponse(request, "reconciliation/fleet.html", context)
+
+
+def _rollout_rows() -> list[dict]:
+    """The running and paused rollouts (the newest ``ROLLOUTS_SHOWN``) with their progress: three queries, one when
+    there is none. Not narrowed by the page's selector: a rollout is about the devices it admitted."""
+    active = list(rollouts_active()[:ROLLOUTS_SHOWN])
+    progress = rollouts_progress(active)
+    return [
+        {
+            "rollout": rollout,
+            "progress": progress[rollout.pk],
+            "chart": progress_chart(progress[rollout.pk].stages),
+            "url": reverse("admin:rollouts_rollout_change", args=[rollout.pk]),
+        }
+        for rollout in active
+    ]

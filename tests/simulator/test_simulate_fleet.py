@@ -423,6 +423,8 @@ def test_simulate_fleet_refuses_an_unreachable_server_before_writing_anything():
         ({"agent": "2025-12-01"}, "--agent must be one of 2025-11-06, 2025-11-22"),
         ({"concurrency": 0}, "--concurrency must be from 1 to"),
         ({"prefix": "no spaces"}, "--prefix must be"),
+        ({"fail_label": "plant"}, "--fail-label must be one label as key=value"),
+        ({"fail_label": "plant=c,site=a"}, "--fail-label must be one label as key=value"),
         ({"url": "localhost:8000"}, "--url: 'localhost:8000' is not an http:// or https:// URL"),
     ],
 )

@@ -118,6 +118,11 @@ def test_the_event_types_an_endpoint_may_subscribe_to(admin_client):
         "device.config_drift",
         "device.in_sync",
         "device.retry_budget_exhausted",
+        "rollout.stage_started",
+        "rollout.paused",
+        "rollout.resumed",
+        "rollout.aborted",
+        "rollout.finished",
     ]
 
 

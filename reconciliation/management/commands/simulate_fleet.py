@@ -6,10 +6,11 @@ therefore use the same database as this command.
 """
 
 import random
+import re
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.conf import settings as django_settings
 from django.core.management.base import CommandError
@@ -25,7 +26,16 @@ from sensors.choices import DeviceSensorDeploymentStatusChoices as Status
 from sensors.models import DeviceSensor
 from sensors.validation import NAME_RE
 from sensorsync_project.commands import OperatorCommand, command_audit_context
-from simulator.agent import AGENTS, DEFAULT_AGENT, Agent, AgentSettings, Request, device_names, sensor_specs
+from simulator.agent import (
+    AGENTS,
+    DEFAULT_AGENT,
+    NOT_RUN,
+    Agent,
+    AgentSettings,
+    Request,
+    device_names,
+    sensor_specs,
+)
 from simulator.fleet import (
     FleetStats,
     HttpTransport,
@@ -62,6 +72,11 @@ class FleetSetup:
     reused: int = 0
     retargeted: int = 0  # reused devices whose target had to change to the simulated sensors
     duplicates: int = 0  # names held by more than one device (the oldest is used)
+
+
+# One label, as the selectors write it (devices.labels validates labels themselves; a label that no device
+# carries fails no agent).
+LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*=[A-Za-z0-9._-]*")
 
 
 def _chunks(values: list, size: int = CHUNK):
@@ -107,6 +122,9 @@ def _client_problems(options: dict) -> list[str]:
         problems.append(f"--concurrency must be from 1 to {MAX_CONCURRENCY} (got {options['concurrency']}).")
     if not 0 < options["timeout"] <= 300:
         problems.append("--timeout must be more than 0 and at most 300 seconds.")
+    label = options.get("fail_label")
+    if label is not None and not LABEL_RE.fullmatch(label):
+        problems.append(f"--fail-label must be one label as key=value (got {label!r}).")
     prefix = options["prefix"]
     if not NAME_RE.fullmatch(prefix) or len(prefix) > 200:
         problems.append("--prefix must be 1 to 200 characters of letters, digits, '.', '_' or '-'.")
@@ -157,6 +175,23 @@ def _key_check(address: ServerAddress, device: SimulatedDevice) -> None:
             f"The server at {address} does not know the API key just issued to '{device.name}': it does not use "
             "this command's database. Run both with the same settings (DATABASE_URL)."
         )
+
+
+def _labelled(setup: FleetSetup, label: str | None) -> set[str]:
+    """The uuids of the fleet's devices carrying ``label`` (``key=value``)."""
+    if not label:
+        return set()
+    key, _, value = label.partition("=")
+    pks = [device.pk for device in setup.devices]
+    found: set[str] = set()
+    for chunk in _chunks(pks):
+        found |= {
+            str(u)
+            for u in Device.objects.filter(pk__in=chunk, labels__key=key, labels__value=value).values_list(
+                "uuid", flat=True
+            )
+        }
+    return found
 
 
 def fleet_setup(*, prefix: str, devices: int, sensors: int, progress=None) -> FleetSetup:
@@ -299,6 +334,12 @@ or not sharing this database; 2 usage error (from the shell)"""
             "--concurrency", type=int, metavar="K", help="worker threads, each driving many agents (default min(N, 16))"
         )
         parser.add_argument("--prefix", default="sim", help="device name prefix (default 'sim')")
+        parser.add_argument(
+            "--fail-label",
+            metavar="KEY=VALUE",
+            help="the agents of the devices carrying this label fail every sensor they set up (left out of their "
+            "report), whatever --failure-rate: a fault confined to one group of the fleet",
+        )
         parser.add_argument("--seed", type=int, help="random seed: the same seed repeats jitter and failures")
         parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for one answer (default 10)")
         parser.add_argument("--quiet", action="store_true", help="no progress line on stderr")
@@ -326,6 +367,13 @@ or not sharing this database; 2 usage error (from the shell)"""
         self.stdout.write(mqtt[2])
         return mqtt
 
+    def _failing(self, setup: FleetSetup, settings: AgentSettings, label: str | None):
+        """``--fail-label``: (the settings of the agents that fail every sensor, their devices' uuids)."""
+        uuids = _labelled(setup, label)
+        if label:
+            self.stdout.write(f"  failures injected into the {len(uuids)} agents of devices labelled {label}")
+        return replace(settings, failure_rate=1.0, failure_states=(NOT_RUN,)), uuids
+
     def handle(self, *args, **options):
         address = _validate(options)
         quiet = options["quiet"]
@@ -350,6 +398,7 @@ or not sharing this database; 2 usage error (from the shell)"""
             agent=options["agent"],
             base_path=address.base_path,
         )
+        failing, failing_uuids = self._failing(setup, settings, options["fail_label"])
         mqtt = self._mqtt_setup(active, address, options)
         if not connection.in_atomic_block:
             # Not held idle for the whole run (the server may need it); reopened for the final picture.
@@ -360,7 +409,7 @@ or not sharing this database; 2 usage error (from the shell)"""
                 index=index + 1,
                 device_uuid=device.uuid,
                 api_key=device.api_key,
-                settings=settings,
+                settings=failing if device.uuid in failing_uuids else settings,
                 rng=random.Random(f"{seed}:{index}"),
                 start=start,
                 wall_start=wall_start,

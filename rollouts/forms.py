@@ -12,7 +12,7 @@ from sensorsync_project.ui.forms import JSONEditorWidget, ServiceModelForm
 
 from .choices import RolloutKindChoices
 from .models import Rollout
-from .staging import PERCENT, SELECTOR
+from .staging import PERCENT, REST, SELECTOR
 
 STAGES_HELP = (
     "One stage per line: a percentage of the devices the rollout counts (“10%”, growing from line to line) or a "
@@ -32,7 +32,8 @@ def stages_parse(text: str) -> list[dict[str, Any]]:
 
 
 def stages_text(stages: list[dict[str, Any]]) -> str:
-    return "\n".join(f"{s[PERCENT]}%" if PERCENT in s else s[SELECTOR] for s in stages)
+    # The rest-of-the-fleet stage is added by the service to a rollout narrowed to a group: not typed in.
+    return "\n".join(f"{s[PERCENT]}%" if PERCENT in s else s[SELECTOR] for s in stages if REST not in s)
 
 
 class RolloutCreateForm(ServiceModelForm):

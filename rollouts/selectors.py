@@ -29,10 +29,13 @@ def rollouts_active() -> QuerySet[Rollout]:
     return rollout_list().filter(status__in=[RolloutStatusChoices.RUNNING, RolloutStatusChoices.PAUSED])
 
 
-def rollout_population(rollout: Rollout, assignment_selectors: Sequence[str]) -> QuerySet[Device]:
-    """The devices the rollout counts: those its assignments select, narrowed by its own selector."""
+def rollout_population(
+    rollout: Rollout, assignment_selectors: Sequence[str], *, narrowed: bool = True
+) -> QuerySet[Device]:
+    """The devices the rollout counts: those its assignments select, narrowed by its own selector (``narrowed``
+    false: the rest-of-the-fleet stage, every device they select)."""
     devices = scope_devices({"selectors": list(assignment_selectors)})
-    if rollout.selector:
+    if rollout.selector and narrowed:
         devices = devices.filter(Selector.parse(rollout.selector).q())
     return devices
 

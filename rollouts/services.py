@@ -55,6 +55,7 @@ from .staging import (
     ADVANCE,
     PAUSE,
     PERCENT,
+    REST,
     SELECTOR,
     STAGES_MAX,
     pause_detail,
@@ -93,6 +94,8 @@ def stages_validate(stages: Any) -> list[dict[str, Any]]:
                 raise ValidationError({f"stages[{index}].percent": [message]})
             last_percent = percent
             clean.append({PERCENT: percent})
+        elif stage == {REST: True} and index == len(stages) - 1:
+            clean.append({REST: True})
         elif isinstance(stage, dict) and set(stage) == {SELECTOR}:
             try:
                 selector = selector_validate(stage[SELECTOR])
@@ -153,8 +156,11 @@ def rollout_settings_validate(
             errors.update(exc.message_dict)
     if errors:
         raise ValidationError(errors)
+    stages = values["stages"]
+    if str(values["selector"]) and stages[-1] != {REST: True}:
+        stages = [*stages, {REST: True}]  # the group first, then the rest of the fleet, as a stage of its own
     return RolloutSettings(
-        values["stages"],
+        stages,
         values["successThreshold"],
         values["errorThreshold"],
         values["deadlineSeconds"],
@@ -333,9 +339,12 @@ def _assignment_selectors(rollout: Rollout) -> list[str]:
 
 
 def _stage_targets(rollout: Rollout, index: int) -> set[int]:
-    """The devices stage ``index`` covers, among those the rollout counts now."""
+    """The devices stage ``index`` covers, among those the rollout counts now (the last stage of a rollout narrowed
+    to a group: every device its assignments select)."""
     stage = rollout.stages[index]
-    population = rollout_population(rollout, _assignment_selectors(rollout))
+    population = rollout_population(rollout, _assignment_selectors(rollout), narrowed=REST not in stage)
+    if REST in stage:
+        return set(population.values_list("pk", flat=True))
     if SELECTOR in stage:
         return set(population.filter(Selector.parse(stage[SELECTOR]).q()).values_list("pk", flat=True))
     pairs = [(pk, str(device_uuid)) for pk, device_uuid in population.values_list("pk", "uuid")]

@@ -13,6 +13,10 @@ from .choices import RolloutDeviceStateChoices as State
 
 PERCENT = "percent"
 SELECTOR = "selector"
+# The last stage of a rollout narrowed to a labelled group: every other device its assignments select. The change
+# reaches them too (a template's new version is the fleet's), so it goes to them as a stage, counted and held to
+# the thresholds, not all at once when the group is done.
+REST = "rest"
 STAGES_MAX = 20
 
 ADVANCE = "advance"
@@ -35,6 +39,8 @@ def percent_members(rollout_uuid: str, population: Sequence[tuple[int, str]], pe
 def stage_label(stage: Mapping[str, Any]) -> str:
     if PERCENT in stage:
         return f"{stage[PERCENT]}%"
+    if REST in stage:
+        return "the rest of the fleet"
     return stage[SELECTOR] or "every device"
 
 

@@ -39,11 +39,15 @@ def test_a_rollout_through_the_api(admin_client, fleet_of, drive, django_capture
     shown = created.json()
     assert created["Location"] == f"/api/v1/rollouts/{shown['uuid']}"
     assert (shown["status"], shown["fromVersion"], shown["toVersion"], shown["selector"]) == ("running", 1, 2, "site=a")
-    assert shown["progress"]["targeted"] == 0 and [s["title"] for s in shown["stageProgress"]] == ["50%", "100%"]
+    assert shown["progress"]["targeted"] == 0 and [s["title"] for s in shown["stageProgress"]] == [
+        "50%",
+        "100%",
+        "the rest of the fleet",
+    ]
 
     drive()
     detail = admin_client.get(f"{ROLLOUTS}{shown['uuid']}").json()
-    assert [s["targeted"] for s in detail["stageProgress"]] == [2, 0]  # half of the four site=a devices
+    assert [s["targeted"] for s in detail["stageProgress"]] == [2, 0, 0]  # half of the four site=a devices
     converge(devices)
     drive()
     detail = admin_client.get(f"{ROLLOUTS}{shown['uuid']}").json()

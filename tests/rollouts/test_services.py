@@ -261,3 +261,35 @@ def test_rendering_with_held_assignments_reads_a_constant_number_of_queries(
     inputs = render_inputs(ids)
     polls = Counter(inputs.render(pk).rendered["temp"]["pollInterval"] for pk in ids)
     assert polls == {1000: 27, 2000: 3}
+
+
+def test_a_rollout_narrowed_to_a_group_reaches_the_rest_of_the_fleet_as_a_last_stage(fleet_of, start, drive):
+    """The template's new version is the fleet's: after the group, the other devices take it as a stage of their
+    own, counted and held to the thresholds, never all at once when the group is done."""
+    template, devices = fleet_of({"site=a": 4, "site=b": 6})
+    group = {d.pk for d in devices[:4]}
+    rollout = start(template, selector="site=a", stages=[{"percent": 50}, {"percent": 100}])
+    assert rollout.stages == [{"percent": 50}, {"percent": 100}, {"rest": True}]
+
+    assert drive()[0].admitted == 2
+    converge(devices)
+    assert drive()[0].admitted == 2  # the rest of the group
+    assert admitted(rollout) == group
+    assert {d.pk for d in devices if poll_of(d) == 2000} == group  # site=b still on the old version
+    converge(devices)
+    [step] = drive()
+    assert (step.outcome, step.admitted) == ("admitted", 6)  # the rest of the fleet, as the last stage
+    rollout.refresh_from_db()
+    assert rollout.status == "running"
+    assert [stage.label for stage in rollout_progress(rollout).stages] == ["50%", "100%", "the rest of the fleet"]
+
+    fail(devices[4:])  # the rest fails: the thresholds hold there too
+    [step] = drive()
+    rollout.refresh_from_db()
+    assert (step.outcome, rollout.status) == ("paused", "paused")
+
+
+def test_the_rest_stage_is_accepted_only_last():
+    assert services.stages_validate([{"percent": 10}, {"rest": True}]) == [{"percent": 10}, {"rest": True}]
+    with pytest.raises(ValidationError, match="stages"):
+        services.stages_validate([{"rest": True}, {"percent": 10}])

@@ -39,7 +39,7 @@ install: $(INSTALLED)
 # render worker (manage.py render_fleet --watch) runs beside it, for re-renders too big to run in a request, and the
 # rollout driver (manage.py drive_rollouts --watch), which moves staged rollouts on.
 FLEET ?= on
-FLEET_ARGS ?= --devices 6 --sensors 4 --failure-rate 0.15 --poll-interval 10 --report-interval 10 --metrics-interval 30
+FLEET_ARGS ?= --devices 6 --sensors 4 --failure-rate 0.15 --poll-interval 10 --report-interval 10 --metrics-interval 30 --label plant=a,b
 # MQTT (README "MQTT"): when Mosquitto is installed (Debian: apt-get install mosquitto) and MQTT is not off, `make run`
 # also starts the project's broker on 127.0.0.1:$(MQTT_PORT) (state in var/mosquitto, its admin password kept in
 # var/mqtt-admin.secret) and one ingestion worker, and the first $(MQTT_DEVICES) agents of the fleet report over MQTT.

@@ -425,6 +425,9 @@ def test_simulate_fleet_refuses_an_unreachable_server_before_writing_anything():
         ({"prefix": "no spaces"}, "--prefix must be"),
         ({"fail_label": "plant"}, "--fail-label must be one label as key=value"),
         ({"fail_label": "plant=c,site=a"}, "--fail-label must be one label as key=value"),
+        ({"label": ["plant"]}, "--label must be KEY=VALUE or KEY=V1,V2,..."),
+        ({"label": ["plant=a,,b"]}, "--label must be KEY=VALUE or KEY=V1,V2,..."),
+        ({"label": ["plant=" + "x" * 64]}, "--label: "),
         ({"url": "localhost:8000"}, "--url: 'localhost:8000' is not an http:// or https:// URL"),
     ],
 )
@@ -432,3 +435,21 @@ def test_simulate_fleet_refuses_options_out_of_range(options, message):
     arguments = {"url": "http://127.0.0.1:8000", "devices": 2, "sensors": 2, "failure_rate": 0.1, "duration": 1}
     with pytest.raises(CommandError, match=re.escape(message)):
         call_command("simulate_fleet", **{**arguments, **options}, stdout=io.StringIO(), stderr=io.StringIO())
+
+
+@pytest.mark.django_db
+def test_fleet_setup_labels_the_devices_in_turn_and_keeps_their_other_labels():
+    from devices.labels import labels_of
+    from devices.services import device_labels_update
+    from reconciliation.management.commands.simulate_fleet import fleet_setup, label_cycles
+
+    first = fleet_setup(prefix="lab", devices=3, sensors=1)
+    device_labels_update(device_uuid=first.devices[0].uuid, set={"owner": "ops"}, remove=[], user=None)
+    setup = fleet_setup(prefix="lab", devices=3, sensors=1, labels=label_cycles(["plant=a,b", "tier=edge"]))
+    by_id = labels_of(Device.objects.filter(pk__in=[device.pk for device in setup.devices]))
+    labels = [by_id[device.pk] for device in setup.devices]
+    assert labels == [
+        {"owner": "ops", "plant": "a", "tier": "edge"},
+        {"plant": "b", "tier": "edge"},
+        {"plant": "a", "tier": "edge"},
+    ]

@@ -9,8 +9,29 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from devices.provisioning import provisioning_key_create
+from fleetconfig.models import Assignment, SensorTemplate
+from fleetconfig.services import assignment_create, sensor_template_create
 
 LOGIN = "admin"
+
+# Fleet configuration to try a staged rollout on: a template rendered on every device with a "plant" label (`make
+# run`'s simulated fleet labels its devices plant=a and plant=b in turn). Its page has "roll out in stages".
+DEMO_TEMPLATE = "ambient-climate"
+DEMO_ASSIGNMENT = "ambient-climate-plants"
+DEMO_TEMPLATE_SENSORS = [
+    {
+        "name": "ambient-climate",
+        "protocol": "modbus",
+        "enabled": True,
+        "pollInterval": 10000,
+        "connection": {"type": "tcp", "host": "10.30.0.20", "port": 502, "unitId": 1},
+        "dataPoints": [
+            {"name": "air_temperature", "address": 30001, "functionCode": 4, "dataType": "float32", "unit": "C"},
+            {"name": "humidity", "address": 30003, "functionCode": 4, "dataType": "float32", "unit": "%"},
+        ],
+        "metadata": {},
+    }
+]
 
 
 class Command(BaseCommand):
@@ -38,6 +59,8 @@ class Command(BaseCommand):
         finally:
             reconciliation_log.setLevel(level)
 
+        self._demo_fleet_configuration(user)
+
         # A key for pointing a real agent at this server (it provisions itself with it); a day is enough to try.
         provisioning = provisioning_key_create(
             name=f"quick start {timezone.now():%Y-%m-%d %H:%M}",
@@ -59,9 +82,28 @@ class Command(BaseCommand):
                     f"  API docs:  {url}/api/docs/",
                     f"  Login:     {LOGIN} / {password}   (a new password on every start)",
                     "",
+                    f"  Rollouts:  {url}/admin/fleetconfig/sensortemplate/ ({DEMO_TEMPLATE}: roll a change out in "
+                    "stages to plant=a)",
+                    "",
                     "  A real agent registers itself with this provisioning key (valid for a day):",
                     f"    CLOUD_API_ENDPOINT={url} PROVISIONING_KEY={provisioning.secret}",
                     line,
                 ]
             )
         )
+
+    @staticmethod
+    def _demo_fleet_configuration(user) -> None:
+        """The demo template and its assignment, once (a later start keeps what staff did with them)."""
+        if SensorTemplate.objects.filter(name=DEMO_TEMPLATE).exists():
+            return
+        template = sensor_template_create(
+            name=DEMO_TEMPLATE,
+            sensors=DEMO_TEMPLATE_SENSORS,
+            description="Air temperature and humidity beside each machine (demo).",
+            user=user,
+        )
+        if not Assignment.objects.filter(name=DEMO_ASSIGNMENT).exists():
+            assignment_create(
+                user=user, name=DEMO_ASSIGNMENT, template=str(template.uuid), selector="plant", priority=0
+            )

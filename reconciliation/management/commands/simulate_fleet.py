@@ -13,12 +13,14 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 from django.conf import settings as django_settings
+from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 from django.db import connection
 from django.db.models import Count
 
+from devices.labels import labels_validate
 from devices.models import Device
-from devices.services import device_create, device_key_rotate
+from devices.services import device_create, device_key_rotate, device_labels_update
 from ingest.dynsec import BrokerAddress
 from ingest.services import device_mqtt_credentials_issue, mqtt_enabled
 from reconciliation.services.targets import target_state_update
@@ -77,6 +79,23 @@ class FleetSetup:
 # One label, as the selectors write it (devices.labels validates labels themselves; a label that no device
 # carries fails no agent).
 LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*=[A-Za-z0-9._-]*")
+# ``--label plant=a,b,c``: the devices labelled in turn, the first plant=a, the second plant=b, ...
+LABEL_CYCLE_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._/-]*)=([A-Za-z0-9._-]+(?:,[A-Za-z0-9._-]+)*)")
+
+
+def label_cycles(specs: list[str]) -> list[tuple[str, list[str]]]:
+    """``["plant=a,b"]`` as ``[("plant", ["a", "b"])]``; ValueError naming the first that is not KEY=V1[,V2...]."""
+    cycles = []
+    for spec in specs:
+        match = LABEL_CYCLE_RE.fullmatch(spec)
+        if match is None:
+            raise ValueError(f"--label must be KEY=VALUE or KEY=V1,V2,... (got {spec!r}).")
+        cycles.append((match[1], match[2].split(",")))
+    return cycles
+
+
+def labels_for(index: int, cycles: list[tuple[str, list[str]]]) -> dict[str, str]:
+    return {key: values[index % len(values)] for key, values in cycles}
 
 
 def _chunks(values: list, size: int = CHUNK):
@@ -122,6 +141,16 @@ def _client_problems(options: dict) -> list[str]:
         problems.append(f"--concurrency must be from 1 to {MAX_CONCURRENCY} (got {options['concurrency']}).")
     if not 0 < options["timeout"] <= 300:
         problems.append("--timeout must be more than 0 and at most 300 seconds.")
+    try:
+        cycles = label_cycles(options.get("label") or [])
+        for index in range(max((len(values) for _, values in cycles), default=0)):
+            labels_validate(labels_for(index, cycles))
+    except ValueError as exc:
+        problems.append(str(exc))
+    except ValidationError as exc:
+        problems.append(
+            f"--label: {' '.join(message for messages in exc.message_dict.values() for message in messages)}"
+        )
     label = options.get("fail_label")
     if label is not None and not LABEL_RE.fullmatch(label):
         problems.append(f"--fail-label must be one label as key=value (got {label!r}).")
@@ -194,7 +223,9 @@ def _labelled(setup: FleetSetup, label: str | None) -> set[str]:
     return found
 
 
-def fleet_setup(*, prefix: str, devices: int, sensors: int, progress=None) -> FleetSetup:
+def fleet_setup(
+    *, prefix: str, devices: int, sensors: int, progress=None, labels: list[tuple[str, list[str]]] | None = None
+) -> FleetSetup:
     """Create the named devices with their sensors, or reuse them (rotating their keys, the only way to get one)."""
     names = device_names(prefix, devices)
     existing: dict[str, tuple[int, uuid.UUID]] = {}
@@ -218,6 +249,8 @@ def fleet_setup(*, prefix: str, devices: int, sensors: int, progress=None) -> Fl
                 issued = device_create(name=name, user=None)
                 setup.created += 1
             device = issued.device
+            if labels:
+                device_labels_update(device_uuid=device.uuid, set=labels_for(index, labels), remove=[], user=None)
             before = device.target_state.version
             target = target_state_update(uuid=device.uuid, user=None, config={"sensors": sensor_specs(index, sensors)})
             if name in existing and target.version != before:
@@ -335,6 +368,13 @@ or not sharing this database; 2 usage error (from the shell)"""
         )
         parser.add_argument("--prefix", default="sim", help="device name prefix (default 'sim')")
         parser.add_argument(
+            "--label",
+            action="append",
+            metavar="KEY=V1,V2",
+            help="label the devices in turn: plant=a,b gives the first plant=a, the second plant=b, and so on "
+            "(repeatable; a label already on a device is replaced)",
+        )
+        parser.add_argument(
             "--fail-label",
             metavar="KEY=VALUE",
             help="the agents of the devices carrying this label fail every sensor they set up (left out of their "
@@ -384,7 +424,13 @@ or not sharing this database; 2 usage error (from the shell)"""
         _probe(address)
 
         progress = None if quiet or count < 100 else self._setup_progress
-        setup = fleet_setup(prefix=options["prefix"], devices=count, sensors=per_device, progress=progress)
+        setup = fleet_setup(
+            prefix=options["prefix"],
+            devices=count,
+            sensors=per_device,
+            progress=progress,
+            labels=label_cycles(options.get("label") or []),
+        )
         self._setup_report(setup, options, seed)
         active = [device for device in setup.devices if device.is_active]
         if active:

@@ -22,6 +22,29 @@ def database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+def manage_py(*args: str, **popen: object):
+    """``manage.py <args>`` as a process of its own against the test database (a worker, a driver), with a clean
+    environment and its output captured as text; the caller waits for it or terminates it."""
+    import subprocess
+    import sys
+
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DATABASE_URL": database_url(),
+        "DJANGO_SETTINGS_MODULE": "sensorsync_project.settings",
+        "DJANGO_DEBUG": "true",
+    }
+    return subprocess.Popen(
+        [sys.executable, "manage.py", *args],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,  # type: ignore[arg-type]
+    )
+
+
 class ServerProcesses:
     """``manage.py runserver --noreload`` processes on free 127.0.0.1 ports, against the test database; with
     ``server="gunicorn"``, the production server instead (``gunicorn -c gunicorn.conf.py``, its workers set by

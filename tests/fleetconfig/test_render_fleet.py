@@ -2,8 +2,6 @@
 resumed; and the worker (``--watch``) as a real process on PostgreSQL, stopped by SIGTERM."""
 
 import signal
-import subprocess
-import sys
 import time
 from io import StringIO
 
@@ -15,7 +13,7 @@ from fleetconfig import services
 from fleetconfig.choices import RenderJobStatusChoices as JobStatus
 from fleetconfig.management.commands.render_fleet import progress_bar
 from fleetconfig.models import RenderJob
-from tests.servers import database_url
+from tests.servers import manage_py
 
 from .conftest import desired_sensors, labelled_device, make_template, template_sensor
 
@@ -106,19 +104,7 @@ def test_the_progress_bar():
 def test_the_worker_runs_jobs_as_they_are_queued_and_stops_on_sigterm(settings):
     settings.SENSORSYNC_RENDER_INLINE_MAX_DEVICES = 0
     device = labelled_device({"plant": "3"})
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "render_fleet", "--watch", "--interval", "0.2"],
-        cwd=settings.BASE_DIR,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "DATABASE_URL": database_url(),
-            "DJANGO_SETTINGS_MODULE": "sensorsync_project.settings",
-            "DJANGO_DEBUG": "true",
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    worker = manage_py("render_fleet", "--watch", "--interval", "0.2")
     try:
         template = make_template("boiler-temp", template_sensor("t1"))
         job = services.assignment_create(user=None, name="plant-3", template=str(template.uuid), selector="plant=3").job

@@ -2,8 +2,6 @@
 
 import io
 import signal
-import subprocess
-import sys
 import time
 from datetime import timedelta
 
@@ -15,7 +13,7 @@ from devices.models import DeviceTargetState
 from events.models import Event
 from rollouts import services
 from rollouts.models import Rollout, RolloutDevice
-from tests.servers import database_url
+from tests.servers import manage_py
 
 from .conftest import converge, poll_of
 
@@ -87,30 +85,14 @@ def test_the_command_says_what_each_pass_did(fleet_of, start, django_capture_on_
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_two_drivers_at_once_admit_each_device_once(fleet_of, start, settings):
+def test_two_drivers_at_once_admit_each_device_once(fleet_of, start):
     """Two driver processes (each its own connection) started together, three times over."""
     template, devices = fleet_of({"site=a": 60})
     rollout = start(template, stages=[{"percent": 50}, {"percent": 100}])
     before = versions(devices)
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "DATABASE_URL": database_url(),
-        "DJANGO_SETTINGS_MODULE": "sensorsync_project.settings",
-        "DJANGO_DEBUG": "true",
-    }
 
     def two_passes() -> list[str]:
-        drivers = [
-            subprocess.Popen(
-                [sys.executable, "manage.py", "drive_rollouts"],
-                cwd=settings.BASE_DIR,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(2)
-        ]
+        drivers = [manage_py("drive_rollouts") for _ in range(2)]
         outputs = []
         for driver in drivers:
             out, err = driver.communicate(timeout=120)
@@ -138,21 +120,9 @@ def test_two_drivers_at_once_admit_each_device_once(fleet_of, start, settings):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_the_worker_moves_a_rollout_on_and_stops_on_sigterm(fleet_of, start, settings):
+def test_the_worker_moves_a_rollout_on_and_stops_on_sigterm(fleet_of, start):
     template, devices = fleet_of({"site=a": 4})
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "drive_rollouts", "--watch", "--interval", "0.2"],
-        cwd=settings.BASE_DIR,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "DATABASE_URL": database_url(),
-            "DJANGO_SETTINGS_MODULE": "sensorsync_project.settings",
-            "DJANGO_DEBUG": "true",
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    worker = manage_py("drive_rollouts", "--watch", "--interval", "0.2")
     try:
         rollout = start(template, stages=[{"percent": 50}, {"percent": 100}])
         deadline = time.monotonic() + 60

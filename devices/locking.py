@@ -14,6 +14,7 @@ from django.db.models import Field
 
 from events.services import EventRecorder, event_recording
 from sensorsync_project.fields import concrete_field
+from sensorsync_project.hot_queries import db_param
 
 from .models import Device, DeviceTargetState
 
@@ -53,12 +54,8 @@ def device_row_lock(
     qn = connection.ops.quote_name
     revision = qn(Device._meta.get_field("revision").column)
     mark_columns = {name: qn(concrete_field(Device, name).column) for name in Device.REPORT_MARKS.values()}
-    assignments = [f"{revision} = {revision} + 1"]
-    params: list[Any] = []
-    for name, new in (values or {}).items():
-        field = concrete_field(Device, name)
-        assignments.append(f"{qn(field.column)} = %s")
-        params.append(field.get_db_prep_save(new, connection))
+    written, params = _assignments(values or {}, {})
+    assignments = [f"{revision} = {revision} + 1", *written]
     # A report older than the newest seen on any clock it carries is stale, and raises none of them. (SET reads
     # the row as it was before the statement, whatever the order of the assignments.)
     marks = marks or {}
@@ -92,6 +89,118 @@ def device_row_lock(
     stored_marks = dict(zip(mark_columns, row[2 : 2 + len(mark_columns)], strict=True))
     target = {f.name: _from_db(f, v) for f, v in zip(fields, row[2 + len(mark_columns) :], strict=True)}
     return LockedRow(row[0], row[1], stored_marks, target=target)
+
+
+def _assignments(values: dict[str, Any], rising: dict[str, int]) -> tuple[list[str], list[Any]]:
+    """``SET`` terms of a device write: each of ``values``, and each mark of ``rising`` raised to its clock unless a
+    newer one is stored (``GREATEST(COALESCE(mark, clock), clock)``, written portably)."""
+    qn = connection.ops.quote_name
+    assignments, params = [], []
+    for name, new in values.items():
+        field = concrete_field(Device, name)
+        placeholder, value = db_param(field, new, connection)
+        assignments.append(f"{qn(field.column)} = {placeholder}")
+        params.append(value)
+    for name, clock in rising.items():
+        mark = qn(concrete_field(Device, name).column)
+        assignments.append(f"{mark} = CASE WHEN {mark} IS NULL OR {mark} < %s THEN %s ELSE {mark} END")
+        params += [clock, clock]
+    return assignments, params
+
+
+def device_row_touch(
+    *,
+    pk: int,
+    key_digest: str,
+    values: dict[str, Any],
+    rising: dict[str, int] | None = None,
+    revision: int | None = None,
+) -> bool:
+    """Write liveness, facts and marks of a device without locking it for long: one ``UPDATE`` of just these
+    columns, only while the device still has ``key_digest`` and is active (and, with ``revision``, while no other
+    unit of work wrote it since it was read). Whether a row was written.
+
+    Hand-written: an agent's report refreshes liveness or facts on most requests, and compiling the same
+    ``QuerySet.update()`` every time cost more than the statement itself."""
+    qn = connection.ops.quote_name
+    assignments, params = _assignments(values, rising or {})
+    digest, active, pk_column = (
+        qn(concrete_field(Device, name).column) for name in ("api_key_digest", "is_active", "id")
+    )
+    condition = f"{pk_column} = %s AND {digest} = %s AND {active} = %s"
+    params += [pk, key_digest, True]
+    if revision is not None:
+        condition += f" AND {qn(concrete_field(Device, 'revision').column)} = %s"
+        params.append(revision)
+    sql = f"UPDATE {qn(Device._meta.db_table)} SET {', '.join(assignments)} WHERE {condition}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount > 0
+
+
+class DeviceTouch(NamedTuple):
+    """One device's write in ``device_rows_touch``: what ``device_row_touch`` takes, for one device."""
+
+    pk: int
+    key_digest: str
+    values: dict[str, Any]
+    rising: dict[str, int]
+    revision: int | None
+
+
+def device_rows_touch(touches: list[DeviceTouch]) -> set[int]:
+    """``device_row_touch`` for many devices (at most one touch each) in one ``UPDATE ... FROM (VALUES ...)`` per
+    shape (the columns written and whether the revision is guarded): the pks of the rows written.
+
+    The MQTT ingestion worker's batches (``ingest.worker``): most of a fleet's reports change nothing but liveness,
+    facts and the receipt clock, and one statement for a batch of them costs little more than one for a single
+    report. Same guards per row as ``device_row_touch``; a row that fails them is left alone and not returned."""
+    shapes: dict[tuple, list[DeviceTouch]] = {}
+    for touch in touches:
+        shape = (tuple(sorted(touch.values)), tuple(sorted(touch.rising)), touch.revision is not None)
+        shapes.setdefault(shape, []).append(touch)
+    written: set[int] = set()
+    for (value_names, mark_names, guarded), group in shapes.items():
+        written.update(_rows_touch(group, value_names, mark_names, guarded=guarded))
+    return written
+
+
+def _rows_touch(group: list[DeviceTouch], value_names: tuple, mark_names: tuple, *, guarded: bool) -> list[int]:
+    qn = connection.ops.quote_name
+    postgresql = connection.vendor == "postgresql"
+    names = ["id", "api_key_digest", *(["revision"] if guarded else []), *value_names, *mark_names]
+    fields = [concrete_field(Device, name) for name in names]
+    # PostgreSQL types a VALUES list from its first row; a parameter there has no type of its own: cast each.
+    casts = [f"::{field.db_type(connection)}" if postgresql else "" for field in fields]
+    row_sql = "(" + ", ".join(f"%s{cast}" for cast in casts) + ")"
+    params: list[Any] = []
+    for touch in group:
+        row = [touch.pk, touch.key_digest, *([touch.revision] if guarded else [])]
+        row += [touch.values[name] for name in value_names] + [touch.rising[name] for name in mark_names]
+        params += [db_param(field, value, connection)[1] for field, value in zip(fields, row, strict=True)]
+    table = qn(Device._meta.db_table)
+    columns = [f"c{index}" for index in range(len(names))]
+    column_of = dict(zip(names, columns, strict=True))
+    assignments = [f"{qn(concrete_field(Device, name).column)} = v.{column_of[name]}" for name in value_names]
+    for name in mark_names:
+        mark = f"{table}.{qn(concrete_field(Device, name).column)}"
+        clock = f"v.{column_of[name]}"
+        assignments.append(
+            f"{qn(concrete_field(Device, name).column)} = "
+            f"CASE WHEN {mark} IS NULL OR {mark} < {clock} THEN {clock} ELSE {mark} END"
+        )
+    condition = (
+        f"{table}.{qn('id')} = v.c0 AND {table}.{qn('api_key_digest')} = v.c1 AND {table}.{qn('is_active')} = %s"
+    )
+    if guarded:
+        condition += f" AND {table}.{qn('revision')} = v.c2"
+    sql = (
+        f"WITH v ({', '.join(columns)}) AS (VALUES {', '.join([row_sql] * len(group))}) "
+        f"UPDATE {table} SET {', '.join(assignments)} FROM v WHERE {condition} RETURNING {table}.{qn('id')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, True])
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _from_db(field: Field, value: Any) -> Any:

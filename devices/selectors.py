@@ -168,9 +168,24 @@ def device_for_key(*, api_key: str) -> Device | None:
     )
 
 
+# What no agent request reads of the device: its latest facts (metrics, processes, interfaces), its description and
+# what registration and staff set, and its timestamps. Left out of the agent's lookups (fewer columns to read and
+# convert on every request); a read of one loads it (tests/agent/test_query_counts.py would count it).
+AGENT_DEFERRED_DEVICE = (
+    "facts",
+    "description",
+    "facts_reported_at",
+    "last_fetched_at",
+    "device_type",
+    "mac_address",
+    "application_id",
+    "created_at",
+    "updated_at",
+)
+
+
 def _device_by_digest(*, states: dict[str, tuple[str, ...]]) -> KeyedInstance:
-    # The device's latest facts (metrics, processes, interfaces) are for people: no agent request reads them.
-    return KeyedInstance(Device, key="api_key_digest", deferred=("facts",), related=states)
+    return KeyedInstance(Device, key="api_key_digest", deferred=AGENT_DEFERRED_DEVICE, related=states)
 
 
 # The agent's lookups: one query each, written once per process (sensorsync_project.hot_queries).

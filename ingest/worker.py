@@ -2,8 +2,11 @@
 the shared subscription ``$share/sensorsync/iot/device/+/state``.
 
 Each message goes through the PATCH's own parsing (``reports_parse``, the topic's uuid as the authenticated device)
-and ``state_report_apply``, and is acknowledged (PUBACK, paho's ``manual_ack``) only after its transaction
-committed. So:
+and what ``state_report_apply`` would do with it, and is acknowledged (PUBACK, paho's ``manual_ack``) only after its
+writes committed. Messages are taken in batches of what the client has buffered (``messages_apply``): one lookup for
+the batch, one write for all its reports that repeat their device's stored report (unchanged, or new metrics), each
+other message applied alone through ``state_report_apply``, in order; then the batch is acknowledged in the order
+received. So:
 
 - A worker killed mid-message loses nothing: the broker keeps the unacknowledged message in the worker's
   persistent session (clean start off, a session expiry) and redelivers it when the worker (the same client id)
@@ -14,7 +17,8 @@ committed. So:
   retries it; the broker sends at most ``receive_maximum`` unacknowledged messages, so nothing piles up in here.
 - Order per device across workers: each message is stamped with its time of receipt (``received_at``, a report
   clock of its own, ``Device.last_report_received_us``), so a message received earlier never overwrites one
-  received later by another worker. This costs one UPDATE per MQTT report, the unchanged ones included.
+  received later by another worker. This costs an UPDATE per MQTT report, the unchanged ones included (one statement
+  for all of a batch's).
 - A message that comes back (the broker redelivers what was not acknowledged, to the same client id with the same
   packet id) keeps the time it was first received, from the worker's receipt journal (``ingest.journal``: in memory
   across reconnections, in a file per client id across a kill). Only when the journal does not know it (the
@@ -45,7 +49,14 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from devices.models import Device, DeviceAccessRevoked
-from reconciliation.agent_protocol import ProtocolError, StoredReport, json_parse, reports_parse
+from reconciliation.agent_protocol import (
+    ProtocolError,
+    RepeatedReport,
+    Report,
+    StoredReport,
+    json_parse,
+    reports_parse,
+)
 from reconciliation.services import reports
 from sensorsync_project.database import database_unavailable
 
@@ -61,7 +72,7 @@ from .metrics import (
     PROCESSING_SECONDS,
     REDELIVERIES,
 )
-from .selectors import device_for_mqtt_report
+from .selectors import device_for_mqtt_report, devices_for_mqtt_reports
 
 logger = logging.getLogger("sensorsync.mqtt")
 
@@ -94,13 +105,12 @@ def _topic_device_uuid(topic: str) -> uuid_lib.UUID:
     return device_uuid
 
 
-def message_apply(*, topic: str, payload: bytes, received_us: int) -> str:
-    """Apply one MQTT report as the PATCH would; its outcome (applied, unchanged, stale, queued), or ``Dropped``.
-    Database errors propagate (the caller retries those that say the database is unavailable)."""
-    device_uuid = _topic_device_uuid(topic)
+def _message_report(
+    *, device_uuid: uuid_lib.UUID, device: Device | None, payload: bytes, received_us: int
+) -> Report | RepeatedReport:
+    """The message's report, validated as the PATCH validates it, stamped with its receipt; or ``Dropped``."""
     if len(payload) > settings.SENSORSYNC_MAX_REPORT_BYTES:
         raise Dropped("too_large", f"{len(payload)} bytes, over SENSORSYNC_MAX_REPORT_BYTES")
-    device = device_for_mqtt_report(uuid=device_uuid)
     if device is None:
         raise Dropped("unknown_device", f"no device {device_uuid}")
     if not device.is_active:
@@ -115,7 +125,18 @@ def message_apply(*, topic: str, payload: bytes, received_us: int) -> str:
     except ProtocolError as exc:
         reason = "foreign" if exc.status == 403 else exc.reason
         raise Dropped(reason, f"device {device_uuid}: {exc.message}") from exc
-    report = dataclasses.replace(report, clocks={**report.clocks, "received_at": received_us})
+    return dataclasses.replace(report, clocks={**report.clocks, "received_at": received_us})
+
+
+def message_apply(*, topic: str, payload: bytes, received_us: int) -> str:
+    """Apply one MQTT report as the PATCH would; its outcome (applied, unchanged, stale, queued), or ``Dropped``.
+    Database errors propagate (the caller retries those that say the database is unavailable)."""
+    device_uuid = _topic_device_uuid(topic)
+    if len(payload) > settings.SENSORSYNC_MAX_REPORT_BYTES:  # before any query
+        raise Dropped("too_large", f"{len(payload)} bytes, over SENSORSYNC_MAX_REPORT_BYTES")
+    device = device_for_mqtt_report(uuid=device_uuid)
+    report = _message_report(device_uuid=device_uuid, device=device, payload=payload, received_us=received_us)
+    assert device is not None  # _message_report dropped it otherwise
     try:
         verdict = reports.state_report_apply(device=device, report=report)
     except Device.DoesNotExist as exc:
@@ -125,6 +146,47 @@ def message_apply(*, topic: str, payload: bytes, received_us: int) -> str:
     except DataError as exc:
         raise Dropped("invalid_value", f"device {device_uuid}: a value cannot be stored ({exc})") from exc
     return str(verdict.outcome)
+
+
+def messages_apply(messages: list[tuple[str, bytes, int]]) -> list[str | Dropped | None]:
+    """Apply a batch of MQTT reports ((topic, payload, received_us), in their order of receipt) in a few statements:
+    one lookup of every device they name, and for the reports that repeat their device's stored report (a steady
+    fleet's nearly all: unchanged, or new metrics) one write for all (``reports.repeated_reports_touch``). Per
+    message: its outcome, its ``Dropped``, or None for one to be applied alone with ``message_apply``, after the
+    batch's writes and in order: a changed report, a device's second message in the batch, a repeat that met
+    another writer. Database errors propagate (the caller then applies each message alone)."""
+    results: list[str | Dropped | None] = [None] * len(messages)
+    named: dict[int, uuid_lib.UUID] = {}
+    for index, (topic, payload, _received_us) in enumerate(messages):
+        try:
+            named[index] = _topic_device_uuid(topic)
+            if len(payload) > settings.SENSORSYNC_MAX_REPORT_BYTES:
+                raise Dropped("too_large", f"{len(payload)} bytes, over SENSORSYNC_MAX_REPORT_BYTES")
+        except Dropped as exc:
+            named.pop(index, None)
+            results[index] = exc
+    devices = devices_for_mqtt_reports(uuids=set(named.values())) if named else {}
+    seen: set[uuid_lib.UUID] = set()
+    repeats: list[tuple[Device, RepeatedReport]] = []
+    repeat_indexes: list[int] = []
+    for index, device_uuid in named.items():
+        if device_uuid in seen:
+            continue  # the device's later messages go alone, after this one is written
+        seen.add(device_uuid)
+        _topic, payload, received_us = messages[index]
+        device = devices.get(device_uuid)
+        try:
+            report = _message_report(device_uuid=device_uuid, device=device, payload=payload, received_us=received_us)
+        except Dropped as exc:
+            results[index] = exc
+            continue
+        if isinstance(report, RepeatedReport) and device is not None:
+            repeats.append((device, report))
+            repeat_indexes.append(index)
+    if repeats:
+        for index, outcome in zip(repeat_indexes, reports.repeated_reports_touch(repeats), strict=True):
+            results[index] = None if outcome is None else str(outcome)
+    return results
 
 
 @dataclass
@@ -153,11 +215,13 @@ class Ingestor:
         receive_maximum: int = 32,
         session_expiry: int = 86_400,
         converge_interval: float = 60.0,
+        batch_size: int = 32,
     ) -> None:
         self.address = BrokerAddress.parse(url)
         self.client_id = client_id
         self.receive_maximum = receive_maximum
         self.converge_interval = converge_interval
+        self.batch_size = max(1, batch_size)  # messages applied together, of those the client has buffered
         # The broker should send at most receive_maximum unacknowledged messages per connection; Mosquitto 2.0.11
         # sends more once some are acknowledged (2.0.13 reworked its "inflight quota"). Then this queue fills, the
         # network thread waits to put the next one, and TCP holds the rest back in the broker: memory stays bounded.
@@ -302,15 +366,16 @@ class Ingestor:
             self.client.ack(delivery.mid, delivery.qos)
             self.journal.acknowledge(mid=delivery.mid, digest=delivery.digest)
 
-    def _process(self, delivery: Delivery) -> None:
-        """Apply one delivery; retry it while the database is unavailable; acknowledge it once done."""
+    def _settle(self, delivery: Delivery) -> bool:
+        """Apply one delivery alone, retrying while the database is unavailable: True once it is to be
+        acknowledged (applied or dropped); False if it must not be (its connection is gone, or stopping)."""
         backoff = BACKOFF_FIRST
         while True:
             if not self._current(delivery):
                 # Its connection is gone: the broker redelivers it on the new one; acknowledging it here could
                 # acknowledge another message with the same packet id.
                 IN_FLIGHT.dec()
-                return
+                return False
             started = time.perf_counter()
             try:
                 close_old_connections()
@@ -318,38 +383,83 @@ class Ingestor:
                     topic=delivery.topic, payload=delivery.payload, received_us=delivery.received_us
                 )
             except Dropped as exc:
-                MESSAGES.labels("dropped").inc()
-                DROPPED.labels(exc.reason).inc()
-                logger.warning("mqtt message dropped reason=%s topic=%s: %s", exc.reason, delivery.topic, exc.detail)
-                break
+                self._dropped(delivery, exc)
+                return True
             except (DatabaseError, InterfaceError) as exc:
                 if not database_unavailable(exc):
                     logger.exception("mqtt message dropped reason=database_refused topic=%s", delivery.topic)
                     MESSAGES.labels("dropped").inc()
                     DROPPED.labels("database_refused").inc()
-                    break
+                    return True
                 DATABASE_RETRIES.inc()
                 logger.warning("database unavailable (%s); message not acknowledged, retry in %.1f s", exc, backoff)
                 with contextlib.suppress(DatabaseError):
                     connection.close()
                 if self.stop_event.wait(backoff):
                     IN_FLIGHT.dec()
-                    return  # stopping: not acknowledged, so the broker redelivers it
+                    return False  # stopping: not acknowledged, so the broker redelivers it
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             except Exception:  # a bug must not stop ingestion, nor make the broker redeliver the message for ever
                 logger.exception("mqtt message dropped reason=error topic=%s", delivery.topic)
                 MESSAGES.labels("dropped").inc()
                 DROPPED.labels("error").inc()
-                break
-            else:
-                MESSAGES.labels(outcome).inc()
-                PROCESSING_SECONDS.observe(time.perf_counter() - started)
-                logger.debug("mqtt message %s topic=%s", outcome, delivery.topic)
-                break
+                return True
+            self._applied(delivery, outcome, time.perf_counter() - started)
+            return True
+
+    def _dropped(self, delivery: Delivery, exc: Dropped) -> None:
+        MESSAGES.labels("dropped").inc()
+        DROPPED.labels(exc.reason).inc()
+        logger.warning("mqtt message dropped reason=%s topic=%s: %s", exc.reason, delivery.topic, exc.detail)
+
+    def _applied(self, delivery: Delivery, outcome: str, seconds: float) -> None:
+        MESSAGES.labels(outcome).inc()
+        PROCESSING_SECONDS.observe(seconds)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("mqtt message %s topic=%s", outcome, delivery.topic)
+
+    def _done(self, delivery: Delivery) -> None:
         self._ack(delivery)
         self.processed += 1
         LAG_SECONDS.observe(time.monotonic() - delivery.received_at)
+
+    def _batch_apply(self, deliveries: list[Delivery]) -> list[str | Dropped | None]:
+        try:
+            close_old_connections()
+            return messages_apply([(d.topic, d.payload, d.received_us) for d in deliveries])
+        except Exception as exc:
+            if not isinstance(exc, (DatabaseError, InterfaceError)) or not database_unavailable(exc):
+                logger.exception("mqtt batch of %d failed; applying its messages one by one", len(deliveries))
+            return [None] * len(deliveries)
+
+    def _process_batch(self, batch: list[Delivery]) -> None:
+        """Apply what the client had buffered in a few statements (``messages_apply``), the messages it leaves
+        over alone (``_settle``), then acknowledge, in the order they were received, every one that is done.
+        A batch the database fails (or any error) is applied message by message instead, with their retries."""
+        current = []
+        for delivery in batch:
+            if self._current(delivery):
+                current.append(delivery)
+            else:
+                IN_FLIGHT.dec()  # its connection is gone: the broker redelivers it
+        if not current:
+            return
+        started = time.perf_counter()
+        results = self._batch_apply(current)
+        share = (time.perf_counter() - started) / len(current)
+        settled = []
+        for delivery, result in zip(current, results, strict=True):
+            if result is None:
+                if not self._settle(delivery):
+                    continue
+            elif isinstance(result, Dropped):
+                self._dropped(delivery, result)
+            else:
+                self._applied(delivery, result, share)
+            settled.append(delivery)
+        for delivery in settled:
+            self._done(delivery)
 
     def _converge(self) -> None:
         from .services import mqtt_access_converge, mqtt_enabled
@@ -401,7 +511,14 @@ class Ingestor:
                         self.retired = True
                         break
                     continue
-                self._process(delivery)
+                batch = [delivery]
+                room = self.batch_size if max_messages is None else min(self.batch_size, max_messages - self.processed)
+                while len(batch) < room:
+                    try:
+                        batch.append(self.deliveries.get_nowait())
+                    except queue.Empty:
+                        break
+                self._process_batch(batch)
                 last_message_at = time.monotonic()
         finally:
             self._disconnect()

@@ -35,3 +35,23 @@ def secret_key_check(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> 
             )
         ]
     return []
+
+
+@register()
+def agent_middleware_check(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[Error]:
+    """The agents' short chain (``sensorsync_project.handlers``) leaves middleware out, never adds or reorders:
+    what an agent's request goes through is always what every request goes through, less what it does not need."""
+    agent, full = list(settings.SENSORSYNC_AGENT_MIDDLEWARE), list(settings.MIDDLEWARE)
+    position = 0
+    for path in agent:
+        try:
+            position = full.index(path, position) + 1
+        except ValueError:
+            return [
+                Error(
+                    f"SENSORSYNC_AGENT_MIDDLEWARE lists {path!r} out of MIDDLEWARE's order, or not in MIDDLEWARE.",
+                    hint="List a subsequence of MIDDLEWARE, in its order.",
+                    id="sensorsync.E010",
+                )
+            ]
+    return []

@@ -20,8 +20,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import orjson
 from django.db import connections, router
-from django.db.models import Field, Model
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field, JSONField, Model
 from django.db.models.fields.reverse_related import OneToOneRel
 from django.utils.functional import cached_property
 
@@ -50,10 +52,22 @@ class _Plan:
     key_field: Field
 
     def fetch(self, alias: str, value: Any, *, many: bool) -> list[Sequence[Any]]:
+        """The rows for one key ``value``; with ``many``, every row (else the first), converted."""
         connection = connections[alias]
         with connection.cursor() as cursor:
             cursor.execute(self.sql, [self.key_field.get_db_prep_value(value, connection)])
             found = cursor.fetchall() if many else [row for row in [cursor.fetchone()] if row is not None]
+        return self._converted(connection, found)
+
+    def fetch_in(self, alias: str, values: Sequence[Any]) -> list[Sequence[Any]]:
+        """The rows for any of the key ``values`` (a plan written for that many), converted."""
+        connection = connections[alias]
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql, [self.key_field.get_db_prep_value(value, connection) for value in values])
+            found = cursor.fetchall()
+        return self._converted(connection, found)
+
+    def _converted(self, connection: BaseDatabaseWrapper, found: list) -> list[Sequence[Any]]:
         if not self.converters:
             return found
         rows: list[Sequence[Any]] = []
@@ -68,13 +82,17 @@ class _Plan:
         return rows
 
 
-def _plan(alias: str, *, model: type[Model], key: str, columns: list[Field], joins: str = "") -> _Plan:
+def _plan(
+    alias: str, *, model: type[Model], key: str, columns: list[Field], joins: str = "", count: int | None = None
+) -> _Plan:
+    """The statement for one key value, or (``count``) for any of that many (``IN``)."""
     connection = connections[alias]
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     key_field = concrete_field(model, key)
     select = ", ".join(f"{quote(field.model._meta.db_table)}.{quote(field.column)}" for field in columns)
-    sql = f"SELECT {select} FROM {table}{joins} WHERE {table}.{quote(key_field.column)} = %s"
+    condition = "= %s" if count is None else f"IN ({', '.join(['%s'] * count)})"
+    sql = f"SELECT {select} FROM {table}{joins} WHERE {table}.{quote(key_field.column)} {condition}"
     converters = []
     for index, field in enumerate(columns):
         expression = field.get_col(field.model._meta.db_table)
@@ -121,7 +139,7 @@ class KeyedInstance(Generic[M]):
         self.key = key
         self.deferred = tuple(deferred)
         self.related = dict(related or {})
-        self._plans: dict[str, _Plan] = {}
+        self._plans: dict[tuple[str, int | None], _Plan] = {}
 
     @cached_property
     def joined(self) -> list[_JoinedPart]:
@@ -151,8 +169,8 @@ class KeyedInstance(Generic[M]):
             start += len(attnames)
         return layout
 
-    def _plan_for(self, alias: str) -> _Plan:
-        plan = self._plans.get(alias)
+    def _plan_for(self, alias: str, count: int | None = None) -> _Plan:
+        plan = self._plans.get((alias, count))
         if plan is None:
             quote = connections[alias].ops.quote_name
             table = quote(self.model._meta.db_table)
@@ -163,15 +181,24 @@ class KeyedInstance(Generic[M]):
                 for part in self.joined
             )
             columns = [field for part in self.parts for field in part.fields]
-            plan = self._plans[alias] = _plan(alias, model=self.model, key=self.key, columns=columns, joins=joins)
+            plan = self._plans[(alias, count)] = _plan(
+                alias, model=self.model, key=self.key, columns=columns, joins=joins, count=count
+            )
         return plan
 
     def get(self, value: Any) -> M | None:
         alias = router.db_for_read(self.model)
         found = self._plan_for(alias).fetch(alias, value, many=False)
-        if not found:
-            return None
-        row = found[0]
+        return self._instance(alias, found[0]) if found else None
+
+    def get_in(self, values: Sequence[Any]) -> list[M]:
+        """The instances whose key is any of ``values`` (each once), in one SELECT ... WHERE key IN (...)."""
+        if not values:
+            return []
+        alias = router.db_for_read(self.model)
+        return [self._instance(alias, row) for row in self._plan_for(alias, len(values)).fetch_in(alias, values)]
+
+    def _instance(self, alias: str, row: Sequence[Any]) -> M:
         (start, end, attnames, _), *joined_layout = self._layout
         obj = self.model.from_db(alias, attnames, row[start:end])
         for part, (start, end, attnames, pk_index) in zip(self.joined, joined_layout, strict=True):
@@ -201,3 +228,42 @@ class KeyedRows:
             columns = _columns(self.model, only=self.fields)
             plan = self._plans[alias] = _plan(alias, model=self.model, key=self.key, columns=columns)
         return plan.fetch(alias, value, many=True)
+
+
+def json_field(field: Field) -> bool:
+    return isinstance(field, JSONField)
+
+
+def db_param(field: Field, value: Any, connection: BaseDatabaseWrapper) -> tuple[str, Any]:
+    """A value's placeholder and parameter in a statement written by hand. JSON is written as orjson's text (cast
+    to jsonb on PostgreSQL): for a report's stored parts or a device's facts ~30 us less per value than Django's
+    encoder and adapter. A value orjson cannot write, and JSON null, go Django's way."""
+    if value is not None and json_field(field):
+        try:
+            text = orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:
+            pass
+        else:
+            return ("%s::jsonb" if connection.vendor == "postgresql" else "%s"), text
+    return "%s", field.get_db_prep_save(value, connection)
+
+
+def row_update(model: type[Model], *, key: str, value: Any, values: Mapping[str, Any]) -> int:
+    """``model.objects.filter(key=value).update(**values)`` (plain values only) without compiling a queryset: one
+    UPDATE of just these columns. The number of rows written."""
+    alias = router.db_for_write(model)
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    assignments, params = [], []
+    for name, new in values.items():
+        field = concrete_field(model, name)
+        placeholder, param = db_param(field, new, connection)
+        assignments.append(f"{quote(field.column)} = {placeholder}")
+        params.append(param)
+    key_field = model._meta.pk if key == "pk" else concrete_field(model, key)
+    assert key_field is not None
+    params.append(key_field.get_db_prep_value(value, connection))
+    sql = f"UPDATE {quote(model._meta.db_table)} SET {', '.join(assignments)} WHERE {quote(key_field.column)} = %s"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount

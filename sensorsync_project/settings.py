@@ -59,6 +59,15 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# The agents' routes (/api/v1/device/...) run through these only (sensorsync_project.handlers): their views read
+# no session, user or messages and send no HTML. In MIDDLEWARE's order (check sensorsync.E010).
+SENSORSYNC_AGENT_MIDDLEWARE = [
+    "sensorsync_project.proxy.ForwardedForMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "events.middleware.RequestContextMiddleware",
+    "sensorsync_project.outage.DatabaseOutageMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
 
 ROOT_URLCONF = "sensorsync_project.urls"
 WSGI_APPLICATION = "sensorsync_project.wsgi.application"
@@ -83,7 +92,10 @@ if "DATABASE_URL" not in env:
     (BASE_DIR / "var").mkdir(exist_ok=True)
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=600)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A persistent connection is checked (one SELECT 1) before the first query of each request, so a worker reconnects
+# quietly after the database restarted. That round trip is a large share of a 304 poll (docs/scaling.md):
+# DJANGO_CONN_HEALTH_CHECKS=false saves it, and the first request on each dead connection answers 503 instead.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DJANGO_CONN_HEALTH_CHECKS", default=True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A slow or stuck database must not hold a worker forever; lock waits count towards it too.
     STATEMENT_TIMEOUT_MS = env.int("DJANGO_DB_STATEMENT_TIMEOUT_MS", default=10_000)

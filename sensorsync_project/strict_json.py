@@ -79,7 +79,25 @@ def _first_problem(value: Any, level: int = 0) -> str | None:
 
 
 def strict_json_loads(body: bytes) -> Any:
-    """Parse a request body, or raise ``JSONBodyError`` with a sentence naming the problem."""
+    """Parse a request body, or raise ``JSONBodyError`` with a sentence naming the problem.
+
+    Fast path, for compact JSON as agents write it (``JSON.stringify``): orjson reads the body (refusing invalid
+    UTF-8, NaN and Infinity), and if orjson writes the value back as exactly the same bytes, the body held nothing
+    this reader refuses: a duplicate key would be missing from what orjson writes, and what it cannot write (an
+    integer beyond 64 bits, too deep a nesting, a float beyond 64 bits read as infinity) differs or fails. A NUL
+    escape is looked for first (orjson takes it). ~30 us for a 20-sensor report against ~90 us below; any other
+    body (spaced, reordered, refused) takes the reader below, which finds the problem and names it."""
+    if b"\\u0000" not in body:
+        try:
+            value = orjson.loads(body)
+            if orjson.dumps(value) == body:
+                return value
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+            pass
+    return _strict_json_loads(body)
+
+
+def _strict_json_loads(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:

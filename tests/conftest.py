@@ -4,9 +4,11 @@
 import pytest
 from django.core.cache import caches
 from django.test import Client
+from django.test.client import ClientHandler
 from rest_framework.test import APIClient
 
 from reconciliation.services.sensors import sensor_create
+from sensorsync_project.handlers import AGENT_PATH_PREFIX, AgentMiddlewareMixin
 from webhooks.selectors import webhook_subscriptions_forget
 
 from .factories import DeviceFactory, SensorPayloadFactory, UserFactory
@@ -62,8 +64,27 @@ def admin_browser(client, superuser) -> Client:
 
 @pytest.fixture
 def agent() -> Client:
-    """The on-device agent: a plain HTTP client, no session, no CSRF token, raw bytes and headers."""
-    return Client(enforce_csrf_checks=True)
+    """The on-device agent: a plain HTTP client, no session, no CSRF token, raw bytes and headers. Its requests to
+    the agents' routes run through their own middleware chain, as ``wsgi.application`` serves them."""
+    client = Client(enforce_csrf_checks=True)
+    client.handler = ProjectClientHandler(enforce_csrf_checks=True)
+    return client
+
+
+class AgentClientHandler(AgentMiddlewareMixin, ClientHandler):
+    pass
+
+
+class ProjectClientHandler:
+    """The test client's handler, dispatching as ``sensorsync_project.handlers.ProjectApplication`` does."""
+
+    def __init__(self, **kwargs) -> None:
+        self.full = ClientHandler(**kwargs)
+        self.agent = AgentClientHandler(**kwargs)
+
+    def __call__(self, environ):
+        handler = self.agent if environ.get("PATH_INFO", "").startswith(AGENT_PATH_PREFIX) else self.full
+        return handler(environ)
 
 
 @pytest.fixture

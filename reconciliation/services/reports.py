@@ -13,16 +13,22 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, models, transaction
-from django.db.models import F, Value
-from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from devices.locking import device_events, device_row_lock, device_write
+from devices.locking import (
+    DeviceTouch,
+    device_events,
+    device_row_lock,
+    device_row_touch,
+    device_rows_touch,
+    device_write,
+)
 from devices.models import Device, DeviceAccessRevoked, DeviceCurrentState
 from devices.selectors import REPORT_DEFERRED_TARGET
 from devices.target_config import config_sensors
 from events.choices import EventTypeChoices
 from events.services import EventRecorder, event_recording
+from sensorsync_project.hot_queries import row_update
 
 from ..agent_protocol import HEALTH_SOURCES, RepeatedReport, Report, identity_digest, part_digest
 from ..signals import state_report_stored
@@ -71,6 +77,23 @@ def _liveness_due(device: Device, now: datetime) -> bool:
     return device.last_seen_at is None or (now - device.last_seen_at).total_seconds() >= interval
 
 
+def _touch_plan(
+    device: Device, *, now: datetime, report: Report | RepeatedReport | None, fetched_version: int | None = None
+) -> tuple[dict, dict[str, int]]:
+    """What ``_liveness_touch`` writes: the device fields (none: no write) and the report marks it raises."""
+    changes = _facts_changes(device, report, now) if report is not None else {}
+    if fetched_version is not None and fetched_version != device.last_fetched_version:
+        changes.update(last_fetched_version=fetched_version, last_fetched_at=now)
+    raised = _marks_raised(report, _device_marks(device)) if report is not None else {}
+    if changes or raised or _liveness_due(device, now):
+        changes["last_seen_at"] = now
+        if report is not None and "uptime" in report.facts:  # a clock, like last_seen_at: written with it
+            changes["uptime"] = report.facts["uptime"]
+        if fetched_version is not None:
+            changes.update(last_fetched_version=fetched_version, last_fetched_at=now)
+    return changes, raised
+
+
 def _liveness_touch(
     device: Device,
     *,
@@ -87,24 +110,18 @@ def _liveness_touch(
     Such a report is "unchanged" only if no other writer changed the device since it was read (its revision):
     False when one did (a report older by its clock may have been applied meanwhile), and the caller decides
     again under the lock."""
-    changes = _facts_changes(device, report, now) if report is not None else {}
-    if fetched_version is not None and fetched_version != device.last_fetched_version:
-        changes.update(last_fetched_version=fetched_version, last_fetched_at=now)
-    raised = _marks_raised(report, _device_marks(device)) if report is not None else {}
-    if changes or raised or _liveness_due(device, now):
-        changes["last_seen_at"] = now
-        if report is not None and "uptime" in report.facts:  # a clock, like last_seen_at: written with it
-            changes["uptime"] = report.facts["uptime"]
-        if fetched_version is not None:
-            changes.update(last_fetched_version=fetched_version, last_fetched_at=now)
+    changes, raised = _touch_plan(device, now=now, report=report, fetched_version=fetched_version)
     if changes:
-        # Each mark only rises, whatever a concurrent report wrote since ``device`` was read.
-        rising = {field: Greatest(Coalesce(F(field), Value(clock)), Value(clock)) for field, clock in raised.items()}
-        # Only while the key the request authenticated with still holds: a late request must not undo a rotation.
-        guard = {"pk": device.pk, "api_key_digest": device.api_key_digest, "is_active": True}
-        if raised:
-            guard["revision"] = device.revision
-        if not Device.objects.filter(**guard).update(**changes, **rising):
+        # Each mark only rises, whatever a concurrent report wrote since ``device`` was read; and only while the key
+        # the request authenticated with still holds: a late request must not undo a rotation.
+        written = device_row_touch(
+            pk=device.pk,
+            key_digest=device.api_key_digest,
+            values=changes,
+            rising=raised,
+            revision=device.revision if raised else None,
+        )
+        if not written:
             if raised and _access_holds(device):
                 return False  # only the revision moved
             raise _access_revoked(device)
@@ -249,8 +266,8 @@ def _current_state_store(
     device.current_state = current
     if created:
         DeviceCurrentState.objects.bulk_create([current])
-    else:
-        DeviceCurrentState.objects.filter(pk=current.pk).update(**fields)
+    else:  # written by hand: compiling the queryset's UPDATE cost more than the statement
+        row_update(DeviceCurrentState, key="pk", value=current.pk, values=fields)
     return current
 
 
@@ -320,6 +337,37 @@ def _queued_report_record(device: Device, report: Report, now: datetime) -> Repo
                 actor=f"agent:{device.uuid}",
             )
     return ReportVerdict(ReportOutcome.QUEUED, device, None)
+
+
+def repeated_reports_touch(items: list[tuple[Device, RepeatedReport]]) -> list[str | None]:
+    """``state_report_apply`` for many repeated reports (their identity equals the stored report's), at most one per
+    device, in at most one UPDATE per shape of write (``devices.locking.device_rows_touch``): each one's outcome
+    (unchanged or stale), or None where it must go through ``state_report_apply`` after all (another writer moved
+    the device since it was read, or its key or state changed: that call decides, or refuses, as for any report).
+
+    For the MQTT ingestion worker's batches: what each report writes, and when, is what ``state_report_apply``
+    would write for it alone (liveness coalesced, facts, the marks it raises, guarded by key and revision)."""
+    now = timezone.now()
+    outcomes: list[str | None] = []
+    touches: dict[int, tuple[int, DeviceTouch]] = {}  # device pk -> (index, write)
+    for index, (device, report) in enumerate(items):
+        if device.pk in touches:
+            raise ValueError(f"device {device.uuid} has more than one report in the batch")
+        stale = _is_stale(report, _device_marks(device))
+        outcomes.append(ReportOutcome.STALE if stale else ReportOutcome.UNCHANGED)
+        changes, raised = _touch_plan(device, now=now, report=report)
+        if changes:
+            revision = device.revision if raised else None
+            touches[device.pk] = (index, DeviceTouch(device.pk, device.api_key_digest, changes, raised, revision))
+    written = device_rows_touch([touch for _, touch in touches.values()]) if touches else set()
+    for pk, (index, touch) in touches.items():
+        if pk not in written:
+            outcomes[index] = None
+            continue
+        device = items[index][0]
+        for name, value in {**touch.values, **touch.rising}.items():
+            setattr(device, name, value)
+    return outcomes
 
 
 def state_report_apply(*, device: Device, report: Report | RepeatedReport) -> ReportVerdict:

@@ -36,6 +36,7 @@ DRIFT_REPORT_STATEMENTS = 8  # a changed report that makes every sensor fail: an
 STEADY_CHANGED_REPORT_STATEMENTS = 6  # a changed report whose statuses stay: no target or episode write
 NO_OP_STATEMENTS = 1  # unchanged or stale report, 304 poll: the key lookup; liveness written within the interval
 NO_OP_LIVENESS_DUE_STATEMENTS = 2  # ... and the liveness UPDATE when it was written longer ago
+METRICS_REPORT_STATEMENTS = 2  # a report that repeats the stored one with new metrics: the lookup, one UPDATE
 
 
 @pytest.fixture(params=SIZES, ids=lambda n: f"{n}-sensors")
@@ -128,6 +129,26 @@ def test_an_unchanged_report_with_a_newer_clock(agent, sized, coalesced_liveness
     assert answer["outcome"] == "unchanged"
     sized.refresh_from_db()
     assert (sized.uptime, sized.last_report_seq) == (7200, 2)
+
+
+def test_a_metrics_report_writes_the_facts_and_reconciles_nothing(
+    agent, sized, coalesced_liveness, django_assert_num_queries
+):
+    running = target_sensors(sized)
+    verdict(report(agent, sized, 2, running, seq=1), sized)
+    before, last = device_snapshot(sized), last_event_id()
+    metrics = {"cpu_usage": 12, "memory_usage": 300, "memory_total": 1024, "uptime": 7260.5}
+
+    with django_assert_num_queries(METRICS_REPORT_STATEMENTS):  # the agent's 5-minute report: no clock
+        answer = verdict(report(agent, sized, 2, running, gzip=True, **metrics), sized)
+
+    assert answer["outcome"] == "unchanged"
+    assert len(answer["sensors"]) == sized.n
+    assert events_after(sized, last) == []
+    sized.refresh_from_db()
+    assert sized.facts == metrics
+    after = device_snapshot(sized)
+    assert {k: v for k, v in after.items() if k != "device"} == {k: v for k, v in before.items() if k != "device"}
 
 
 def test_a_stale_report(agent, sized, coalesced_liveness, django_assert_num_queries):

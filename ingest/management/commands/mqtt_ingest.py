@@ -52,6 +52,13 @@ error"""
             help="Messages the broker may send before one is acknowledged (default 32).",
         )
         parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=32,
+            help="Messages applied together, of those received and not yet applied: one device lookup for all, one "
+            "write for those that change nothing but liveness and facts (default 32; 1: one by one).",
+        )
+        parser.add_argument(
             "--session-expiry",
             type=int,
             default=86_400,
@@ -90,6 +97,8 @@ error"""
             raise CommandError(f"SENSORSYNC_MQTT_URL: {exc}") from exc
         if not 1 <= options["receive_maximum"] <= 65_535:
             raise CommandError("--receive-maximum must be from 1 to 65535.")
+        if not 1 <= options["batch_size"] <= 1000:
+            raise CommandError("--batch-size must be from 1 to 1000.")
         try:
             ingestor = Ingestor(
                 url=url,
@@ -100,6 +109,7 @@ error"""
                 receive_maximum=options["receive_maximum"],
                 session_expiry=options["session_expiry"],
                 converge_interval=options["converge_interval"],
+                batch_size=options["batch_size"],
             )
         except JournalLocked as exc:
             raise CommandError(f"{exc}: it is running already.") from exc

@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # make test fails when the suite's coverage is under this many percent (.ci/run sets it; empty: only printed).
 COVERAGE_FLOOR ?=
 
-.PHONY: run test install lint format bench lock
+.PHONY: run test install lint format bench bench-tools bench-soak lock
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -104,13 +104,28 @@ format: $(INSTALLED)
 	$(BIN)/ruff format .
 
 # The benchmark (README: Benchmark): the product under gunicorn against a fresh PostgreSQL database on 127.0.0.1,
-# driven by wrk, measured against its ceilings; a few minutes. DEVICES, SENSORS, DURATION, MIX_DURATION, WORKERS:
-# e.g. `make bench DEVICES=500 DURATION=5 MIX_DURATION=10`. wrk and pgbench come from Debian packages.
+# driven by wrk, measured against its ceilings (the product's own and independent ones), then the real agent's
+# fleet over HTTP and over MQTT (the project's broker, mqtt_ingest workers) and the capacity searches; 25-30
+# minutes. DEVICES, SENSORS, DURATION, MIX_DURATION, WORKERS, FLEET_DEVICES, CAPACITY_RUNS, CAPACITY_DURATION, MQTT:
+# a quick look is `make bench DEVICES=2000 FLEET_DEVICES=4000 DURATION=5 MIX_DURATION=10 CAPACITY_RUNS=2
+# CAPACITY_DURATION=20`. wrk, pgbench and Mosquitto (with its clients) come from Debian packages.
+# `make bench-soak`: seeding, then 10 minutes of MQTT ingestion (SOAK_DEVICES agents, 20,000 by default) alone, each
+# ingestion worker's memory sampled every 10 s.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 
-bench: $(INSTALLED)
+bench-tools:
 	@command -v wrk >/dev/null || $(APT_INSTALL) wrk || ($(SUDO) apt-get update && $(APT_INSTALL) wrk)
 	@command -v pgbench >/dev/null || $(APT_INSTALL) postgresql-contrib \
 		|| ($(SUDO) apt-get update && $(APT_INSTALL) postgresql-contrib)
-	$(BIN)/python -m bench
+	@if [ "$(MQTT)" != off ]; then \
+	  { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } && command -v mosquitto_sub >/dev/null \
+	  || $(APT_INSTALL) mosquitto mosquitto-clients \
+	  || ($(SUDO) apt-get update && $(APT_INSTALL) mosquitto mosquitto-clients); fi
+
+bench: $(INSTALLED) bench-tools
+	MQTT=$(MQTT) $(BIN)/python -m bench
+
+SOAK ?= 600
+bench-soak: $(INSTALLED) bench-tools
+	MQTT=on SOAK=$(SOAK) $(BIN)/python -m bench

@@ -120,6 +120,50 @@ def scripts_write(scripts: list[Script], directory: Path) -> list[Path]:
     return paths
 
 
+MINIMAL_SCRIPT = """\\set device random(:first_device, :last_device)
+\\set variant random(0, 1000000)
+BEGIN;
+UPDATE {state} SET config = jsonb_set(config, '{{benchMinimal}}', to_jsonb(:variant)), digest = md5(:variant::text),
+  reported_at = now(), seq = coalesce(seq, 0) + 1 WHERE device_id = :device RETURNING seq AS event_seq
+\\gset
+INSERT INTO {sensors} AS s ({columns}) SELECT {values} FROM {sensors} WHERE device_id = :device
+  ON CONFLICT (device_id, name) DO UPDATE SET metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at;
+INSERT INTO {events} (event_id, type, aggregate_type, aggregate_id, sequence, data, metadata, correlation_id,
+  created_at) VALUES (gen_random_uuid(), 'device.state_reported', 'device', :device::text,
+  :event_seq + {sequence_offset}, '{{"sensors": {sensor_count}, "changed": {sensor_count}}}', '{{}}',
+  gen_random_uuid(), now());
+COMMIT;
+"""
+SEQUENCE_OFFSET = 1_000_000  # the replayed events' sequences start here: above any the seed or the app wrote
+
+
+def minimal_script(*, state: str, sensors: str, events: str, sensor_columns: list[str], sensor_count: int) -> str:
+    """The least SQL a changed report of ``sensor_count`` sensors needs, whatever the product does: one update of
+    the device's state row (which also hands out the device's next event sequence, as a lock on the device must),
+    one upsert of its sensor rows (every column written, each row's ``metadata`` new), one event insert, in one
+    transaction. pgbench draws the device among ``first_device..last_device`` (``-D``).
+
+    The independent database ceiling: the product's own statements (``replay_script``) cannot show SQL the
+    product need not run; this can."""
+    values = []
+    for column in sensor_columns:
+        if column == "metadata":
+            values.append("jsonb_build_object('benchVariant', :variant)")
+        elif column == "updated_at":
+            values.append("now()")
+        else:
+            values.append(column)
+    return MINIMAL_SCRIPT.format(
+        state=state,
+        sensors=sensors,
+        events=events,
+        columns=", ".join(sensor_columns),
+        values=", ".join(values),
+        sensor_count=sensor_count,
+        sequence_offset=SEQUENCE_OFFSET,
+    )
+
+
 @dataclass
 class PgbenchResult:
     tps: float | None
@@ -138,6 +182,7 @@ def run(
     threads: int,
     duration: int,
     timeout: int,
+    defines: dict[str, str] | None = None,
 ) -> PgbenchResult:
     command = [
         "pgbench",
@@ -150,6 +195,8 @@ def run(
         f"--port={dsn['port']}",
         f"--username={dsn['user']}",
     ]
+    for name, value in (defines or {}).items():
+        command.append(f"--define={name}={value}")
     for script in scripts:
         command.append(f"--file={script}")
     command.append(dsn["dbname"])

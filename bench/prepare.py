@@ -286,7 +286,7 @@ def _report_prefixes(clone: "seed.Clone") -> tuple[bytes, bytes]:
     """The gzip members that start a clone's two report variants (``bench.reports``), as the load generator sends."""
     from . import reports
 
-    first, second = (reports.gzip_member(reports.body_prefix(clone.uuid, entry)) for entry in clone.entries)
+    first, second = (reports.gzip_member(reports.body_prefix_json(clone.uuid, entry)) for entry in clone.entries)
     return first, second
 
 
@@ -521,6 +521,158 @@ def step_states(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# the real agent's fleet (bench.fleet)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _base_sensors(sensors: list[dict]) -> list[dict]:
+    """A target's sensors without the benchmark's variant mark (``bench.fleet.variant_sensors``)."""
+    base = []
+    for sensor in sensors:
+        metadata = {k: v for k, v in sensor.get("metadata", {}).items() if k != "benchVariant"}
+        base.append({**sensor, "metadata": metadata})
+    return base
+
+
+def step_fleet(args) -> int:
+    """The fleet file (``bench.fleet``) of the seeded fleet: each device's key, generation, template and the two
+    config members its reports carry; the tails of each template."""
+    from devices.models import DeviceTargetState
+
+    from . import fleet, wrkdata
+
+    out = _out(args)
+    started = time.perf_counter()
+    records = list(wrkdata.read_devices(out / "devices.bin"))
+    targets = dict(
+        DeviceTargetState.objects.filter(device__uuid__in=[r.uuid for r in records[: args.templates]]).values_list(
+            "device__uuid", "config"
+        )
+    )
+    templates = [records[t].uuid for t in range(min(args.templates, len(records)))]
+    tails = []
+    for t, uuid in enumerate(templates):
+        names = [s["name"] for s in targets[uuid_from(uuid)]["sensors"]]
+        generation = fleet.generation_of(t)
+        tails.append((fleet.gzip_member(fleet.tail_plain()), fleet.gzip_member(fleet.tail_metrics(generation, names))))
+
+    def devices():
+        batch = 2000
+        for start in range(0, len(records), batch):
+            group = records[start : start + batch]
+            configs = dict(
+                DeviceTargetState.objects.filter(device__uuid__in=[r.uuid for r in group]).values_list(
+                    "device__uuid", "config"
+                )
+            )
+            for i, record in enumerate(group, start=start):
+                base = _base_sensors(configs[uuid_from(record.uuid)]["sensors"])
+                members = tuple(fleet.gzip_member(fleet.config_part(fleet.variant_sensors(base, v))) for v in (0, 1))
+                template = i % len(templates)
+                yield fleet.FleetDevice(
+                    record.uuid,
+                    record.api_key,
+                    fleet.generation_of(template),
+                    template,
+                    int(record.etag.strip('"')),
+                    members,  # type: ignore[arg-type]
+                )
+
+    count = fleet.fleet_write(out / "fleet.bin", tails, devices())
+    _say(f"  fleet file: {count:,} devices, {len(tails)} templates ({time.perf_counter() - started:.0f} s)")
+    _mqtt_credentials_record()
+    return step_fleet_states(args)
+
+
+def _mqtt_credentials_record() -> None:
+    """Every device as holding MQTT credentials under its current key, as registration leaves a 2025-11-22 agent
+    (the ingestion workers drop a report from a device without them). The broker side is the benchmark's own
+    publisher account (``bench.mqttload``), so no broker client is made per device."""
+    from django.db import connection
+
+    from devices.models import Device
+    from ingest.models import DeviceMqttCredentials
+
+    table = connection.ops.quote_name(DeviceMqttCredentials._meta.db_table)
+    devices = connection.ops.quote_name(Device._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (device_id, key_digest, issued_at) SELECT id, api_key_digest, now() FROM {devices} "
+            "ON CONFLICT (device_id) DO UPDATE SET key_digest = EXCLUDED.key_digest"
+        )
+
+
+def uuid_from(text: str):
+    import uuid as uuid_lib
+
+    return uuid_lib.UUID(text)
+
+
+def step_fleet_states(args) -> int:
+    """Each fleet device's target version and the sensors variant its stored report runs, before a run."""
+    from django.db import connection
+
+    from . import fleet, wrkdata
+
+    out = _out(args)
+    uuids = [r.uuid for r in wrkdata.read_devices(out / "devices.bin")]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT d.uuid::text, t.version, position('benchVariant' in c.config::text) > 0 "
+            "FROM devices_device d JOIN devices_devicetargetstate t ON t.device_id = d.id "
+            "JOIN devices_devicecurrentstate c ON c.device_id = d.id"
+        )
+        found = {uuid: (version, int(variant)) for uuid, version, variant in cursor.fetchall()}
+    fleet.states_write(out / "fleet_states.txt", (found[u] for u in uuids))
+    return 0
+
+
+def step_changer(args) -> int:
+    """The operators' side of the fleet model: each change of ``--changes`` (``bench.fleet``) written at its time
+    after ``--start`` (a ``time.time()``), through the product's own service, as a staff user's PUT would. Each
+    change gives the device's target the other sensors variant. Prints how late the changes were."""
+    from django.contrib.auth import get_user_model
+
+    from devices.models import DeviceTargetState
+    from events.choices import EventSourceChoices
+    from events.context import audit_context
+    from reconciliation.services.targets import target_state_update
+
+    from . import fleet
+
+    out = _out(args)
+    changes = fleet.changes_read(Path(args.changes))
+    user = get_user_model().objects.get(username=STAFF_USERNAME)
+    configs = dict(
+        DeviceTargetState.objects.filter(device__uuid__in=[u for _, u in changes]).values_list("device__uuid", "config")
+    )
+    late, cpu_started = [], time.process_time()
+    for t_ms, uuid in changes:
+        wait = args.start + t_ms / 1000 - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        else:
+            late.append(-wait)
+        sensors = configs[uuid_from(uuid)]["sensors"]
+        marked = any("benchVariant" in s.get("metadata", {}) for s in sensors)
+        new = fleet.variant_sensors(_base_sensors(sensors), 0 if marked else 1)
+        with audit_context(source=EventSourceChoices.COMMAND, actor="command:bench-changer"):
+            target = target_state_update(uuid=uuid, user=user, config={"sensors": new})
+        configs[uuid_from(uuid)] = target.config
+    cpu = time.process_time() - cpu_started
+    _write_json(
+        out / "changer.json",
+        {
+            "changes": len(changes),
+            "late_over_1s": sum(1 for v in late if v > 1),
+            "max_late_s": max(late, default=0.0),
+            "cpu_ms_per_change": cpu * 1000 / len(changes) if changes else None,
+        },
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------
 
 
 def _write_json(path: Path, data) -> None:
@@ -537,7 +689,7 @@ def _read_json(path: Path):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.prepare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=["seed", "probe", "states"])
+    parser.add_argument("step", choices=["seed", "probe", "states", "fleet", "fleet-states", "changer"])
     parser.add_argument("--out", required=True)
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--sensors", type=int, default=20)
@@ -547,10 +699,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timing-rounds", type=int, default=12)
     parser.add_argument("--liveness", choices=["keep", "recent", "spread"], default="keep", help="states step")
     parser.add_argument("--random-seed", type=int, default=20251126)
+    parser.add_argument("--changes", help="changer step: the changes file (bench.fleet)")
+    parser.add_argument("--start", type=float, help="changer step: the run's start, as time.time()")
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
     django.setup()
-    return {"seed": step_seed, "probe": step_probe, "states": step_states}[args.step](args)
+    steps = {
+        "seed": step_seed,
+        "probe": step_probe,
+        "states": step_states,
+        "fleet": step_fleet,
+        "fleet-states": step_fleet_states,
+        "changer": step_changer,
+    }
+    return steps[args.step](args)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,14 @@ between them rewrites every sensor row: a changed report of N sensors with no st
 
 import gzip
 import struct
+import uuid as uuid_lib
 import zlib
 
 import orjson
 
-from reconciliation.agent_protocol import report_digest
+from reconciliation.agent_protocol import Report, json_parse, report_digest, reports_parse
+
+from . import fleet
 
 AGENT_VERSION = "bench-1.0"
 OS_VERSION = "Debian GNU/Linux 12 (bookworm)"
@@ -32,26 +35,44 @@ _TAIL_OPEN = b',"uptime":'
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0, unknown OS
 
 
-def report_entry(*, sensors: list[dict], version: int, variant: int, local_ip: str = "10.0.0.10") -> dict:
+def report_entry(
+    *, sensors: list[dict], version: int, variant: int, local_ip: str = "10.0.0.10", generation: int = 0
+) -> dict:
     """One device's report of running ``sensors`` (the target's sensor objects, ids included) at ``version``,
-    without ``uptime`` (it goes in the tail)."""
+    without ``uptime`` (it goes in the tail). Its health is what the agent generation sends (``bench.fleet``):
+    ``sensor_health`` for generation 0 (2025-11-06), ``endpoints_health`` for generation 1 (2025-11-22), so the
+    fleet model's metrics reports, which carry it again, leave the stored report unchanged."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}")
-    running = [{**s, "metadata": {**s.get("metadata", {}), "benchVariant": 1}} if variant else s for s in sensors]
-    return {
+    running = fleet.variant_sensors(sensors, variant)
+    entry = {
         "version": version,
         "config": {"sensors": running},
         "apps": {},
         "os_version": OS_VERSION,
         "agent_version": AGENT_VERSION,
         "local_ip": local_ip,
-        "sensor_health": {s["name"]: {"healthy": True} for s in running},
     }
+    if generation:
+        entry["endpoints_health"] = fleet.endpoints_health(s["name"] for s in running)
+    else:
+        entry["sensor_health"] = {s["name"]: {"healthy": True} for s in running}
+    return entry
 
 
 def entry_digest(entry: dict) -> str:
     """The digest the server stores for this report (``uptime`` never counts)."""
     return report_digest(entry)
+
+
+def entry_parts(device_uuid: str, entry: dict) -> dict:
+    """The identity parts' digests the server stores for this report (``DeviceCurrentState.parts``): what a later
+    report that leaves a part out (the 2025-11-22 agent's ``config``) is compared with."""
+    body = orjson.dumps({str(device_uuid): {**entry, "uptime": 1}})
+    report = reports_parse(json_parse(body), device_uuid=uuid_lib.UUID(str(device_uuid)))
+    if not isinstance(report, Report):
+        raise TypeError("a report parsed without a stored one is a full Report")
+    return report.parts
 
 
 def body_prefix(device_uuid: str, entry: dict) -> bytes:
@@ -61,6 +82,13 @@ def body_prefix(device_uuid: str, entry: dict) -> bytes:
     whole = orjson.dumps({str(device_uuid): entry})
     assert whole.endswith(b"}}")
     return whole[:-2] + _TAIL_OPEN
+
+
+def body_prefix_json(device_uuid: str, entry_json: bytes) -> bytes:
+    """``body_prefix`` of an entry already serialized by orjson (the same bytes)."""
+    if not entry_json.endswith(b"}") or b'"uptime":' in entry_json:
+        raise ValueError("an entry without uptime, as a JSON object")
+    return b'{"%s":' % str(device_uuid).encode("ascii") + entry_json[:-1] + _TAIL_OPEN
 
 
 def body_tail(uptime: int) -> bytes:

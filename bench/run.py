@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from . import cpu, pgbench, table
+from . import capacity, cpu, pgbench, realfleet, table
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "bench" / "lua" / "agent.lua"
@@ -80,6 +80,35 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pg-user", default=os.environ.get("BENCH_PG_USER", "postgres"))
     parser.add_argument("--port", type=int, default=_env_int("BENCH_PORT", 0), help="default: a free port")
     parser.add_argument("--out", default=os.environ.get("BENCH_OUT", str(ROOT / "var" / "bench")))
+    # The real agent's fleet (bench.fleet, bench.realfleet).
+    parser.add_argument(
+        "--fleet-devices",
+        type=int,
+        default=_env_int("FLEET_DEVICES", 100_000),
+        help="devices seeded for the real-agent fleet and the capacity search (its upper bound)",
+    )
+    parser.add_argument("--capacity-runs", type=int, default=_env_int("CAPACITY_RUNS", 4), help="per search; 0: none")
+    parser.add_argument("--capacity-duration", type=int, default=_env_int("CAPACITY_DURATION", 60))
+    parser.add_argument("--capacity-start", type=int, default=_env_int("CAPACITY_START", 40_000))
+    parser.add_argument("--capacity-start-mqtt", type=int, default=_env_int("CAPACITY_START_MQTT", 60_000))
+    parser.add_argument("--capacity-precision", type=float, default=0.1)
+    parser.add_argument("--fleet-connections", type=int, default=_env_int("FLEET_CONNECTIONS", 128))
+    parser.add_argument(
+        "--cost-rate", type=float, default=_env_int("COST_RATE", 300), help="reports/s of the per-report cost runs"
+    )
+    parser.add_argument("--mqtt", default=os.environ.get("MQTT", "on"), choices=["on", "off"])
+    parser.add_argument("--mqtt-workers", type=int, default=_env_int("MQTT_WORKERS", 2))
+    parser.add_argument(
+        "--mqtt-payload", type=int, default=_env_int("MQTT_PAYLOAD", 1500), help="bytes per transport-ceiling message"
+    )
+    parser.add_argument("--transport-messages", type=int, default=_env_int("TRANSPORT_MESSAGES", 50_000))
+    parser.add_argument(
+        "--soak",
+        type=int,
+        default=_env_int("SOAK", 0),
+        help="seconds of the MQTT ingestion soak, run alone after seeding (make bench-soak: 600); 0: the benchmark",
+    )
+    parser.add_argument("--soak-devices", type=int, default=_env_int("SOAK_DEVICES", 20_000))
     parser.add_argument(
         "--strict", action="store_true", default=bool(os.environ.get("BENCH_STRICT")), help="exit 2 on a missed target"
     )
@@ -87,6 +116,12 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     args.connections = args.connections or 2 * args.workers
     args.db_devices = args.db_devices or min(args.devices, 4 * pgbench.MAX_SCRIPTS)
     args.mix_rate = args.mix_rate or round(args.devices * (1 / 10 + 1 / 60))
+    if args.soak:
+        args.fleet_devices = args.soak_devices
+    args.fleet_devices = max(args.fleet_devices, args.devices)
+    if args.capacity_runs:
+        args.capacity_start = min(args.capacity_start, args.fleet_devices)
+        args.capacity_start_mqtt = min(args.capacity_start_mqtt, args.fleet_devices)
     if args.pg_host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("the benchmark runs on loopback only: --pg-host must be 127.0.0.1")
     for name in ("devices", "sensors", "duration", "mix_duration", "workers", "connections", "wrk_threads"):
@@ -510,6 +545,11 @@ def _header(args, results: dict, log: Log, dsn: dict, port: int) -> None:
         f"load: wrk, a separate process ({cfg['wrk_threads']} thread(s), {cfg['connections']} connections per path, "
         f"{cfg['mix_connections']} for the mix), agent protocol: device keys, gzip bodies, If-None-Match"
     )
+    log(
+        f"real agents (bench.fleet): {args.fleet_devices:,} seeded; capacity searches of at most {args.capacity_runs} "
+        f"sizes x {args.capacity_duration} s from {args.capacity_start:,} (MQTT {args.capacity_start_mqtt:,}); MQTT "
+        f"{args.mqtt} ({args.mqtt_workers} ingestion workers)"
+    )
     log("NOTE: SENSORSYNC_AGENT_RATE_LIMIT=off for the load test (wrk sends one device far more than 7 a minute).")
     if busy is not None and busy >= (cores or 1) / 2:
         log(
@@ -528,10 +568,14 @@ def _prepare_database(args, env: dict, dsn: dict, log: Log, results: dict) -> No
     _run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, timeout=600)
 
     prepare = [sys.executable, "-m", "bench.prepare"]
-    common = ["--out", str(Path(args.out) / "work"), "--devices", str(args.devices), "--sensors", str(args.sensors)]
+    common = ["--out", str(Path(args.out) / "work"), "--devices", str(args.fleet_devices)]
+    common += ["--sensors", str(args.sensors)]
     common += ["--db-devices", str(args.db_devices)]
     quiet = {**env, "DJANGO_LOG_LEVEL": "WARNING"}  # one log line per reconciliation would drown the progress
-    log.step(f"seeding {args.devices:,} devices x {args.sensors} sensors (+{args.db_devices} for the database ceiling)")
+    log.step(
+        f"seeding {args.fleet_devices:,} devices x {args.sensors} sensors (+{args.db_devices} for the database "
+        "ceiling): templates through the services, clones by COPY"
+    )
     _run([*prepare, "seed", *common], env=quiet, timeout=1800, log=log)
     work = Path(args.out) / "work"
     results["seed"] = json.loads((work / "seed.json").read_text())
@@ -542,6 +586,8 @@ def _prepare_database(args, env: dict, dsn: dict, log: Log, results: dict) -> No
     log.step("in-process probe: SQL statements per request, time per sensor, the changed reports' SQL")
     _run([*prepare, "probe", *common], env=quiet, timeout=1800, log=log)
     results["probe"] = json.loads((work / "probe.json").read_text())
+    log.step("the real agent's fleet file (bench.fleet): both generations' bodies, per device and template")
+    _run([*prepare, "fleet", *common], env=quiet, timeout=1800, log=log)
 
 
 def _pgbench_scripts(work: Path) -> tuple[list[Path], float]:
@@ -622,6 +668,9 @@ def _load(args, dsn: dict, env: dict, server: Server, port: int, work: Path, log
 
     log.step(f"gunicorn: starting {args.workers} workers on 127.0.0.1:{port}")
     server.start()
+    if args.soak:  # make bench-soak: the MQTT ingestion soak alone
+        _real_agents(args, dsn, env, server, port, work, log, results)
+        return
 
     def phase(key: str, mode: str, extra: dict, *, duration=None, connections=None, on_done=None):
         phases[key] = wrk_phase(
@@ -718,7 +767,71 @@ def _load(args, dsn: dict, env: dict, server: Server, port: int, work: Path, log
         "    worker peak memory (MB): "
         + ", ".join(f"{peak:.0f}" for peak in sorted(sampler.peak.values(), reverse=True))
     )
+    _real_agents(args, dsn, env, server, port, work, log, results)
     results["environment"]["loadavg_at_end"] = _loadavg()
+
+
+def _real_agents(args, dsn: dict, env: dict, server: Server, port: int, work: Path, log: Log, results: dict) -> None:
+    """The real agent's fleet (``bench.realfleet``): independent ceilings, per-report costs over HTTP and MQTT,
+    the transport ceiling, the capacity searches, the soak."""
+    stage = realfleet.Stage(args, env, work, port, server.pid, log, dsn, results)
+    real = results["real"] = {}
+    if args.soak:
+        log.step(f"MQTT: the project's broker (manage.py mqtt_broker) and {args.mqtt_workers} mqtt_ingest workers")
+        soaked = realfleet.mqtt_start(stage, args.mqtt_workers)
+        try:
+            log.step(f"soak: {args.soak} s of MQTT ingestion at {args.soak_devices:,} agents, worker RSS every 10 s")
+            real["soak"] = realfleet.soak(stage, soaked, devices=args.soak_devices, duration=args.soak)
+        finally:
+            soaked.stop()
+        return
+    log.step(
+        f"independent ceilings, {args.duration} s each: the bare project (bench.bare: no middleware, one indexed read, "
+        "same gunicorn) beside the product's ceiling view; the minimal SQL of a changed report beside the replay"
+    )
+    product_before = results["phases"].get("ceiling_after_mix")
+    real["bare"] = [realfleet.bare_ceiling(stage, duration=args.duration)]
+    real["product_ceiling"] = wrk_phase(
+        args,
+        label="ceiling (product)",
+        port=port,
+        mode="get",
+        duration=args.duration,
+        connections=args.connections,
+        extra={"paths": str(work / "paths_ceiling.txt")},
+        log=log,
+        app_pid=server.pid,
+    )
+    real["bare"].append(realfleet.bare_ceiling(stage, duration=args.duration))
+    del product_before
+    real["minimal_sql"] = [realfleet.minimal_sql_ceiling(stage, duration=args.duration)]
+    real["minimal_sql"].append(realfleet.minimal_sql_ceiling(stage, duration=args.duration))
+
+    mqtt: realfleet.Mqtt | None = None
+    if args.mqtt == "on":
+        log.step(f"MQTT: the project's broker (manage.py mqtt_broker) and {args.mqtt_workers} mqtt_ingest workers")
+        mqtt = realfleet.mqtt_start(stage, args.mqtt_workers)
+    try:
+        log.step(
+            f"per-report app CPU, {args.cost_rate:g} reports/s paced for {args.duration} s each, the real agent's "
+            "bodies (both generations): unchanged and metrics-only over HTTP, unchanged over MQTT"
+        )
+        real["costs"] = realfleet.per_report_costs(stage, mqtt)
+        if mqtt is not None:
+            log.step("MQTT transport ceiling: the broker's own publish-to-deliver rate to a no-op subscriber")
+            real["transport"] = realfleet.transport_ceiling(stage, mqtt, messages=args.transport_messages)
+        if args.capacity_runs:
+            log.step(
+                f"capacity search, {args.capacity_duration} s per size, at most {args.capacity_runs} sizes: "
+                f"p99 < {capacity.P99_MAX_MS:.0f} ms, no error, schedule kept; (a) HTTP only"
+            )
+            real["capacity_http"] = realfleet.capacity_search(stage, mqtt=None, label="HTTP only")
+            if mqtt is not None:
+                log.step("capacity search (b): MQTT reports, HTTP polls")
+                real["capacity_mqtt"] = realfleet.capacity_search(stage, mqtt=mqtt, label="MQTT reports")
+    finally:
+        if mqtt is not None:
+            mqtt.stop()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ are remapped to the clone's new rows. A new unique column that is neither a UUID
 stop and name it, rather than produce clones that collide.
 """
 
+import functools
 import json
 import random
 import re
@@ -44,7 +45,7 @@ from reconciliation.services.reports import state_report_apply
 from reconciliation.services.targets import target_state_update
 from simulator.agent import sensor_specs
 
-from . import reports
+from . import fleet, reports
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -97,6 +98,7 @@ class Blueprint:
     tables: list[Table]
     uuids: list[str]  # every UUID in the template's rows
     entries: list[str]  # the template's report entries (variants 0 and 1) as JSON text
+    generation: int = 0  # the agent generation its devices speak as (bench.fleet)
 
 
 def _uuids_in(value, found: set[str]) -> bool:
@@ -112,7 +114,9 @@ def _uuids_in(value, found: set[str]) -> bool:
     return False
 
 
-def blueprint_load(template: Device, api_key: str, *, overridden: set[tuple[type[models.Model], str]]) -> Blueprint:
+def blueprint_load(
+    template: Device, api_key: str, *, overridden: set[tuple[type[models.Model], str]], generation: int = 0
+) -> Blueprint:
     """Read every row of ``template`` and decide, field by field, what a clone rewrites."""
     tables = _template_tables(template)
     cloned = {table.model for table in tables}
@@ -124,10 +128,12 @@ def blueprint_load(template: Device, api_key: str, *, overridden: set[tuple[type
     target = template.target_state
     sensors = target.config["sensors"]
     entries = [
-        orjson.dumps(reports.report_entry(sensors=sensors, version=target.version, variant=v)).decode()
+        orjson.dumps(
+            reports.report_entry(sensors=sensors, version=target.version, variant=v, generation=generation)
+        ).decode()
         for v in reports.VARIANTS
     ]
-    return Blueprint(template, api_key, tables, sorted(uuids), entries)
+    return Blueprint(template, api_key, tables, sorted(uuids), entries, generation)
 
 
 def _template_tables(template: Device) -> list[Table]:
@@ -191,27 +197,48 @@ class Clone:
     api_key: str
     mapping: dict[str, str]  # template uuid -> this clone's uuid
     uuid: str
-    entries: list[dict]  # its report entries, variants 0 and 1
+    entries: list[bytes]  # its report entries, variants 0 and 1, as JSON (a fleet of 100,000 keeps them all)
     digests: list[str]  # their identity digests
+    parts: dict  # the identity parts' digests of variant 0, as the server stores them
     pks: dict[type[models.Model], dict] = field(default_factory=dict)  # model -> template pk -> clone pk
 
 
 def _sub(text: str, mapping: dict[str, str]) -> str:
-    return UUID_RE.sub(lambda m: mapping.get(m.group(0), m.group(0)), text)
+    """``text`` with every UUID of ``mapping`` replaced: the template's text is split at its UUIDs once (the
+    split is cached: every clone renames the same few texts)."""
+    pieces = _uuid_split(text)
+    out = [pieces[0]]
+    for i in range(1, len(pieces), 2):
+        out.append(mapping.get(pieces[i], pieces[i]))
+        out.append(pieces[i + 1])
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=4096)
+def _uuid_split(text: str) -> list[str]:
+    """``text`` as [literal, uuid, literal, uuid, ..., literal]."""
+    pieces, start = [], 0
+    for match in UUID_RE.finditer(text):
+        pieces += [text[start : match.start()], match.group(0)]
+        start = match.end()
+    pieces.append(text[start:])
+    return pieces
 
 
 def clone_prepare(blueprint: Blueprint, *, index: int, name: str, identity: bool = False) -> Clone:
     """A clone's uuids, key and report entries (``identity``: the template itself, nothing renamed)."""
     mapping = {u: u if identity else str(uuid_lib.uuid4()) for u in blueprint.uuids}
-    entries = [orjson.loads(_sub(text, mapping)) for text in blueprint.entries]
+    texts = [_sub(text, mapping) for text in blueprint.entries]
+    entries = [orjson.loads(text) for text in texts]
     return Clone(
         index=index,
         name=name,
         api_key=blueprint.api_key if identity else key_generate(),
         mapping=mapping,
         uuid=mapping[str(blueprint.template.uuid)],
-        entries=entries,
+        entries=[text.encode() for text in texts],
         digests=[reports.entry_digest(entry) for entry in entries],
+        parts=reports.entry_parts(mapping[str(blueprint.template.uuid)], entries[0]),
     )
 
 
@@ -323,14 +350,19 @@ def _overrides(model, clone: Clone) -> dict:
     if model is Device:
         return {"name": clone.name, "api_key_digest": key_digest(clone.api_key)}
     if model is DeviceCurrentState:
-        return {"digest": clone.digests[0]}
+        return {"digest": clone.digests[0], "parts": _JsonText(orjson.dumps(clone.parts).decode())}
     return {}
 
 
-OVERRIDDEN = {(Device, "name"), (Device, "api_key_digest"), (DeviceCurrentState, "digest")}
+OVERRIDDEN = {
+    (Device, "name"),
+    (Device, "api_key_digest"),
+    (DeviceCurrentState, "digest"),
+    (DeviceCurrentState, "parts"),
+}
 
 
-def template_create(*, name: str, layout_index: int, sensors: int, user) -> tuple[Device, str]:
+def template_create(*, name: str, layout_index: int, sensors: int, user, generation: int = 0) -> tuple[Device, str]:
     """A device as a fleet in steady state has it: made through the real services, its target fetched by its
     agent (one real poll), and one real report of what it runs (variant 0), fully in sync."""
     with audit_context(source=EventSourceChoices.COMMAND, actor="command:bench"):
@@ -347,7 +379,9 @@ def template_create(*, name: str, layout_index: int, sensors: int, user) -> tupl
     if device is None:
         raise RuntimeError(f"template {name}: its key does not authenticate it")
     target = device.target_state
-    entry = reports.report_entry(sensors=target.config["sensors"], version=target.version, variant=0)
+    entry = reports.report_entry(
+        sensors=target.config["sensors"], version=target.version, variant=0, generation=generation
+    )
     body = reports.report_body(reports.gzip_member(reports.body_prefix(str(device.uuid), entry)), uptime=3600)
     raw = body_inflate(body, "gzip", limit=settings.SENSORSYNC_MAX_REPORT_BYTES)
     with audit_context(source=EventSourceChoices.AGENT):
@@ -361,8 +395,9 @@ def templates_create(*, count: int, sensors: int, name: Callable[[int], str], us
     """``count`` template devices through the services, each read back as a blueprint to clone."""
     blueprints = []
     for t in range(count):
-        device, key = template_create(name=name(t), layout_index=t, sensors=sensors, user=user)
-        blueprints.append(blueprint_load(device, key, overridden=OVERRIDDEN))
+        generation = fleet.generation_of(t)
+        device, key = template_create(name=name(t), layout_index=t, sensors=sensors, user=user, generation=generation)
+        blueprints.append(blueprint_load(device, key, overridden=OVERRIDDEN, generation=generation))
     return blueprints
 
 
@@ -396,6 +431,9 @@ def clones_create(
             with transaction.atomic():
                 for t, members in group.items():
                     _clone_rows(blueprints[t], members)
+            for members in group.values():
+                for clone in members:
+                    clone.pks = {}  # only the batch's own rows point at them
             if progress is not None:
                 progress(len(clones))
     finally:

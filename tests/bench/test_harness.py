@@ -292,8 +292,10 @@ def test_clones_are_consistent_devices_of_their_own(superuser):
         {s["id"] for s in Device.objects.get(uuid=c.uuid).target_state.config["sensors"]} for c in (template, clone)
     ]
     assert not sensor_ids[0] & sensor_ids[1]  # every uuid is the clone's own
-    body = orjson.dumps({clone.uuid: clone.entries[0]})
+    body = orjson.dumps({clone.uuid: orjson.loads(clone.entries[0])})
     assert reports.entry_digest(orjson.loads(body)[clone.uuid]) == clone.digests[0]
+    entry = orjson.loads(clone.entries[0])
+    assert reports.body_prefix_json(clone.uuid, clone.entries[0]) == reports.body_prefix(clone.uuid, entry)
 
 
 def test_colons_in_replayed_literals_are_hidden_from_pgbench_variables():

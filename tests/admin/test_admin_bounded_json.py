@@ -3,7 +3,6 @@ sensor's connection or metadata may be anything the API accepts (nesting up to 2
 report), and the page shows a bounded, truncated rendering of it with a note saying so."""
 
 import json
-import time
 
 import pytest
 from django.test import Client
@@ -19,7 +18,6 @@ from .test_admin import DEVICES, EVENTS, SENSORS
 
 DEPTH = 200
 PAGE_BYTES_MAX = 1024 * 1024
-PAGE_SECONDS_MAX = 2.0
 VIEW_ONLY_PAGE_BYTES_MAX = 512 * 1024  # four JSON values of at most 64 KB each, escaped, and the admin around them
 
 
@@ -56,21 +54,12 @@ def deep_device(superuser):
     return device
 
 
-def timed_get(client, url: str):
-    started = time.monotonic()
-    response = client.get(url)
-    return response, time.monotonic() - started
-
-
-def test_device_page_of_a_deep_and_large_report_stays_small_and_fast(admin_browser, deep_device):
-    admin_browser.get(f"{DEVICES}{deep_device.pk}/change/")  # warm up (templates, session)
-
-    response, seconds = timed_get(admin_browser, f"{DEVICES}{deep_device.pk}/change/")
+def test_device_page_of_a_deep_and_large_report_stays_small(admin_browser, deep_device):
+    response = admin_browser.get(f"{DEVICES}{deep_device.pk}/change/")
 
     assert response.status_code == 200
     size = len(response.content)
     assert size < PAGE_BYTES_MAX, f"the device page is {size:,} bytes"
-    assert seconds < PAGE_SECONDS_MAX, f"the device page took {seconds:.2f} s"
     page = response.content.decode()
     assert page.count("truncated") >= 2, "the target and reported configurations must say they were cut"
     assert "see the API" in page
@@ -83,10 +72,9 @@ def test_running_sensor_page_and_event_page_of_the_same_json_stay_small(admin_br
     event = Event.objects.get(aggregate_id=str(deep_device.uuid), type="sensor.added")  # carries the whole sensor
 
     for url in (f"{SENSORS}{row.pk}/change/", f"{EVENTS}{event.pk}/change/"):
-        response, seconds = timed_get(admin_browser, url)
+        response = admin_browser.get(url)
         assert response.status_code == 200, url
         assert len(response.content) < PAGE_BYTES_MAX, (url, len(response.content))
-        assert seconds < PAGE_SECONDS_MAX, (url, seconds)
         assert "truncated" in response.content.decode(), url
 
 

@@ -216,12 +216,17 @@ class Ingestor:
         session_expiry: int = 86_400,
         converge_interval: float = 60.0,
         batch_size: int = 32,
+        batch_wait: float = 0.05,
     ) -> None:
         self.address = BrokerAddress.parse(url)
         self.client_id = client_id
         self.receive_maximum = receive_maximum
         self.converge_interval = converge_interval
         self.batch_size = max(1, batch_size)  # messages applied together, of those the client has buffered
+        # How long a batch waits for more after its first message: a steady fleet's reports arrive one by one, and
+        # a batch of one costs a lookup, a write and a commit of its own. The receipt time is taken on arrival, so
+        # waiting delays only the acknowledgement and the write, by at most this.
+        self.batch_wait = max(0.0, batch_wait)
         # The broker should send at most receive_maximum unacknowledged messages per connection; Mosquitto 2.0.11
         # sends more once some are acknowledged (2.0.13 reworked its "inflight quota"). Then this queue fills, the
         # network thread waits to put the next one, and TCP holds the rest back in the broker: memory stays bounded.
@@ -513,9 +518,11 @@ class Ingestor:
                     continue
                 batch = [delivery]
                 room = self.batch_size if max_messages is None else min(self.batch_size, max_messages - self.processed)
+                fill_until = time.monotonic() + self.batch_wait
                 while len(batch) < room:
+                    wait = fill_until - time.monotonic()
                     try:
-                        batch.append(self.deliveries.get_nowait())
+                        batch.append(self.deliveries.get(timeout=wait) if wait > 0 else self.deliveries.get_nowait())
                     except queue.Empty:
                         break
                 self._process_batch(batch)

@@ -191,3 +191,31 @@ def test_a_message_published_before_a_key_rotation_is_not_applied_after_it(broke
     with pytest.raises(Dropped) as exc:
         message_apply(topic=device.topic, payload=orjson.dumps(report(device)), received_us=now_us())
     assert exc.value.reason == "credentials_revoked"
+
+
+# Waiting long enough to cover four publishes on a loaded machine; a batch of four is full and goes at once.
+@pytest.mark.parametrize(("batch_wait", "one_batch"), [(10.0, True), (0.0, False)])
+def test_reports_arriving_one_by_one_are_applied_together_within_the_batch_wait(broker, batch_wait, one_batch):
+    """A steady fleet's reports arrive one by one; a batch waits ``batch_wait`` after its first message for more,
+    so they share one lookup, one write and one commit (``--batch-wait``, 0: only what is already buffered)."""
+    devices = [device_with(f"w-{n}") for n in range(4)]
+    sizes: list[int] = []
+    worker = InProcessWorker(broker, batch_wait=batch_wait, batch_size=4)
+    process = worker.ingestor._process_batch
+
+    def counted(batch):
+        sizes.append(len(batch))
+        return process(batch)
+
+    worker.ingestor._process_batch = counted  # type: ignore[method-assign]
+    applied = _count(MESSAGES, "applied")
+    with worker:
+        for device in devices:
+            mqtt = MqttDevice(device, device.api_key, device_mqtt_credentials_issue(device=device))
+            client = device_connect(broker, mqtt)
+            body = {mqtt.uuid: {"version": device.target_state.version, "config": {"sensors": target_sensors(device)}}}
+            assert not publish(client, mqtt.topic, body).is_failure
+            client.disconnect()
+            time.sleep(0.1)
+        wait_until(lambda: _count(MESSAGES, "applied") == applied + 4)
+    assert (sizes == [4]) is one_batch, sizes

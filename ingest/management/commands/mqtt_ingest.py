@@ -59,6 +59,13 @@ error"""
             "write for those that change nothing but liveness and facts (default 32; 1: one by one).",
         )
         parser.add_argument(
+            "--batch-wait",
+            type=float,
+            default=0.05,
+            help="Seconds a batch waits for more messages after its first (default 0.05; 0: only what is buffered). "
+            "A steady fleet's reports arrive one by one: waiting a little applies them together.",
+        )
+        parser.add_argument(
             "--session-expiry",
             type=int,
             default=86_400,
@@ -95,10 +102,7 @@ error"""
             BrokerAddress.parse(url)
         except ValueError as exc:
             raise CommandError(f"SENSORSYNC_MQTT_URL: {exc}") from exc
-        if not 1 <= options["receive_maximum"] <= 65_535:
-            raise CommandError("--receive-maximum must be from 1 to 65535.")
-        if not 1 <= options["batch_size"] <= 1000:
-            raise CommandError("--batch-size must be from 1 to 1000.")
+        _limits_check(options)
         try:
             ingestor = Ingestor(
                 url=url,
@@ -110,6 +114,7 @@ error"""
                 session_expiry=options["session_expiry"],
                 converge_interval=options["converge_interval"],
                 batch_size=options["batch_size"],
+                batch_wait=options["batch_wait"],
             )
         except JournalLocked as exc:
             raise CommandError(f"{exc}: it is running already.") from exc
@@ -131,3 +136,12 @@ def argparse_suppress():
     import argparse
 
     return argparse.SUPPRESS
+
+
+def _limits_check(options: dict) -> None:
+    if not 1 <= options["receive_maximum"] <= 65_535:
+        raise CommandError("--receive-maximum must be from 1 to 65535.")
+    if not 1 <= options["batch_size"] <= 1000:
+        raise CommandError("--batch-size must be from 1 to 1000.")
+    if not 0 <= options["batch_wait"] <= 1:
+        raise CommandError("--batch-wait must be from 0 to 1 second.")

@@ -22,56 +22,8 @@
 -- done() prints one line, "BENCH_RESULT {json}", that bench/run.py reads: wrk's latency percentiles and error
 -- counts, plus status codes, report outcomes and what was sent, counted in every thread.
 
-local bit = require("bit")
-local ffi = require("ffi")
-
-ffi.cdef([[
-typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
-int clock_gettime(int clock_id, bench_timespec *tp);
-]])
-local timespec = ffi.new("bench_timespec")
-local function now_ms()
-  ffi.C.clock_gettime(1, timespec) -- CLOCK_MONOTONIC
-  return tonumber(timespec.tv_sec) * 1000 + tonumber(timespec.tv_nsec) / 1e6
-end
-
--- gzip member with one stored block ---------------------------------------------------------------------------
-
-local crc_table = {}
-for i = 0, 255 do
-  local c = i
-  for _ = 1, 8 do
-    if bit.band(c, 1) == 1 then
-      c = bit.bxor(0xEDB88320, bit.rshift(c, 1))
-    else
-      c = bit.rshift(c, 1)
-    end
-  end
-  crc_table[i] = c
-end
-
-local function crc32(s)
-  local c = 0xFFFFFFFF
-  for i = 1, #s do
-    c = bit.bxor(crc_table[bit.band(bit.bxor(c, s:byte(i)), 0xFF)], bit.rshift(c, 8))
-  end
-  return bit.bnot(c)
-end
-
-local function le16(n)
-  return string.char(bit.band(n, 0xFF), bit.band(bit.rshift(n, 8), 0xFF))
-end
-
-local function le32(n)
-  return le16(bit.band(n, 0xFFFF)) .. le16(bit.band(bit.rshift(n, 16), 0xFFFF))
-end
-
-local GZIP_HEADER = "\31\139\8\0\0\0\0\0\0\255"
-
-local function gzip_stored(s)
-  local n = #s
-  return GZIP_HEADER .. "\1" .. le16(n) .. le16(bit.bnot(n)) .. s .. le32(crc32(s)) .. le32(n)
-end
+local common = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
+local now_ms, gzip_stored = common.now_ms, common.gzip_stored
 
 -- setup (main state) -----------------------------------------------------------------------------------------
 

@@ -127,7 +127,9 @@ def test_the_lua_side_builds_the_same_bodies_and_knows_every_kind():
         assert f"{kind} = " in lua
     assert '\'{"%s":{"version":%d,"apps":{},"is_online":true\'' in lua  # fleet.head
     assert fleet.head(DEVICE, 4) == b'{"%s":{"version":4,"apps":{},"is_online":true' % DEVICE.encode()
-    assert "\\31\\139\\8\\0\\0\\0\\0\\0\\0\\255" in lua
+    assert '"common.lua"' in lua and "gzip_stored(" in lua
+    common = realfleet.FLEET_LUA.with_name("common.lua").read_text()
+    assert "\\31\\139\\8\\0\\0\\0\\0\\0\\0\\255" in common  # the header of fleet.stored_member
     assert gzip.decompress(fleet.stored_member(b"abc")) == b"abc"
 
 

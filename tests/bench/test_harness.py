@@ -69,7 +69,9 @@ def test_the_lua_script_knows_every_mode_the_runner_uses():
     for mode in used:
         assert f'mode == "{mode}"' in lua
     assert 'string.format("%d}}"' in lua  # the tail bench.reports.body_tail builds
-    assert "\\31\\139\\8\\0\\0\\0\\0\\0\\0\\255" in lua  # the header of bench.reports.gzip_stored_member
+    assert '"common.lua"' in lua and "gzip_stored(" in lua  # the helpers both wrk scripts load
+    common = run.LUA.with_name("common.lua").read_text()
+    assert "\\31\\139\\8\\0\\0\\0\\0\\0\\0\\255" in common  # the header of bench.reports.gzip_stored_member
 
 
 # Files wrk reads ------------------------------------------------------------------------------------------------

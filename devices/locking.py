@@ -14,7 +14,7 @@ from django.db.models import Field
 
 from events.services import EventRecorder, event_recording
 from sensorsync_project.fields import concrete_field
-from sensorsync_project.hot_queries import db_param
+from sensorsync_project.hot_queries import db_param, set_terms
 
 from .models import Device, DeviceTargetState
 
@@ -95,12 +95,7 @@ def _assignments(values: dict[str, Any], rising: dict[str, int]) -> tuple[list[s
     """``SET`` terms of a device write: each of ``values``, and each mark of ``rising`` raised to its clock unless a
     newer one is stored (``GREATEST(COALESCE(mark, clock), clock)``, written portably)."""
     qn = connection.ops.quote_name
-    assignments, params = [], []
-    for name, new in values.items():
-        field = concrete_field(Device, name)
-        placeholder, value = db_param(field, new, connection)
-        assignments.append(f"{qn(field.column)} = {placeholder}")
-        params.append(value)
+    assignments, params = set_terms(Device, values, connection)
     for name, clock in rising.items():
         mark = qn(concrete_field(Device, name).column)
         assignments.append(f"{mark} = CASE WHEN {mark} IS NULL OR {mark} < %s THEN %s ELSE {mark} END")

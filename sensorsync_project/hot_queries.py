@@ -248,11 +248,9 @@ def db_param(field: Field, value: Any, connection: BaseDatabaseWrapper) -> tuple
     return "%s", field.get_db_prep_save(value, connection)
 
 
-def row_update(model: type[Model], *, key: str, value: Any, values: Mapping[str, Any]) -> int:
-    """``model.objects.filter(key=value).update(**values)`` (plain values only) without compiling a queryset: one
-    UPDATE of just these columns. The number of rows written."""
-    alias = router.db_for_write(model)
-    connection = connections[alias]
+def set_terms(model: type[Model], values: Mapping[str, Any], connection: Any) -> tuple[list[str], list[Any]]:
+    """The ``column = %s`` terms of an UPDATE's SET for ``values`` (model field names), and their parameters as the
+    backend stores them."""
     quote = connection.ops.quote_name
     assignments, params = [], []
     for name, new in values.items():
@@ -260,6 +258,16 @@ def row_update(model: type[Model], *, key: str, value: Any, values: Mapping[str,
         placeholder, param = db_param(field, new, connection)
         assignments.append(f"{quote(field.column)} = {placeholder}")
         params.append(param)
+    return assignments, params
+
+
+def row_update(model: type[Model], *, key: str, value: Any, values: Mapping[str, Any]) -> int:
+    """``model.objects.filter(key=value).update(**values)`` (plain values only) without compiling a queryset: one
+    UPDATE of just these columns. The number of rows written."""
+    alias = router.db_for_write(model)
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    assignments, params = set_terms(model, values, connection)
     key_field = model._meta.pk if key == "pk" else concrete_field(model, key)
     assert key_field is not None
     params.append(key_field.get_db_prep_value(value, connection))

@@ -262,35 +262,6 @@ end
 
 -- done (main state) ----------------------------------------------------------------------------------------------
 
-local function json_value(v)
-  if type(v) == "table" then
-    local parts = {}
-    local is_list = #v > 0
-    if is_list then
-      for _, item in ipairs(v) do
-        parts[#parts + 1] = json_value(item)
-      end
-      return "[" .. table.concat(parts, ",") .. "]"
-    end
-    for k, item in pairs(v) do
-      parts[#parts + 1] = json_value(tostring(k)) .. ":" .. json_value(item)
-    end
-    return "{" .. table.concat(parts, ",") .. "}"
-  elseif type(v) == "string" then
-    return '"' .. v:gsub('[%c"\\]', function(c)
-      return string.format("\\u%04x", c:byte())
-    end) .. '"'
-  elseif type(v) == "number" then
-    if v ~= v or v == math.huge or v == -math.huge then
-      return "null"
-    end
-    return string.format("%.17g", v)
-  elseif type(v) == "boolean" then
-    return tostring(v)
-  end
-  return "null"
-end
-
 local function add_into(total, part)
   for k, v in pairs(part or {}) do
     if k == "max" then
@@ -315,30 +286,11 @@ function done(summary, latency, requests)
       totals.errors_sample[#totals.errors_sample + 1] = e
     end
   end
-  local result = {
-    duration_us = summary.duration,
-    requests = summary.requests,
-    bytes = summary.bytes,
-    errors = {
-      connect = summary.errors.connect,
-      read = summary.errors.read,
-      write = summary.errors.write,
-      status = summary.errors.status,
-      timeout = summary.errors.timeout,
-    },
-    latency_us = {
-      p50 = latency:percentile(50),
-      p90 = latency:percentile(90),
-      p99 = latency:percentile(99),
-      p999 = latency:percentile(99.9),
-      max = latency.max,
-      mean = latency.mean,
-    },
-    status = totals.status,
-    outcome = totals.outcome,
-    sent = totals.sent,
-    lag_ms = totals.lag,
-    errors_sample = totals.errors_sample,
-  }
-  io.write("BENCH_RESULT " .. json_value(result) .. "\n")
+  local result = common.wrk_result(summary, latency)
+  result.status = totals.status
+  result.outcome = totals.outcome
+  result.sent = totals.sent
+  result.lag_ms = totals.lag
+  result.errors_sample = totals.errors_sample
+  common.result_write(result)
 end

@@ -232,65 +232,18 @@ function response(code, headers, body)
   end
 end
 
-local function json_value(v)
-  if type(v) == "table" then
-    local parts = {}
-    for k, item in pairs(v) do
-      parts[#parts + 1] = json_value(tostring(k)) .. ":" .. json_value(item)
-    end
-    if #v > 0 then
-      parts = {}
-      for _, item in ipairs(v) do
-        parts[#parts + 1] = json_value(item)
-      end
-      return "[" .. table.concat(parts, ",") .. "]"
-    end
-    return "{" .. table.concat(parts, ",") .. "}"
-  elseif type(v) == "string" then
-    return '"' .. v:gsub('[%c"\\]', function(c)
-      return string.format("\\u%04x", c:byte())
-    end) .. '"'
-  elseif type(v) == "number" then
-    if v ~= v or v == math.huge or v == -math.huge then
-      return "null"
-    end
-    return string.format("%.17g", v)
-  elseif type(v) == "boolean" then
-    return tostring(v)
-  end
-  return "null"
-end
-
 function done(summary, latency, requests)
   local t = threads[1]
   local st = {}
   for code, n in pairs(t:get("status") or {}) do
     st[tostring(code)] = n
   end
-  local result = {
-    duration_us = summary.duration,
-    requests = summary.requests,
-    errors = {
-      connect = summary.errors.connect,
-      read = summary.errors.read,
-      write = summary.errors.write,
-      status = summary.errors.status,
-      timeout = summary.errors.timeout,
-    },
-    latency_us = {
-      p50 = latency:percentile(50),
-      p90 = latency:percentile(90),
-      p99 = latency:percentile(99),
-      p999 = latency:percentile(99.9),
-      max = latency.max,
-      mean = latency.mean,
-    },
-    status = st,
-    outcome = t:get("outcome"),
-    sent = t:get("sent"),
-    lag_ms = t:get("lag"),
-    planned = t:get("planned"),
-    errors_sample = t:get("errors_sample"),
-  }
-  io.write("BENCH_RESULT " .. json_value(result) .. "\n")
+  local result = common.wrk_result(summary, latency)
+  result.status = st
+  result.outcome = t:get("outcome")
+  result.sent = t:get("sent")
+  result.lag_ms = t:get("lag")
+  result.planned = t:get("planned")
+  result.errors_sample = t:get("errors_sample")
+  common.result_write(result)
 end
